@@ -1,0 +1,29 @@
+//! # Traverse
+//!
+//! Attribute traversals of a fine-tuned Stable Diffusion by prompt swapping (see the README and
+//! `shared/seed-paper.txt`). Data flows prompt → embedding → latents → trajectory → metrics → view:
+//!
+//! - [`tokenizer`], [`clip`]: prompt → text embedding.
+//! - [`unet`], [`scheduler`], [`rng`]: noise → latents by guided DDIM.
+//! - [`swap`]: the paper's prompt-swap trajectories; [`invert`]: real images in.
+//! - [`bezier`]: smooth traversal through a trajectory's latents.
+//! - [`vae`]: latents ↔ images; [`pipeline`]: loading a diffusers folder and running it all.
+//!
+//! One model definition serves the CLI, the tests and the browser (burn's runtime `Device`).
+
+pub mod bezier;
+pub mod clip;
+pub mod error;
+pub mod image;
+pub mod invert;
+pub mod nn;
+pub mod pipeline;
+pub mod rng;
+pub mod scheduler;
+pub mod swap;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,244 @@
+//! A diffusers Stable Diffusion folder (`model_index.json`, `text_encoder/`, `unet/`, `vae/`, `tokenizer/`,
+//! `scheduler/`) loaded into one [`StableDiffusion`], and the guided noise prediction every sampler uses.
+
+use std::collections::BTreeSet;
+
+use burn::prelude::*;
+use burn_store::ModuleSnapshot;
+use serde::Deserialize;
+
+use crate::clip::{self, ClipTextConfig, ClipTextModel};
+use crate::error::{Error, Result};
+use crate::scheduler::DdimConfig;
+use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
+use crate::unet::{self, UNet2DConditionConfig, UNet2DConditionModel};
+use crate::vae::{self, AutoencoderKL, AutoencoderKLConfig};
+use crate::weights::{NameMap, WeightFile};
+
+/// Largest JSON file (config, index) we read.
+const MAX_JSON_BYTES: u64 = 16 << 20;
+
+/// Where a model folder's files come from: a directory, or files already fetched into memory (browser).
+pub trait ModelSource {
+    /// Whether `path` (relative to the folder root, `/`-separated) exists.
+    fn exists(&self, path: &str) -> bool;
+    /// Reads a small file whole, refusing one over `limit` bytes.
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>>;
+    /// Hands over a weights file for loading.
+    fn weights(&self, path: &str) -> Result<WeightFile>;
+}
+
+/// A model folder on disk.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct DirSource(pub std::path::PathBuf);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ModelSource for DirSource {
+    fn exists(&self, path: &str) -> bool {
+        self.0.join(path).is_file()
+    }
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let full = self.0.join(path);
+        let io = |source| Error::Io { path: full.clone(), source };
+        let len = std::fs::metadata(&full).map_err(io)?.len();
+        if len > limit {
+            return Err(Error::config(path, format!("file is {len} bytes, over the {limit}-byte limit")));
+        }
+        std::fs::read(&full).map_err(io)
+    }
+    fn weights(&self, path: &str) -> Result<WeightFile> {
+        let full = self.0.join(path);
+        if !full.is_file() {
+            return Err(Error::Io { path: full, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+        }
+        Ok(WeightFile::Path(full))
+    }
+}
+
+/// A model folder whose files were fetched into memory, keyed by relative path.
+pub struct MemorySource(pub std::collections::HashMap<String, Vec<u8>>);
+
+impl ModelSource for MemorySource {
+    fn exists(&self, path: &str) -> bool {
+        self.0.contains_key(path)
+    }
+    fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let b = self.0.get(path).ok_or_else(|| Error::config(path, "file is missing"))?;
+        if b.len() as u64 > limit {
+            return Err(Error::config(path, format!("file is {} bytes, over the {limit}-byte limit", b.len())));
+        }
+        Ok(b.clone())
+    }
+    fn weights(&self, path: &str) -> Result<WeightFile> {
+        let bytes = self.0.get(path).ok_or_else(|| Error::config(path, "weights file is missing"))?.clone();
+        Ok(WeightFile::Bytes { name: path.to_string(), bytes })
+    }
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: std::collections::BTreeMap<String, String>,
+}
+
+/// The safetensors files holding one model's weights, as diffusers names them: `{base}[.{variant}].safetensors`
+/// or the shards listed in `{base}.safetensors.index[.{variant}].json`.
+pub fn weight_files(src: &dyn ModelSource, dir: &str, base: &str, variant: Option<&str>) -> Result<Vec<String>> {
+    let v = variant.map(|v| format!(".{v}")).unwrap_or_default();
+    let single = format!("{dir}/{base}{v}.safetensors");
+    if src.exists(&single) {
+        return Ok(vec![single]);
+    }
+    for index in [format!("{dir}/{base}.safetensors.index{v}.json"), format!("{dir}/{base}{v}.safetensors.index.json")] {
+        if !src.exists(&index) {
+            continue;
+        }
+        let idx: ShardIndex = serde_json::from_slice(&src.read(&index, MAX_JSON_BYTES)?).map_err(|e| Error::config(&index, e))?;
+        let shards: BTreeSet<&String> = idx.weight_map.values().collect();
+        if shards.is_empty() {
+            return Err(Error::config(&index, "weight_map is empty"));
+        }
+        return shards
+            .into_iter()
+            .map(|s| {
+                if s.contains('/') || s.contains('\\') || s.starts_with('.') {
+                    Err(Error::config(&index, format!("shard name {s:?} must be a plain file name")))
+                } else {
+                    Ok(format!("{dir}/{s}"))
+                }
+            })
+            .collect();
+    }
+    Err(Error::config(dir, format!("no safetensors weights: expected {single} or a sharded index (.bin files are not supported)")))
+}
+
+fn load<M: ModuleSnapshot>(src: &dyn ModelSource, mut module: M, dir: &str, base: &str, variant: Option<&str>, names: &NameMap) -> Result<M> {
+    let files = weight_files(src, dir, base, variant)?
+        .iter()
+        .map(|f| src.weights(f))
+        .collect::<Result<Vec<_>>>()?;
+    crate::weights::load_into(&mut module, dir, files, names)?;
+    Ok(module)
+}
+
+fn read_json(src: &dyn ModelSource, path: &str) -> Result<String> {
+    String::from_utf8(src.read(path, MAX_JSON_BYTES)?).map_err(|e| Error::config(path, e))
+}
+
+/// A loaded Stable Diffusion model: tokenizer, text encoder, U-Net, VAE and the scheduler's config.
+pub struct StableDiffusion {
+    /// Prompt tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// CLIP text encoder.
+    pub text_encoder: ClipTextModel,
+    /// Noise predictor.
+    pub unet: UNet2DConditionModel,
+    /// Image ↔ latent autoencoder.
+    pub vae: AutoencoderKL,
+    /// The U-Net's config (sizes, default sample size).
+    pub unet_config: UNet2DConditionConfig,
+    /// The VAE's config (scaling factor, downsampling).
+    pub vae_config: AutoencoderKLConfig,
+    /// DDIM settings from `scheduler/scheduler_config.json`.
+    pub scheduler: DdimConfig,
+    device: Device,
+}
+
+impl StableDiffusion {
+    /// Loads a diffusers folder from disk. `variant` picks e.g. `fp16` weight files.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(dir: &std::path::Path, variant: Option<&str>, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+        }
+        Self::from_source(&DirSource(dir.to_path_buf()), variant, device)
+    }
+
+    /// Loads a diffusers folder from any [`ModelSource`].
+    pub fn from_source(src: &dyn ModelSource, variant: Option<&str>, device: &Device) -> Result<Self> {
+        let text_config = ClipTextConfig::from_json(&read_json(src, "text_encoder/config.json")?)?;
+        let unet_config = UNet2DConditionConfig::from_json(&read_json(src, "unet/config.json")?)?;
+        let vae_config = AutoencoderKLConfig::from_json(&read_json(src, "vae/config.json")?)?;
+        let scheduler = DdimConfig::from_json(&read_json(src, "scheduler/scheduler_config.json")?)?;
+        if unet_config.context_dim() != text_config.hidden_size {
+            return Err(Error::config(
+                "unet/config.json",
+                format!("cross_attention_dim {} differs from the text encoder's hidden_size {}", unet_config.context_dim(), text_config.hidden_size),
+            ));
+        }
+        if unet_config.in_channels != vae_config.latent_channels {
+            return Err(Error::config("unet/config.json", "in_channels differs from the VAE's latent_channels"));
+        }
+        let opt = |p: &str| -> Result<Option<Vec<u8>>> {
+            let path = format!("tokenizer/{p}");
+            if src.exists(&path) { src.read(&path, crate::tokenizer::MAX_TOKENIZER_BYTES as u64).map(Some) } else { Ok(None) }
+        };
+        let tokenizer = ClipTokenizer::from_files(&TokenizerFiles {
+            tokenizer_json: opt("tokenizer.json")?,
+            vocab_json: opt("vocab.json")?,
+            merges_txt: opt("merges.txt")?,
+            config_json: opt("tokenizer_config.json")?,
+        })?;
+        if tokenizer.max_length() > text_config.max_position_embeddings {
+            return Err(Error::config("tokenizer", "model_max_length exceeds the text encoder's max_position_embeddings"));
+        }
+        let text_encoder = load(src, text_config.init(device)?, "text_encoder", "model", variant, &clip::NAMES)?;
+        let unet = load(src, unet_config.init(device)?, "unet", "diffusion_pytorch_model", variant, &unet::NAMES)?;
+        let vae = load(src, vae_config.init(device)?, "vae", "diffusion_pytorch_model", variant, &vae::NAMES)?;
+        Ok(Self { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler, device: device.clone() })
+    }
+
+    /// The device the models live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Token ids → text embedding `[1, 77, D]`, after checking every id against the vocabulary.
+    pub fn embed_ids(&self, ids: &[u32]) -> Result<Tensor<3>> {
+        let vocab = self.text_encoder.vocab_size();
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::Tokenizer(format!("token id {bad} is outside the text encoder's vocabulary of {vocab}")));
+        }
+        if ids.is_empty() || ids.len() > self.text_encoder.max_positions() {
+            return Err(Error::arg(format!("{} tokens; the text encoder takes 1..={}", ids.len(), self.text_encoder.max_positions())));
+        }
+        let data = TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, ids.len()]);
+        Ok(self.text_encoder.forward(Tensor::from_data(data, &self.device)))
+    }
+
+    /// Prompt → text embedding `[1, 77, D]`.
+    pub fn embed(&self, prompt: &str) -> Result<Tensor<3>> {
+        self.embed_ids(&self.tokenizer.encode(prompt)?)
+    }
+
+    /// Latent size for an image size, which must be a positive multiple of the VAE's downsampling.
+    pub fn latent_size(&self, height: usize, width: usize) -> Result<[usize; 2]> {
+        let f = self.vae_config.downsampling();
+        if height == 0 || width == 0 || height % f != 0 || width % f != 0 || height > 4096 || width > 4096 {
+            return Err(Error::arg(format!("image size {width}×{height} must be a multiple of {f}, at most 4096")));
+        }
+        Ok([height / f, width / f])
+    }
+
+    /// The default image size: the U-Net's `sample_size` × the VAE's downsampling.
+    pub fn default_image_size(&self) -> usize {
+        self.unet_config.sample_size.unwrap_or(64) * self.vae_config.downsampling()
+    }
+
+    /// Classifier-free guided prediction for a batch of latents at one timestep: `latents` `[N, C, h, w]`,
+    /// `contexts` `[N, 77, D]` (one prompt per latent), `uncond` `[1, 77, D]`. With `guidance` ≤ 1 the
+    /// unconditional half is skipped, as diffusers does.
+    pub fn guided_prediction(&self, latents: Tensor<4>, contexts: Tensor<3>, uncond: &Tensor<3>, timestep: usize, guidance: f64) -> Tensor<4> {
+        let t = timestep as f32;
+        if guidance <= 1.0 {
+            return self.unet.forward(latents, t, &contexts);
+        }
+        let n = latents.dims()[0];
+        let [_, l, d] = uncond.dims();
+        let input = Tensor::cat(vec![latents.clone(), latents], 0);
+        let ctx = Tensor::cat(vec![uncond.clone().expand([n, l, d]), contexts], 0);
+        let mut out = self.unet.forward(input, t, &ctx).chunk(2, 0);
+        let cond = out.pop().expect("two halves");
+        let un = out.pop().expect("two halves");
+        un.clone() + (cond - un) * guidance
+    }
+}

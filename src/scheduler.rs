@@ -1,0 +1,201 @@
+//! DDIM (Song et al. 2020) with eta = 0, matching diffusers' `DDIMScheduler` and `DDIMInverseScheduler`
+//! for the settings in a model's `scheduler/scheduler_config.json` (SD 1.5: scaled_linear betas
+//! 0.00085–0.012, 1000 training steps, `steps_offset` 1, `set_alpha_to_one` false).
+
+use burn::prelude::*;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// What the U-Net predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionType {
+    /// The added noise (SD 1.x, SD 2.x base).
+    Epsilon,
+    /// v = sqrt(ᾱ)·ε − sqrt(1−ᾱ)·x₀ (SD 2.x 768).
+    VPrediction,
+    /// The clean sample.
+    Sample,
+}
+
+/// The fields of diffusers' scheduler configs that define DDIM; other schedulers' configs (PNDM, as SD 1.5
+/// ships) share them, which is how diffusers' `DDIMScheduler.from_config` reuses them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+#[allow(missing_docs)]
+pub struct DdimConfig {
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: String,
+    pub set_alpha_to_one: bool,
+    pub steps_offset: usize,
+    pub prediction_type: PredictionType,
+    pub timestep_spacing: String,
+    pub clip_sample: bool,
+    pub clip_sample_range: f64,
+}
+
+impl Default for DdimConfig {
+    /// Stable Diffusion 1.5's settings.
+    fn default() -> Self {
+        Self {
+            num_train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: "scaled_linear".into(),
+            set_alpha_to_one: false,
+            steps_offset: 1,
+            prediction_type: PredictionType::Epsilon,
+            timestep_spacing: "leading".into(),
+            clip_sample: false,
+            clip_sample_range: 1.0,
+        }
+    }
+}
+
+/// DDIM with its timestep schedule for a fixed number of inference steps.
+#[derive(Debug, Clone)]
+pub struct Ddim {
+    config: DdimConfig,
+    alphas_cumprod: Vec<f64>,
+    timesteps: Vec<usize>,
+    step_ratio: usize,
+}
+
+impl DdimConfig {
+    /// Parses `scheduler/scheduler_config.json`.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| Error::config("scheduler/scheduler_config.json", e))
+    }
+
+    /// A DDIM schedule of `steps` inference steps.
+    pub fn build(&self, steps: usize) -> Result<Ddim> {
+        let n = self.num_train_timesteps;
+        if steps == 0 || n == 0 || steps > n {
+            return Err(Error::arg(format!("steps must be in 1..={n}, got {steps}")));
+        }
+        // diffusers builds betas in float32; we do too so that ᾱ matches bit for bit as far as possible.
+        let betas: Vec<f32> = match self.beta_schedule.as_str() {
+            "scaled_linear" => linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n).map(|b| b * b).collect(),
+            "linear" => linspace(self.beta_start, self.beta_end, n).collect(),
+            other => return Err(Error::config("scheduler", format!("beta_schedule {other} is not supported"))),
+        };
+        let mut acc = 1f32;
+        let alphas_cumprod = betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc as f64
+            })
+            .collect();
+        let step_ratio = n / steps;
+        let timesteps: Vec<usize> = match self.timestep_spacing.as_str() {
+            "leading" => (0..steps).rev().map(|i| i * step_ratio + self.steps_offset).collect(),
+            "trailing" => {
+                let ratio = n as f64 / steps as f64;
+                (1..=steps).rev().map(|i| ((i as f64 * ratio).round() as usize).saturating_sub(1)).collect()
+            }
+            "linspace" => {
+                (0..steps).rev().map(|i| (i as f64 * (n - 1) as f64 / (steps - 1).max(1) as f64).round() as usize).collect()
+            }
+            other => return Err(Error::config("scheduler", format!("timestep_spacing {other} is not supported"))),
+        };
+        if timesteps.iter().any(|&t| t >= n) {
+            return Err(Error::config("scheduler", "steps_offset pushes timesteps past num_train_timesteps"));
+        }
+        Ok(Ddim { config: self.clone(), alphas_cumprod, timesteps, step_ratio })
+    }
+}
+
+fn linspace(a: f64, b: f64, n: usize) -> impl Iterator<Item = f32> {
+    let (a, b) = (a as f32, b as f32);
+    // torch.linspace(float32): start + i * step, mirrored from the end for the second half.
+    let step = (b - a) / (n.max(2) - 1) as f32;
+    (0..n).map(move |i| if i < n / 2 { a + step * i as f32 } else { b - step * (n - 1 - i) as f32 })
+}
+
+impl Ddim {
+    /// Timesteps from most to least noisy (981, 961, …, 1 for SD 1.5 at 50 steps).
+    pub fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    /// The config this schedule was built from.
+    pub fn config(&self) -> &DdimConfig {
+        &self.config
+    }
+
+    fn alpha(&self, t: isize, first: f64) -> f64 {
+        if t >= 0 { self.alphas_cumprod[t as usize] } else { first }
+    }
+
+    /// Splits a model output into (predicted x₀, predicted ε).
+    fn predict(&self, output: Tensor<4>, sample: Tensor<4>, alpha: f64) -> (Tensor<4>, Tensor<4>) {
+        let (a, b) = (alpha.sqrt(), (1.0 - alpha).sqrt());
+        let (x0, eps) = match self.config.prediction_type {
+            PredictionType::Epsilon => ((sample - output.clone() * b) / a, output),
+            PredictionType::VPrediction => (sample.clone() * a - output.clone() * b, output * a + sample * b),
+            PredictionType::Sample => (output.clone(), (sample - output * a) / b),
+        };
+        let x0 = if self.config.clip_sample {
+            let r = self.config.clip_sample_range;
+            x0.clamp(-r, r)
+        } else {
+            x0
+        };
+        (x0, eps)
+    }
+
+    /// One denoising step from `timestep` to the next (deterministic, eta = 0).
+    pub fn step(&self, output: Tensor<4>, timestep: usize, sample: Tensor<4>) -> Tensor<4> {
+        let prev = timestep as isize - self.step_ratio as isize;
+        let final_alpha = if self.config.set_alpha_to_one { 1.0 } else { self.alphas_cumprod[0] };
+        let alpha = self.alphas_cumprod[timestep];
+        let alpha_prev = self.alpha(prev, final_alpha);
+        let (x0, eps) = self.predict(output, sample, alpha);
+        x0 * alpha_prev.sqrt() + eps * (1.0 - alpha_prev).sqrt()
+    }
+
+    /// Timesteps of the inversion, from least to most noisy, as `DDIMInverseScheduler` visits them.
+    pub fn inverse_timesteps(&self) -> Vec<usize> {
+        self.timesteps.iter().rev().copied().collect()
+    }
+
+    /// One inversion step (diffusers' `DDIMInverseScheduler.step`): from the noise level one step below
+    /// `timestep` up to `timestep`, `output` being the model's prediction at the current, lower level.
+    pub fn inverse_step(&self, output: Tensor<4>, timestep: usize, sample: Tensor<4>) -> Tensor<4> {
+        let n = self.config.num_train_timesteps as isize;
+        let current = (timestep as isize - self.step_ratio as isize).min(n - 1);
+        let initial = if self.config.set_alpha_to_one { 1.0 } else { self.alphas_cumprod[0] };
+        let alpha = self.alpha(current, initial);
+        let alpha_next = self.alphas_cumprod[timestep];
+        let (x0, eps) = self.predict(output, sample, alpha);
+        x0 * alpha_next.sqrt() + eps * (1.0 - alpha_next).sqrt()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sd15_schedule_matches_diffusers() {
+        let d = DdimConfig::default().build(50).unwrap();
+        assert_eq!(d.timesteps().len(), 50);
+        assert_eq!(d.timesteps()[0], 981);
+        assert_eq!(d.timesteps()[49], 1);
+        // diffusers: DDIMScheduler(SD1.5).alphas_cumprod[[0, 500, 999]] (float32)
+        let expected = [0.9991499781608582, 0.27633246779441833, 0.00466009508818388];
+        for (i, e) in [0usize, 500, 999].iter().zip(expected) {
+            assert!((d.alphas_cumprod[*i] - e).abs() < 1e-6, "ᾱ[{i}] = {} vs {e}", d.alphas_cumprod[*i]);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_step_counts() {
+        assert!(DdimConfig::default().build(0).is_err());
+        assert!(DdimConfig::default().build(1001).is_err());
+    }
+}

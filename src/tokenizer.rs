@@ -1,0 +1,176 @@
+//! The CLIP BPE tokenizer, run by the `tokenizers` crate, padded and truncated to 77 tokens exactly as
+//! Stable Diffusion's `CLIPTokenizer(padding="max_length", truncation=True)` does.
+//!
+//! A model folder's `tokenizer/` holds either a `tokenizer.json` or, as SD checkpoints ship it, CLIP's
+//! `vocab.json` + `merges.txt`; the latter are assembled into the same pipeline transformers builds
+//! (NFC + whitespace collapse + lowercase, CLIP's split regex, byte-level BPE with `</w>` word ends).
+
+use serde::Deserialize;
+use serde_json::json;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::error::{Error, Result};
+
+/// Largest tokenizer file we read (CLIP's tokenizer.json is 3.6 MB).
+pub const MAX_TOKENIZER_BYTES: usize = 64 << 20;
+
+/// CLIP's pre-tokenization regex (transformers' `CLIPTokenizer`).
+const CLIP_SPLIT: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+
+/// `tokenizer_config.json` fields that change the encoding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+struct TokenizerConfig {
+    model_max_length: f64,
+    pad_token: Option<serde_json::Value>,
+    bos_token: Option<serde_json::Value>,
+    eos_token: Option<serde_json::Value>,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self { model_max_length: 77.0, pad_token: None, bos_token: None, eos_token: None }
+    }
+}
+
+/// A token given either as a string or as transformers' `AddedToken` object.
+fn token_text(v: &Option<serde_json::Value>) -> Option<String> {
+    match v {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+        _ => None,
+    }
+}
+
+/// The files of a `tokenizer/` folder, read by the caller (from disk or over HTTP).
+#[derive(Default)]
+pub struct TokenizerFiles {
+    /// `tokenizer.json`, if present.
+    pub tokenizer_json: Option<Vec<u8>>,
+    /// `vocab.json`, used when there is no `tokenizer.json`.
+    pub vocab_json: Option<Vec<u8>>,
+    /// `merges.txt`, used with `vocab.json`.
+    pub merges_txt: Option<Vec<u8>>,
+    /// `tokenizer_config.json` (pad token, maximum length).
+    pub config_json: Option<Vec<u8>>,
+}
+
+/// Stable Diffusion's prompt tokenizer.
+pub struct ClipTokenizer {
+    inner: Tokenizer,
+    max_length: usize,
+}
+
+fn utf8(name: &str, bytes: &[u8]) -> Result<String> {
+    if bytes.len() > MAX_TOKENIZER_BYTES {
+        return Err(Error::Tokenizer(format!("{name} is {} bytes, over the {MAX_TOKENIZER_BYTES}-byte limit", bytes.len())));
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|e| Error::Tokenizer(format!("{name} is not UTF-8: {e}")))
+}
+
+/// Builds transformers' CLIP `tokenizer.json` from `vocab.json` + `merges.txt`.
+fn clip_tokenizer_json(vocab: &str, merges: &str, bos: &str, eos: &str) -> Result<String> {
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(vocab).map_err(|e| Error::Tokenizer(format!("vocab.json: {e}")))?;
+    let id = |t: &str| {
+        vocab.get(t).and_then(|v| v.as_u64()).ok_or_else(|| Error::Tokenizer(format!("vocab.json has no token {t}")))
+    };
+    let (bos_id, eos_id) = (id(bos)?, id(eos)?);
+    let merges: Vec<&str> = merges
+        .lines()
+        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+        .collect();
+    if let Some(bad) = merges.iter().find(|m| m.split(' ').count() != 2) {
+        return Err(Error::Tokenizer(format!("merges.txt line is not a pair: {bad:?}")));
+    }
+    let added = |id: u64, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+    };
+    let doc = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [added(bos_id, bos), added(eos_id, eos)],
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "NFC"},
+            {"type": "Replace", "pattern": {"Regex": r"\s+"}, "content": " "},
+            {"type": "Lowercase"}
+        ]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": CLIP_SPLIT}, "behavior": "Removed", "invert": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+        ]},
+        "post_processor": {"type": "RobertaProcessing", "sep": [eos, eos_id], "cls": [bos, bos_id], "trim_offsets": false, "add_prefix_space": false},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": eos, "continuing_subword_prefix": "", "end_of_word_suffix": "</w>",
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
+    });
+    Ok(doc.to_string())
+}
+
+impl ClipTokenizer {
+    /// Builds the tokenizer from a `tokenizer/` folder's files.
+    pub fn from_files(files: &TokenizerFiles) -> Result<Self> {
+        let config: TokenizerConfig = match &files.config_json {
+            Some(b) => serde_json::from_str(&utf8("tokenizer_config.json", b)?)
+                .map_err(|e| Error::Tokenizer(format!("tokenizer_config.json: {e}")))?,
+            None => TokenizerConfig::default(),
+        };
+        let bos = token_text(&config.bos_token).unwrap_or_else(|| "<|startoftext|>".into());
+        let eos = token_text(&config.eos_token).unwrap_or_else(|| "<|endoftext|>".into());
+        let json = match (&files.tokenizer_json, &files.vocab_json, &files.merges_txt) {
+            (Some(t), _, _) => utf8("tokenizer.json", t)?,
+            (None, Some(v), Some(m)) => clip_tokenizer_json(&utf8("vocab.json", v)?, &utf8("merges.txt", m)?, &bos, &eos)?,
+            _ => return Err(Error::Tokenizer("need tokenizer.json, or vocab.json and merges.txt".into())),
+        };
+        let mut inner: Tokenizer = json.parse().map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        // transformers stores a huge sentinel when there is no limit; SD's is 77.
+        let max_length = if config.model_max_length.is_finite() && (1.0..=4096.0).contains(&config.model_max_length) {
+            config.model_max_length as usize
+        } else {
+            77
+        };
+        let pad = token_text(&config.pad_token).unwrap_or_else(|| eos.clone());
+        let pad_id = inner.token_to_id(&pad).ok_or_else(|| Error::Tokenizer(format!("pad token {pad:?} is not in the vocabulary")))?;
+        inner
+            .with_truncation(Some(TruncationParams { max_length, ..Default::default() }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        inner.with_padding(Some(PaddingParams { strategy: PaddingStrategy::Fixed(max_length), pad_id, pad_token: pad, ..Default::default() }));
+        Ok(Self { inner, max_length })
+    }
+
+    /// Reads a `tokenizer/` folder from disk.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+        let read = |name: &str| -> Result<Option<Vec<u8>>> {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Ok(None);
+            }
+            let len = std::fs::metadata(&path).map_err(|source| Error::Io { path: path.clone(), source })?.len();
+            if len > MAX_TOKENIZER_BYTES as u64 {
+                return Err(Error::Tokenizer(format!("{} is {len} bytes, over the limit", path.display())));
+            }
+            std::fs::read(&path).map(Some).map_err(|source| Error::Io { path, source })
+        };
+        Self::from_files(&TokenizerFiles {
+            tokenizer_json: read("tokenizer.json")?,
+            vocab_json: read("vocab.json")?,
+            merges_txt: read("merges.txt")?,
+            config_json: read("tokenizer_config.json")?,
+        })
+    }
+
+    /// Token ids of `prompt`: BOS, the prompt's tokens (truncated), EOS, then padding, `max_length` in all.
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(prompt, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let ids = enc.get_ids().to_vec();
+        debug_assert_eq!(ids.len(), self.max_length);
+        Ok(ids)
+    }
+
+    /// Sequence length of every encoding (77 for SD).
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+}

@@ -1,0 +1,338 @@
+//! `UNet2DConditionModel`: the noise predictor, conditioned on the timestep and the text embedding.
+//! Every size comes from diffusers' `unet/config.json` ([`UNet2DConditionConfig`], same field names), so
+//! SD 1.x, SD 2.x and tiny test models all load through this one definition.
+
+pub mod blocks;
+pub mod embeddings;
+pub mod transformer;
+
+use burn::nn::conv::Conv2d;
+use burn::nn::GroupNorm;
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::nn::resnet::ResnetBlock2DConfig;
+use crate::nn::{conv, group_norm};
+use crate::weights::NameMap;
+use blocks::{DownBlock, MidBlock, UpBlock};
+use embeddings::{TimestepEmbedding, timestep_features};
+use transformer::Transformer2DConfig;
+
+/// A config value given either once for all blocks or once per block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PerBlock<T> {
+    /// The same value for every block.
+    All(T),
+    /// One value per down block.
+    Each(Vec<T>),
+}
+
+impl<T: Clone> PerBlock<T> {
+    fn expand(&self, name: &str, n: usize) -> Result<Vec<T>> {
+        match self {
+            Self::All(v) => Ok(vec![v.clone(); n]),
+            Self::Each(v) if v.len() == n => Ok(v.clone()),
+            Self::Each(v) => Err(Error::config("unet", format!("{name} has {} entries for {n} blocks", v.len()))),
+        }
+    }
+}
+
+fn default_down() -> Vec<String> {
+    ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"].map(String::from).to_vec()
+}
+fn default_up() -> Vec<String> {
+    ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"].map(String::from).to_vec()
+}
+
+/// diffusers' `UNet2DConditionModel` config; defaults are diffusers' defaults (those of SD 1.x).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+#[allow(missing_docs)]
+pub struct UNet2DConditionConfig {
+    pub sample_size: Option<usize>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub center_input_sample: bool,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+    pub down_block_types: Vec<String>,
+    pub mid_block_type: Option<String>,
+    pub up_block_types: Vec<String>,
+    pub only_cross_attention: PerBlock<bool>,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: PerBlock<usize>,
+    pub downsample_padding: usize,
+    pub mid_block_scale_factor: f64,
+    pub act_fn: String,
+    pub norm_num_groups: Option<usize>,
+    pub norm_eps: f64,
+    pub cross_attention_dim: PerBlock<usize>,
+    pub transformer_layers_per_block: PerBlock<usize>,
+    /// Number of heads per block (diffusers' historical misnomer), unless `num_attention_heads` is set.
+    pub attention_head_dim: PerBlock<usize>,
+    pub num_attention_heads: Option<PerBlock<usize>>,
+    pub use_linear_projection: bool,
+    pub upcast_attention: bool,
+    pub resnet_time_scale_shift: String,
+    pub resnet_out_scale_factor: f64,
+    pub time_embedding_type: String,
+    pub time_embedding_dim: Option<usize>,
+    pub conv_in_kernel: usize,
+    pub conv_out_kernel: usize,
+    pub class_embed_type: Option<String>,
+    pub addition_embed_type: Option<String>,
+    pub encoder_hid_dim: Option<usize>,
+    pub time_cond_proj_dim: Option<usize>,
+    pub dual_cross_attention: bool,
+    pub attention_type: String,
+}
+
+impl Default for UNet2DConditionConfig {
+    fn default() -> Self {
+        Self {
+            sample_size: None,
+            in_channels: 4,
+            out_channels: 4,
+            center_input_sample: false,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            down_block_types: default_down(),
+            mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
+            up_block_types: default_up(),
+            only_cross_attention: PerBlock::All(false),
+            block_out_channels: vec![320, 640, 1280, 1280],
+            layers_per_block: PerBlock::All(2),
+            downsample_padding: 1,
+            mid_block_scale_factor: 1.0,
+            act_fn: "silu".into(),
+            norm_num_groups: Some(32),
+            norm_eps: 1e-5,
+            cross_attention_dim: PerBlock::All(1280),
+            transformer_layers_per_block: PerBlock::All(1),
+            attention_head_dim: PerBlock::All(8),
+            num_attention_heads: None,
+            use_linear_projection: false,
+            upcast_attention: false,
+            resnet_time_scale_shift: "default".into(),
+            resnet_out_scale_factor: 1.0,
+            time_embedding_type: "positional".into(),
+            time_embedding_dim: None,
+            conv_in_kernel: 3,
+            conv_out_kernel: 3,
+            class_embed_type: None,
+            addition_embed_type: None,
+            encoder_hid_dim: None,
+            time_cond_proj_dim: None,
+            dual_cross_attention: false,
+            attention_type: "default".into(),
+        }
+    }
+}
+
+/// The U-Net's per-block sizes, resolved and checked.
+#[derive(Debug, Clone)]
+struct Resolved {
+    heads: Vec<usize>,
+    layers: Vec<usize>,
+    cross: Vec<usize>,
+    depth: Vec<usize>,
+    only_cross: Vec<bool>,
+    groups: usize,
+}
+
+impl UNet2DConditionConfig {
+    /// Parses `unet/config.json`.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| Error::config("unet/config.json", e))
+    }
+
+    /// Width of the text embedding the U-Net expects.
+    pub fn context_dim(&self) -> usize {
+        match &self.cross_attention_dim {
+            PerBlock::All(d) => *d,
+            PerBlock::Each(v) => v.first().copied().unwrap_or(0),
+        }
+    }
+
+    fn resolve(&self) -> Result<Resolved> {
+        let bad = |m: String| Err(Error::config("unet/config.json", m));
+        let n = self.block_out_channels.len();
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return bad(format!(
+                "{} down and {} up block types for {n} block_out_channels",
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            ));
+        }
+        let unsupported = [
+            (self.class_embed_type.is_some(), "class_embed_type"),
+            (self.addition_embed_type.is_some(), "addition_embed_type"),
+            (self.encoder_hid_dim.is_some(), "encoder_hid_dim"),
+            (self.time_cond_proj_dim.is_some(), "time_cond_proj_dim"),
+            (self.dual_cross_attention, "dual_cross_attention"),
+            (self.resnet_time_scale_shift != "default", "resnet_time_scale_shift other than \"default\""),
+            (self.time_embedding_type != "positional", "time_embedding_type other than \"positional\""),
+            (!matches!(self.act_fn.as_str(), "silu" | "swish"), "act_fn other than silu"),
+            (self.attention_type != "default", "attention_type other than \"default\""),
+            (self.mid_block_type.as_deref() != Some("UNetMidBlock2DCrossAttn"), "mid_block_type other than UNetMidBlock2DCrossAttn"),
+            (self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0, "even conv kernels"),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
+            return bad(format!("{what} is not supported (SD 1.x/2.x U-Nets only)"));
+        }
+        for t in &self.down_block_types {
+            if !matches!(t.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D") {
+                return bad(format!("unsupported down block type {t}"));
+            }
+        }
+        for t in &self.up_block_types {
+            if !matches!(t.as_str(), "CrossAttnUpBlock2D" | "UpBlock2D") {
+                return bad(format!("unsupported up block type {t}"));
+            }
+        }
+        let heads = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).expand("attention heads", n)?;
+        let groups = self.norm_num_groups.ok_or_else(|| Error::config("unet/config.json", "norm_num_groups must be set"))?;
+        let r = Resolved {
+            heads,
+            layers: self.layers_per_block.expand("layers_per_block", n)?,
+            cross: self.cross_attention_dim.expand("cross_attention_dim", n)?,
+            depth: self.transformer_layers_per_block.expand("transformer_layers_per_block", n)?,
+            only_cross: self.only_cross_attention.expand("only_cross_attention", n)?,
+            groups,
+        };
+        for (i, &c) in self.block_out_channels.iter().enumerate() {
+            if c == 0 || groups == 0 || c % groups != 0 || r.heads[i] == 0 || c % r.heads[i] != 0 {
+                return bad(format!("block {i}: {c} channels do not split into {groups} groups and {} heads", r.heads[i]));
+            }
+        }
+        if r.layers.contains(&0) || self.in_channels == 0 || self.out_channels == 0 {
+            return bad("zero layers or channels".into());
+        }
+        Ok(r)
+    }
+
+    /// Builds the model (weights uninitialized until loaded or trained); fails on unsupported configs.
+    pub fn init(&self, device: &Device) -> Result<UNet2DConditionModel> {
+        let r = self.resolve()?;
+        let ch = &self.block_out_channels;
+        let n = ch.len();
+        let temb_dim = self.time_embedding_dim.unwrap_or(ch[0] * 4);
+        let resnet = |cin, cout, scale| ResnetBlock2DConfig {
+            in_channels: cin,
+            out_channels: cout,
+            temb_channels: Some(temb_dim),
+            groups: r.groups,
+            eps: self.norm_eps,
+            output_scale_factor: scale,
+        };
+        let attn = |i: usize, c: usize| Transformer2DConfig {
+            channels: c,
+            heads: r.heads[i],
+            layers: r.depth[i],
+            cross_attention_dim: r.cross[i],
+            groups: r.groups,
+            linear_projection: self.use_linear_projection,
+            only_cross_attention: r.only_cross[i],
+        };
+        let mut down_blocks = Vec::with_capacity(n);
+        let mut out = ch[0];
+        for i in 0..n {
+            let input = out;
+            out = ch[i];
+            let resnets = (0..r.layers[i])
+                .map(|j| resnet(if j == 0 { input } else { out }, out, self.resnet_out_scale_factor))
+                .collect();
+            let cross = self.down_block_types[i] == "CrossAttnDownBlock2D";
+            let down = (i + 1 < n).then_some(self.downsample_padding);
+            down_blocks.push(DownBlock::new(resnets, cross.then(|| attn(i, out)), down, device));
+        }
+        let mid_attn = attn(n - 1, ch[n - 1]);
+        let mid_block = MidBlock::new(resnet(ch[n - 1], ch[n - 1], self.mid_block_scale_factor), mid_attn, 1, device);
+        let mut up_blocks = Vec::with_capacity(n);
+        let rev = |v: &[usize], i: usize| v[n - 1 - i];
+        let mut out = rev(ch, 0);
+        for i in 0..n {
+            let prev = out;
+            out = rev(ch, i);
+            let input = rev(ch, (i + 1).min(n - 1));
+            let layers = rev(&r.layers, i) + 1;
+            let resnets = (0..layers)
+                .map(|j| {
+                    let skip = if j == layers - 1 { input } else { out };
+                    let res_in = if j == 0 { prev } else { out };
+                    resnet(res_in + skip, out, self.resnet_out_scale_factor)
+                })
+                .collect();
+            let cross = self.up_block_types[i] == "CrossAttnUpBlock2D";
+            // Up block i mirrors down block n-1-i: its heads, depth and text width too.
+            up_blocks.push(UpBlock::new(resnets, cross.then(|| attn(n - 1 - i, out)), i + 1 < n, device));
+        }
+        Ok(UNet2DConditionModel {
+            conv_in: conv(self.in_channels, ch[0], self.conv_in_kernel, device),
+            time_embedding: TimestepEmbedding::new(ch[0], temb_dim, device),
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: group_norm(r.groups, ch[0], self.norm_eps, device),
+            conv_out: conv(ch[0], self.out_channels, self.conv_out_kernel, device),
+            time_proj_dim: ch[0],
+            flip_sin_to_cos: self.flip_sin_to_cos,
+            freq_shift: self.freq_shift,
+            center_input_sample: self.center_input_sample,
+        })
+    }
+}
+
+/// diffusers' `UNet2DConditionModel` (the SD 1.x/2.x subset).
+#[derive(Module, Debug)]
+pub struct UNet2DConditionModel {
+    conv_in: Conv2d,
+    time_embedding: TimestepEmbedding,
+    down_blocks: Vec<DownBlock>,
+    mid_block: MidBlock,
+    up_blocks: Vec<UpBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+    time_proj_dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+    center_input_sample: bool,
+}
+
+/// diffusers' tensor names that differ from our module paths.
+pub const NAMES: NameMap = NameMap {
+    remaps: &[(r"\.to_out\.0\.", ".to_out."), (r"\.ff\.net\.0\.proj\.", ".ff.geglu.proj."), (r"\.ff\.net\.2\.", ".ff.out.")],
+    ignore: &[],
+};
+
+impl UNet2DConditionModel {
+    /// Predicts noise (or v) for `sample` `[B, C, H, W]` at `timestep` given `context` `[B, 77, D]`.
+    pub fn forward(&self, sample: Tensor<4>, timestep: f32, context: &Tensor<3>) -> Tensor<4> {
+        let device = sample.device();
+        let [b, _, _, _] = sample.dims();
+        let t = timestep_features(&vec![timestep; b], self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
+        let temb = self.time_embedding.forward(t);
+        let sample = if self.center_input_sample { sample * 2.0 - 1.0 } else { sample };
+        let mut x = self.conv_in.forward(sample);
+        let mut skips = vec![x.clone()];
+        for block in &self.down_blocks {
+            let (y, states) = block.forward(x, &temb, context);
+            x = y;
+            skips.extend(states);
+        }
+        x = self.mid_block.forward(x, &temb, context);
+        for block in &self.up_blocks {
+            // An odd skip size needs the upsampler to hit it exactly rather than double.
+            let remaining = skips.len() - block.num_skips();
+            let upsample_size = remaining.checked_sub(1).map(|i| {
+                let [_, _, sh, sw] = skips[i].dims();
+                [sh, sw]
+            });
+            x = block.forward(x, &mut skips, &temb, context, upsample_size);
+        }
+        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+    }
+}

@@ -1,0 +1,292 @@
+//! `AutoencoderKL`: the VAE that maps images to SD's latent space and back (diffusers
+//! `autoencoder_kl.py`, `vae.py`). Sizes come from `vae/config.json` ([`AutoencoderKLConfig`]).
+
+use burn::nn::conv::Conv2d;
+use burn::nn::GroupNorm;
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::nn::attention::{Attention, AttentionConfig};
+use crate::nn::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+use crate::nn::sampling::{Downsample2D, Upsample2D};
+use crate::nn::{conv, group_norm};
+use crate::weights::NameMap;
+
+/// diffusers' `AutoencoderKL` config; defaults are diffusers' defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+#[allow(missing_docs)]
+pub struct AutoencoderKLConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub act_fn: String,
+    pub latent_channels: usize,
+    pub norm_num_groups: usize,
+    pub sample_size: usize,
+    /// Latents are multiplied by this after encoding (0.18215 for SD 1.x).
+    pub scaling_factor: f64,
+    pub shift_factor: Option<f64>,
+    pub use_quant_conv: bool,
+    pub use_post_quant_conv: bool,
+    pub mid_block_add_attention: bool,
+}
+
+impl Default for AutoencoderKLConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 3,
+            out_channels: 3,
+            down_block_types: vec!["DownEncoderBlock2D".into()],
+            up_block_types: vec!["UpDecoderBlock2D".into()],
+            block_out_channels: vec![64],
+            layers_per_block: 1,
+            act_fn: "silu".into(),
+            latent_channels: 4,
+            norm_num_groups: 32,
+            sample_size: 32,
+            scaling_factor: 0.18215,
+            shift_factor: None,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+            mid_block_add_attention: true,
+        }
+    }
+}
+
+const EPS: f64 = 1e-6;
+
+/// `UNetMidBlock2D` as the VAE uses it: resnet, single-head spatial attention, resnet.
+#[derive(Module, Debug)]
+pub struct VaeMidBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<Attention>,
+}
+
+impl VaeMidBlock {
+    fn new(c: usize, groups: usize, attention: bool, device: &Device) -> Self {
+        let resnet = ResnetBlock2DConfig { in_channels: c, out_channels: c, temb_channels: None, groups, eps: EPS, output_scale_factor: 1.0 };
+        let attn = AttentionConfig { query_dim: c, context_dim: c, heads: 1, dim_head: c, qkv_bias: true, group_norm: Some((groups, EPS)) };
+        Self {
+            resnets: vec![resnet.init(device), resnet.init(device)],
+            attentions: attention.then(|| attn.init(device)).into_iter().collect(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut x = self.resnets[0].forward(x, None);
+        if let Some(attn) = self.attentions.first() {
+            x = attn.forward_spatial(x);
+        }
+        self.resnets[1].forward(x, None)
+    }
+}
+
+/// `DownEncoderBlock2D` / `UpDecoderBlock2D`: resnets plus an optional resampler.
+#[derive(Module, Debug)]
+pub struct VaeBlock {
+    resnets: Vec<ResnetBlock2D>,
+    downsamplers: Vec<Downsample2D>,
+    upsamplers: Vec<Upsample2D>,
+}
+
+impl VaeBlock {
+    fn new(cin: usize, cout: usize, layers: usize, groups: usize, down: bool, up: bool, device: &Device) -> Self {
+        let resnet = |i| ResnetBlock2DConfig {
+            in_channels: if i == 0 { cin } else { cout },
+            out_channels: cout,
+            temb_channels: None,
+            groups,
+            eps: EPS,
+            output_scale_factor: 1.0,
+        };
+        Self {
+            resnets: (0..layers).map(|i| resnet(i).init(device)).collect(),
+            downsamplers: down.then(|| Downsample2D::new(cout, 0, device)).into_iter().collect(),
+            upsamplers: up.then(|| Upsample2D::new(cout, device)).into_iter().collect(),
+        }
+    }
+
+    fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+        for r in &self.resnets {
+            x = r.forward(x, None);
+        }
+        for d in &self.downsamplers {
+            x = d.forward(x);
+        }
+        for u in &self.upsamplers {
+            x = u.forward(x, None);
+        }
+        x
+    }
+}
+
+/// The image → latent-distribution half.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    conv_in: Conv2d,
+    down_blocks: Vec<VaeBlock>,
+    mid_block: VaeMidBlock,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+/// The latent → image half.
+#[derive(Module, Debug)]
+pub struct Decoder {
+    conv_in: Conv2d,
+    mid_block: VaeMidBlock,
+    up_blocks: Vec<VaeBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+/// diffusers' `AutoencoderKL`.
+#[derive(Module, Debug)]
+pub struct AutoencoderKL {
+    encoder: Encoder,
+    decoder: Decoder,
+    quant_conv: Option<Conv2d>,
+    post_quant_conv: Option<Conv2d>,
+    latent_channels: usize,
+    scaling_factor: f64,
+    shift_factor: f64,
+}
+
+/// Old diffusers checkpoints name the VAE attention `query`/`key`/`value`/`proj_attn`.
+pub const NAMES: NameMap = NameMap {
+    remaps: &[
+        (r"\.to_out\.0\.", ".to_out."),
+        (r"attentions\.0\.query\.", "attentions.0.to_q."),
+        (r"attentions\.0\.key\.", "attentions.0.to_k."),
+        (r"attentions\.0\.value\.", "attentions.0.to_v."),
+        (r"attentions\.0\.proj_attn\.", "attentions.0.to_out."),
+    ],
+    ignore: &[],
+};
+
+impl AutoencoderKLConfig {
+    /// Parses `vae/config.json`.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| Error::config("vae/config.json", e))
+    }
+
+    /// Spatial downsampling factor between image and latent (8 for SD).
+    pub fn downsampling(&self) -> usize {
+        1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// Builds the model (weights uninitialized until loaded or trained); fails on unsupported configs.
+    pub fn init(&self, device: &Device) -> Result<AutoencoderKL> {
+        let bad = |m: String| Err(Error::config("vae/config.json", m));
+        let ch = &self.block_out_channels;
+        let n = ch.len();
+        let g = self.norm_num_groups;
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return bad(format!("{n} block_out_channels but {}/{} block types", self.down_block_types.len(), self.up_block_types.len()));
+        }
+        if self.down_block_types.iter().any(|t| t != "DownEncoderBlock2D") || self.up_block_types.iter().any(|t| t != "UpDecoderBlock2D") {
+            return bad("only DownEncoderBlock2D/UpDecoderBlock2D blocks are supported".into());
+        }
+        if g == 0 || ch.iter().any(|&c| c == 0 || c % g != 0) || self.layers_per_block == 0 || self.latent_channels == 0 {
+            return bad(format!("channels {ch:?} do not split into {g} groups, or zero layers/latent channels"));
+        }
+        if !matches!(self.act_fn.as_str(), "silu" | "swish") {
+            return bad(format!("act_fn {} is not supported", self.act_fn));
+        }
+        let lc = self.latent_channels;
+        let mut out = ch[0];
+        let down_blocks = (0..n)
+            .map(|i| {
+                let input = out;
+                out = ch[i];
+                VaeBlock::new(input, out, self.layers_per_block, g, i + 1 < n, false, device)
+            })
+            .collect();
+        let encoder = Encoder {
+            conv_in: conv(self.in_channels, ch[0], 3, device),
+            down_blocks,
+            mid_block: VaeMidBlock::new(ch[n - 1], g, self.mid_block_add_attention, device),
+            conv_norm_out: group_norm(g, ch[n - 1], EPS, device),
+            conv_out: conv(ch[n - 1], 2 * lc, 3, device),
+        };
+        let mut out = ch[n - 1];
+        let up_blocks = (0..n)
+            .map(|i| {
+                let prev = out;
+                out = ch[n - 1 - i];
+                VaeBlock::new(prev, out, self.layers_per_block + 1, g, false, i + 1 < n, device)
+            })
+            .collect();
+        let decoder = Decoder {
+            conv_in: conv(lc, ch[n - 1], 3, device),
+            mid_block: VaeMidBlock::new(ch[n - 1], g, self.mid_block_add_attention, device),
+            up_blocks,
+            conv_norm_out: group_norm(g, ch[0], EPS, device),
+            conv_out: conv(ch[0], self.out_channels, 3, device),
+        };
+        Ok(AutoencoderKL {
+            encoder,
+            decoder,
+            quant_conv: self.use_quant_conv.then(|| conv(2 * lc, 2 * lc, 1, device)),
+            post_quant_conv: self.use_post_quant_conv.then(|| conv(lc, lc, 1, device)),
+            latent_channels: lc,
+            scaling_factor: self.scaling_factor,
+            shift_factor: self.shift_factor.unwrap_or(0.0),
+        })
+    }
+}
+
+impl AutoencoderKL {
+    /// Image `[B, 3, H, W]` in [-1, 1] → (mean, logvar) of the latent distribution, each `[B, C, H/8, W/8]`.
+    pub fn encode_distribution(&self, image: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let e = &self.encoder;
+        let mut x = e.conv_in.forward(image);
+        for b in &e.down_blocks {
+            x = b.forward(x);
+        }
+        x = e.mid_block.forward(x);
+        x = e.conv_out.forward(silu(e.conv_norm_out.forward(x)));
+        if let Some(q) = &self.quant_conv {
+            x = q.forward(x);
+        }
+        let mut parts = x.chunk(2, 1);
+        let logvar = parts.pop().expect("two halves").clamp(-30.0, 20.0);
+        let mean = parts.pop().expect("two halves");
+        (mean, logvar)
+    }
+
+    /// Image → scaled latent (the distribution's mean, so encoding is deterministic).
+    pub fn encode(&self, image: Tensor<4>) -> Tensor<4> {
+        (self.encode_distribution(image).0 - self.shift_factor) * self.scaling_factor
+    }
+
+    /// Unscaled latent `[B, C, h, w]` → image `[B, 3, 8h, 8w]`, roughly in [-1, 1].
+    pub fn decode_raw(&self, z: Tensor<4>) -> Tensor<4> {
+        let d = &self.decoder;
+        let z = match &self.post_quant_conv {
+            Some(p) => p.forward(z),
+            None => z,
+        };
+        let mut x = d.mid_block.forward(d.conv_in.forward(z));
+        for b in &d.up_blocks {
+            x = b.forward(x);
+        }
+        d.conv_out.forward(silu(d.conv_norm_out.forward(x)))
+    }
+
+    /// Scaled latent (as the sampler produces it) → image in [-1, 1].
+    pub fn decode(&self, latent: Tensor<4>) -> Tensor<4> {
+        self.decode_raw(latent / self.scaling_factor + self.shift_factor)
+    }
+
+    /// Number of latent channels.
+    pub fn latent_channels(&self) -> usize {
+        self.latent_channels
+    }
+}

@@ -1,0 +1,145 @@
+//! Parity with diffusers/transformers on tiny random models (fixtures from `scripts/make_fixtures.py`):
+//! every model block in one call (≤ 1e-4) and the multi-step samplers (≤ 1e-3), in f32, plus the same models
+//! loaded from fp16/bf16 files.
+
+mod common;
+
+use common::*;
+use traverse::invert::invert;
+use traverse::pipeline::StableDiffusion;
+use traverse::swap::{SwapSampler, SwapSettings};
+use traverse::tokenizer::ClipTokenizer;
+
+fn tiny_sd(variant: Option<&str>) -> StableDiffusion {
+    StableDiffusion::load(&fixtures().join("tiny-sd"), variant, &device()).expect("tiny-sd loads")
+}
+
+#[test]
+fn tokenizer_matches_transformers_on_every_prompt() {
+    let prompts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(fixtures().join("prompts.json")).unwrap()).unwrap();
+    let want = load_reference("prompt_ids.safetensors")["input_ids"].ids();
+    assert!(prompts.len() >= 30);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // tokenizer.json (public/) and vocab.json + merges.txt (an SD checkpoint's tokenizer/ folder).
+    for dir in [root.join("public/tokenizer"), fixtures().join("tiny-sd/tokenizer")] {
+        let tok = ClipTokenizer::from_dir(&dir).unwrap();
+        for (prompt, ids) in prompts.iter().zip(&want) {
+            assert_eq!(&tok.encode(prompt).unwrap(), ids, "prompt {prompt:?} via {}", dir.display());
+        }
+    }
+}
+
+#[test]
+fn text_encoder_unet_and_vae_match_reference() {
+    let r = load_reference("tiny_sd_reference.safetensors");
+    let dev = device();
+    for (variant, single, tag) in [(None, 1e-4, "f32"), (Some("fp16"), 2e-2, "fp16")] {
+        let sd = tiny_sd(variant);
+        let ids = r["text.input_ids"].ids();
+        for (i, row) in ids.iter().enumerate() {
+            let got = sd.embed_ids(row).unwrap();
+            let want = &r["text.hidden"];
+            let n = want.shape[1] * want.shape[2];
+            let one = Ref { data: want.data[i * n..(i + 1) * n].to_vec(), shape: vec![1, want.shape[1], want.shape[2]] };
+            assert_close(&format!("{tag} text encoder prompt {i}"), got, &one, single);
+        }
+        let out = sd.unet.forward(r["unet.sample"].tensor(&dev), r["unet.timestep"].data[0], &r["unet.encoder_hidden_states"].tensor(&dev));
+        assert_close(&format!("{tag} unet"), out, &r["unet.out"], single);
+        let (mean, logvar) = sd.vae.encode_distribution(r["vae.image"].tensor(&dev));
+        assert_close(&format!("{tag} vae mean"), mean, &r["vae.mean"], single);
+        assert_close(&format!("{tag} vae logvar"), logvar, &r["vae.logvar"], single * 10.0);
+        assert_close(&format!("{tag} vae decode"), sd.vae.decode_raw(r["vae.latent"].tensor(&dev)), &r["vae.decoded"], single);
+    }
+}
+
+#[test]
+fn bf16_vae_decodes_close_to_reference() {
+    let r = load_reference("tiny_sd_reference.safetensors");
+    let dev = device();
+    let dir = fixtures().join("tiny-sd/vae");
+    let config = traverse::vae::AutoencoderKLConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let mut vae = config.init(&dev).unwrap();
+    let file = traverse::weights::WeightFile::Path(dir.join("diffusion_pytorch_model.bf16.safetensors"));
+    traverse::weights::load_into(&mut vae, "vae", vec![file], &traverse::vae::NAMES).unwrap();
+    // bf16 keeps 8 bits of mantissa: errors of a few 1e-2 on outputs of magnitude ~1.
+    assert_close("bf16 vae decode", vae.decode_raw(r["vae.latent"].tensor(&dev)), &r["vae.decoded"], 1e-1);
+}
+
+#[test]
+fn guided_ddim_matches_diffusers_pipeline() {
+    let r = load_reference("tiny_sd_reference.safetensors");
+    let sd = tiny_sd(None);
+    let settings = SwapSettings { steps: 10, guidance: 7.5, swap_points: vec![10], max_batch: 8 };
+    let init = r["ddim.init"].tensor(sd.device());
+    let prompt = "Chest X-ray of a subject with pleural effusion";
+    // Swapping at 10 of 10 steps = the style prompt all the way: a plain guided DDIM run.
+    let res = SwapSampler::new(&sd, init, prompt, &[prompt.to_string()], "", &settings).unwrap().run();
+    assert_close("ddim 10 steps (neutral branch)", res.neutral.clone(), &r["ddim.latents"], 1e-3);
+    assert_close("ddim 10 steps (style branch)", res.trajectories[0].latents[0].clone(), &r["ddim.latents"], 1e-3);
+    assert_close("ddim decoded image", sd.vae.decode(res.neutral), &r["ddim.image"], 1e-3);
+}
+
+#[test]
+fn prompt_swap_matches_reference_and_shares_the_prefix() {
+    let r = load_reference("tiny_sd_reference.safetensors");
+    let sd = tiny_sd(None);
+    let settings = SwapSettings { steps: 10, guidance: 7.5, swap_points: vec![8, 2, 6, 4], max_batch: 16 };
+    let styles = ["Chest X-ray of a subject with pleural effusion".to_string(), "Chest x-ray showing Support Devices".to_string()];
+    let res = SwapSampler::new(&sd, r["ddim.init"].tensor(sd.device()), "Chest x-ray with no significant findings", &styles, "", &settings)
+        .unwrap()
+        .run();
+    assert_eq!(res.swap_points, vec![2, 4, 6, 8]);
+    assert_close("swap neutral", res.neutral, &r["swap.style0.0"], 1e-3);
+    for (si, traj) in res.trajectories.iter().enumerate() {
+        for (p, latent) in res.swap_points.iter().zip(&traj.latents) {
+            assert_close(&format!("style {si} swap {p}"), latent.clone(), &r[&format!("swap.style{si}.{p}")], 1e-3);
+        }
+    }
+    // 10 trunk steps + 2 styles × (2+4+6+8) branch steps, all in one batch per step.
+    assert_eq!(res.unet_evaluations, 10 + 2 * 20);
+    assert_eq!(res.unet_batches, 10);
+}
+
+#[test]
+fn inversion_matches_ddim_inverse_scheduler() {
+    let r = load_reference("tiny_sd_reference.safetensors");
+    let sd = tiny_sd(None);
+    let z0 = sd.vae.encode(r["vae.image"].tensor(sd.device()));
+    assert_close("encoded latent", z0.clone(), &r["invert.z0"], 1e-4);
+    let neutral = "Chest x-ray with no significant findings";
+    let noise = invert(&sd, z0, neutral, "", 10, 1.0, |_, _| {}).unwrap();
+    assert_close("inverted noise", noise.clone(), &r["invert.noise"], 1e-3);
+    let settings = SwapSettings { steps: 10, guidance: 1.0, swap_points: vec![], max_batch: 4 };
+    let res = SwapSampler::new(&sd, noise, neutral, &[], "", &settings).unwrap().run();
+    assert_close("regenerated latent", res.neutral, &r["invert.regenerated"], 1e-3);
+}
+
+#[test]
+fn sd2_style_unet_sharded_v_prediction() {
+    let r = load_reference("tiny_unet_v2_reference.safetensors");
+    let dir = fixtures().join("tiny-unet-v2");
+    let dev = device();
+    let config = traverse::unet::UNet2DConditionConfig::from_json(&std::fs::read_to_string(dir.join("unet/config.json")).unwrap()).unwrap();
+    let src = traverse::pipeline::DirSource(dir.clone());
+    let files = traverse::pipeline::weight_files(&src, "unet", "diffusion_pytorch_model", None).unwrap();
+    assert_eq!(files.len(), 7, "sharded into 7 files");
+    let mut unet = config.init(&dev).unwrap();
+    let files = files.iter().map(|f| traverse::weights::WeightFile::Path(dir.join(f))).collect();
+    traverse::weights::load_into(&mut unet, "unet", files, &traverse::unet::NAMES).unwrap();
+    let ctx = r["unet.encoder_hidden_states"].tensor::<3>(&dev);
+    let out = unet.forward(r["unet.sample"].tensor(&dev), r["unet.timestep"].data[0], &ctx);
+    assert_close("v2 unet (odd 10×6 latent)", out, &r["unet.out"], 1e-4);
+
+    let sched = traverse::scheduler::DdimConfig::from_json(&std::fs::read_to_string(dir.join("scheduler/scheduler_config.json")).unwrap()).unwrap();
+    let ddim = sched.build(10).unwrap();
+    let uncond = r["ddim.uncond"].tensor::<3>(&dev);
+    let mut x = r["unet.sample"].tensor::<4>(&dev);
+    for &t in ddim.timesteps() {
+        let both = unet.forward(burn::tensor::Tensor::cat(vec![x.clone(), x.clone()], 0), t as f32, &burn::tensor::Tensor::cat(vec![uncond.clone(), ctx.clone()], 0));
+        let mut parts = both.chunk(2, 0);
+        let c = parts.pop().unwrap();
+        let u = parts.pop().unwrap();
+        x = ddim.step(u.clone() + (c - u) * 5.0, t, x);
+    }
+    assert_close("v2 v-prediction ddim 10 steps", x, &r["ddim.latents"], 1e-3);
+}
