@@ -55,7 +55,8 @@ impl Error {
     pub(crate) fn config(what: impl Into<String>, message: impl std::fmt::Display) -> Self {
         Self::Config { what: what.into(), message: message.to_string() }
     }
-    pub(crate) fn arg(message: impl Into<String>) -> Self {
+    /// An [`Error::InvalidArgument`].
+    pub fn arg(message: impl Into<String>) -> Self {
         Self::InvalidArgument(message.into())
     }
 }

@@ -1,1 +1,368 @@
-fn main(){}
+//! `traverse`: the command-line front end (generate trajectories, invert real images, interpolate).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::prelude::*;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use traverse::bezier;
+use traverse::image::{contact_sheet, rgb_to_tensor, tensor_to_rgb};
+use traverse::invert::{invert, psnr, rms_error};
+use traverse::pipeline::StableDiffusion;
+use traverse::rng::initial_latents;
+use traverse::swap::{SwapResult, SwapSampler, SwapSettings};
+use traverse::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "traverse", version, about = "Attribute traversals of Stable Diffusion by prompt swapping")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a neutral image and its prompt-swap trajectories from a seed.
+    Generate(GenerateArgs),
+    /// Invert a real image to noise with the neutral prompt, then prompt-swap from there.
+    Invert(InvertArgs),
+    /// Decode a Bézier traversal through the latents of a `generate` run.
+    Interpolate(InterpolateArgs),
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// A diffusers Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long)]
+    model: PathBuf,
+    /// Weight-file variant, e.g. fp16 (loads `*.fp16.safetensors`).
+    #[arg(long)]
+    variant: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct SwapArgs {
+    /// The neutral prompt.
+    #[arg(long, default_value = "Chest x-ray with no significant findings")]
+    neutral: String,
+    /// A style (attribute) prompt; repeat for several trajectories from the same subject.
+    #[arg(long = "style", default_value = "Chest X-ray of a subject with pleural effusion")]
+    styles: Vec<String>,
+    /// Unconditional prompt for classifier-free guidance.
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f64,
+    /// Swap points: how many final steps use the style prompt.
+    #[arg(long, value_delimiter = ',', default_values_t = traverse::swap::PAPER_SWAP_POINTS)]
+    swap_points: Vec<usize>,
+    /// Most latents per U-Net call.
+    #[arg(long, default_value_t = 16)]
+    max_batch: usize,
+    /// Output folder.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    swap: SwapArgs,
+    /// Noise seed (portable: the same seed gives the same noise everywhere).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Image size in pixels (default: the model's native size).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Start from these initial latents (`init` tensor, [1, C, h, w]) instead of the seed's noise.
+    #[arg(long)]
+    init_latents: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InvertArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    swap: SwapArgs,
+    /// The image to invert (resized to the model's size).
+    #[arg(long)]
+    image: PathBuf,
+    /// Guidance used while inverting (1 = none, most faithful).
+    #[arg(long, default_value_t = 1.0)]
+    inversion_guidance: f64,
+}
+
+#[derive(Args)]
+struct InterpolateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// `latents.safetensors` written by `generate` or `invert`.
+    #[arg(long)]
+    latents: PathBuf,
+    /// Which style's trajectory (index of --style in that run).
+    #[arg(long, default_value_t = 0)]
+    style_index: usize,
+    /// Control points of the Bézier curve.
+    #[arg(long, default_value_t = bezier::PAPER_CONTROL_POINTS)]
+    controls: usize,
+    /// Interpolated latents to decode.
+    #[arg(long, default_value_t = bezier::PAPER_SAMPLES)]
+    samples: usize,
+    /// Output folder.
+    #[arg(long, default_value = "out-interp")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = Device::flex();
+    match cli.command {
+        Command::Generate(a) => generate(a, &device),
+        Command::Invert(a) => invert_cmd(a, &device),
+        Command::Interpolate(a) => interpolate(a, &device),
+    }
+}
+
+fn load_model(m: &ModelArgs, device: &Device) -> Result<(StableDiffusion, f64)> {
+    let t = Instant::now();
+    let sd = StableDiffusion::load(&m.model, m.variant.as_deref(), device)?;
+    Ok((sd, t.elapsed().as_secs_f64()))
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})").expect("valid template"));
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
+    img.save(path).map_err(|e| Error::Image(format!("{}: {e}", path.display())))
+}
+
+fn tensor_bytes(t: &Tensor<4>) -> Result<(Vec<u8>, Vec<usize>)> {
+    let data = t.to_data().convert::<f32>();
+    let values = data.as_slice::<f32>().map_err(|e| Error::Image(format!("{e:?}")))?;
+    Ok((values.iter().flat_map(|v| v.to_le_bytes()).collect(), t.dims().to_vec()))
+}
+
+fn write_safetensors(path: &Path, tensors: &[(String, Tensor<4>)], meta: HashMap<String, String>) -> Result<()> {
+    let owned = tensors.iter().map(|(k, t)| Ok((k.clone(), tensor_bytes(t)?))).collect::<Result<Vec<_>>>()?;
+    let views = owned
+        .iter()
+        .map(|(k, (b, s))| Ok((k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).map_err(|e| Error::Image(e.to_string()))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Image(e.to_string()))?;
+    write(path, &bytes)
+}
+
+fn read_latent(path: &Path, name: &str, device: &Device) -> Result<Tensor<4>> {
+    let file = traverse::weights::WeightFile::Path(path.to_path_buf());
+    let table = traverse::weights::inspect(&file)?;
+    let info = table.get(name).ok_or_else(|| Error::arg(format!("{} has no tensor named {name:?}", path.display())))?;
+    if info.dtype != "F32" || info.shape.len() != 4 {
+        return Err(Error::arg(format!("{name} in {} must be a 4-D F32 tensor, got {} {:?}", path.display(), info.dtype, info.shape)));
+    }
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { what: path.display().to_string(), message: e.to_string() })?;
+    let view = st.tensor(name).map_err(|e| Error::arg(e.to_string()))?;
+    let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok(Tensor::from_data(TensorData::new(values, info.shape.clone()), device))
+}
+
+/// Runs the sampler with a progress bar, then writes images, contact sheet, latents and manifest.
+fn swap_and_save(sd: &StableDiffusion, init: Tensor<4>, s: &SwapArgs, mut manifest: serde_json::Value, load_s: f64) -> Result<()> {
+    create_dir(&s.out)?;
+    let settings = SwapSettings { steps: s.steps, guidance: s.guidance, swap_points: s.swap_points.clone(), max_batch: s.max_batch };
+    let t0 = Instant::now();
+    let mut sampler = SwapSampler::new(sd, init.clone(), &s.neutral, &s.styles, &s.negative, &settings)?;
+    let pb = bar(s.steps, "denoise");
+    while !sampler.is_done() {
+        sampler.step();
+        pb.inc(1);
+    }
+    let res: SwapResult = sampler.finish();
+    // Reading the result back forces the lazy backend to finish, so the timing is real.
+    let mut latents = vec![("init".to_string(), init), ("neutral".to_string(), res.neutral.clone())];
+    for (si, tr) in res.trajectories.iter().enumerate() {
+        for (p, l) in res.swap_points.iter().zip(&tr.latents) {
+            latents.push((format!("style{si}.t{p}"), l.clone()));
+        }
+    }
+    let _ = tensor_bytes(&res.neutral)?;
+    pb.finish();
+    let sample_s = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let pb = bar(latents.len() - 1, "decode");
+    let mut rows: Vec<Vec<image::RgbImage>> = vec![Vec::new(); res.trajectories.len().max(1)];
+    let mut files = Vec::new();
+    for (name, latent) in latents.iter().skip(1) {
+        let img = tensor_to_rgb(sd.vae.decode(latent.clone()))?;
+        let file = format!("{}.png", name.replace('.', "_"));
+        save_png(&img, &s.out.join(&file))?;
+        files.push(file);
+        if name == "neutral" {
+            rows.iter_mut().for_each(|r| r.push(img.clone()));
+        } else if let Some(si) = name.strip_prefix("style").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()) {
+            rows[si].push(img);
+        }
+        pb.inc(1);
+    }
+    pb.finish();
+    let columns = res.swap_points.len() + 1;
+    save_png(&contact_sheet(&rows.concat(), columns), &s.out.join("sheet.png"))?;
+    let decode_s = t1.elapsed().as_secs_f64();
+
+    let meta = HashMap::from([
+        ("neutral".to_string(), s.neutral.clone()),
+        ("styles".to_string(), serde_json::to_string(&s.styles).unwrap_or_default()),
+        ("swap_points".to_string(), serde_json::to_string(&res.swap_points).unwrap_or_default()),
+    ]);
+    write_safetensors(&s.out.join("latents.safetensors"), &latents, meta)?;
+    let m = manifest.as_object_mut().expect("manifest is an object");
+    m.insert("neutral".into(), json!(s.neutral));
+    m.insert("styles".into(), json!(s.styles));
+    m.insert("negative".into(), json!(s.negative));
+    m.insert("steps".into(), json!(s.steps));
+    m.insert("guidance".into(), json!(s.guidance));
+    m.insert("eta".into(), json!(0.0));
+    m.insert("scheduler".into(), json!({"type": "DDIM", "prediction_type": sd.scheduler.prediction_type, "timestep_spacing": sd.scheduler.timestep_spacing}));
+    m.insert("swap_points".into(), json!(res.swap_points));
+    m.insert("max_batch".into(), json!(s.max_batch));
+    m.insert("unet_evaluations".into(), json!(res.unet_evaluations));
+    m.insert("unet_batches".into(), json!(res.unet_batches));
+    m.insert("images".into(), json!(files));
+    m.insert("contact_sheet".into(), json!("sheet.png"));
+    m.insert("latents".into(), json!("latents.safetensors"));
+    m.insert("timings_s".into(), json!({"load": load_s, "sample": sample_s, "decode": decode_s}));
+    m.insert("traverse_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    write(&s.out.join("manifest.json"), serde_json::to_string_pretty(&manifest).unwrap_or_default().as_bytes())?;
+    println!(
+        "wrote {} images, sheet.png, latents.safetensors and manifest.json to {} ({} U-Net evaluations in {} batches, {:.1} s sampling)",
+        files.len(),
+        s.out.display(),
+        res.unet_evaluations,
+        res.unet_batches,
+        sample_s
+    );
+    Ok(())
+}
+
+fn generate(a: GenerateArgs, device: &Device) -> Result<()> {
+    let (sd, load_s) = load_model(&a.model, device)?;
+    let size = a.size.unwrap_or_else(|| sd.default_image_size());
+    let [h, w] = sd.latent_size(size, size)?;
+    let init = match &a.init_latents {
+        Some(p) => read_latent(p, "init", device)?,
+        None => initial_latents(a.seed, sd.unet_config.in_channels, h, w, device),
+    };
+    let [_, _, ih, iw] = init.dims();
+    let f = sd.vae_config.downsampling();
+    let manifest = json!({
+        "command": "generate",
+        "model": a.model.model.display().to_string(),
+        "variant": a.model.variant,
+        "seed": if a.init_latents.is_some() { serde_json::Value::Null } else { json!(a.seed) },
+        "init_latents": a.init_latents.as_ref().map(|p| p.display().to_string()),
+        "noise": "traverse::rng ChaCha8 + Box-Muller (portable)",
+        "height": ih * f,
+        "width": iw * f,
+    });
+    swap_and_save(&sd, init, &a.swap, manifest, load_s)
+}
+
+fn invert_cmd(a: InvertArgs, device: &Device) -> Result<()> {
+    let (sd, load_s) = load_model(&a.model, device)?;
+    let img = image::open(&a.image).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?.to_rgb8();
+    let size = sd.default_image_size();
+    sd.latent_size(size, size)?;
+    let x = rgb_to_tensor(&img, size, size, device);
+    let z0 = sd.vae.encode(x.clone());
+    let pb = bar(a.swap.steps, "invert");
+    let noise = invert(&sd, z0.clone(), &a.swap.neutral, &a.swap.negative, a.swap.steps, a.inversion_guidance, |_, _| pb.inc(1))?;
+    pb.finish();
+    // Reconstruction: regenerate with the same prompt and guidance used for inversion.
+    let settings = SwapSettings { steps: a.swap.steps, guidance: a.inversion_guidance, swap_points: vec![], max_batch: 1 };
+    let regen = SwapSampler::new(&sd, noise.clone(), &a.swap.neutral, &[], &a.swap.negative, &settings)?.run().neutral;
+    let latent_rms = rms_error(regen.clone(), z0.clone());
+    let image_psnr = psnr(sd.vae.decode(regen), x.clone());
+    let vae_psnr = psnr(sd.vae.decode(z0), x);
+    println!("reconstruction: latent RMS error {latent_rms:.4}, image PSNR {image_psnr:.2} dB (VAE alone {vae_psnr:.2} dB)");
+    let manifest = json!({
+        "command": "invert",
+        "model": a.model.model.display().to_string(),
+        "variant": a.model.variant,
+        "image": a.image.display().to_string(),
+        "height": size, "width": size,
+        "inversion_guidance": a.inversion_guidance,
+        "reconstruction": {"latent_rms_error": latent_rms, "image_psnr_db": image_psnr, "vae_only_psnr_db": vae_psnr},
+    });
+    swap_and_save(&sd, noise, &a.swap, manifest, load_s)
+}
+
+fn interpolate(a: InterpolateArgs, device: &Device) -> Result<()> {
+    let (sd, _) = load_model(&a.model, device)?;
+    let file = traverse::weights::WeightFile::Path(a.latents.clone());
+    let table = traverse::weights::inspect(&file)?;
+    let prefix = format!("style{}.t", a.style_index);
+    let mut points: Vec<usize> = table.keys().filter_map(|k| k.strip_prefix(&prefix)?.parse().ok()).collect();
+    points.sort_unstable();
+    if points.is_empty() {
+        return Err(Error::arg(format!("{} has no trajectory for style index {}", a.latents.display(), a.style_index)));
+    }
+    let mut trajectory = vec![read_latent(&a.latents, "neutral", device)?];
+    for p in &points {
+        trajectory.push(read_latent(&a.latents, &format!("{prefix}{p}"), device)?);
+    }
+    let idx = bezier::control_indices(trajectory.len(), a.controls)?;
+    let controls: Vec<Tensor<4>> = idx.iter().map(|&i| trajectory[i].clone()).collect();
+    let curve = bezier::interpolate(&controls, a.samples)?;
+    create_dir(&a.out)?;
+    let pb = bar(curve.len(), "decode");
+    let mut images = Vec::new();
+    for (j, z) in curve.iter().enumerate() {
+        let img = tensor_to_rgb(sd.vae.decode(z.clone()))?;
+        save_png(&img, &a.out.join(format!("bezier_{j:03}.png")))?;
+        images.push(img);
+        pb.inc(1);
+    }
+    pb.finish();
+    save_png(&contact_sheet(&images, 10), &a.out.join("sheet.png"))?;
+    let names: Vec<String> = idx.iter().map(|&i| if i == 0 { "neutral".into() } else { format!("t{}", points[i - 1]) }).collect();
+    let manifest = json!({
+        "command": "interpolate", "latents": a.latents.display().to_string(), "style_index": a.style_index,
+        "control_points": names, "samples": a.samples,
+    });
+    write(&a.out.join("manifest.json"), serde_json::to_string_pretty(&manifest).unwrap_or_default().as_bytes())?;
+    println!("wrote {} interpolated images and sheet.png to {} (controls: {})", curve.len(), a.out.display(), names.join(", "));
+    Ok(())
+}
