@@ -87,7 +87,8 @@ pub struct ClipTextModel {
 
 /// transformers ≤ 4 saves names under `text_model.`, transformers 5 without it; checkpoints may also carry
 /// the `position_ids` buffer and, for `CLIPTextModelWithProjection`, a projection we don't use.
-pub const NAMES: NameMap = NameMap { remaps: &[(r"^text_model\.", "")], ignore: &["*position_ids", "text_projection.weight"] };
+pub const NAMES: NameMap =
+    NameMap { remaps: &[(r"^text_model\.", "")], ignore: &["*position_ids", "text_projection.weight"] };
 
 impl ClipTextConfig {
     /// Parses `text_encoder/config.json`.
@@ -99,19 +100,30 @@ impl ClipTextConfig {
     pub fn init(&self, device: &Device) -> Result<ClipTextModel> {
         let c = self;
         if c.hidden_size == 0 || c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
-            return Err(Error::config("text_encoder/config.json", format!("hidden_size {} does not split into {} heads", c.hidden_size, c.num_attention_heads)));
+            return Err(Error::config(
+                "text_encoder/config.json",
+                format!("hidden_size {} does not split into {} heads", c.hidden_size, c.num_attention_heads),
+            ));
         }
         let quick_gelu = match c.hidden_act.as_str() {
             "quick_gelu" => true,
             "gelu" => false,
-            other => return Err(Error::config("text_encoder/config.json", format!("hidden_act {other} is not supported"))),
+            other => {
+                return Err(Error::config("text_encoder/config.json", format!("hidden_act {other} is not supported")));
+            }
         };
         let d = c.hidden_size;
         let lin = |i, o| LinearConfig::new(i, o).init(device);
         let ln = || LayerNormConfig::new(d).with_epsilon(c.layer_norm_eps).init(device);
         let layers = (0..c.num_hidden_layers)
             .map(|_| ClipEncoderLayer {
-                self_attn: ClipAttention { q_proj: lin(d, d), k_proj: lin(d, d), v_proj: lin(d, d), out_proj: lin(d, d), heads: c.num_attention_heads },
+                self_attn: ClipAttention {
+                    q_proj: lin(d, d),
+                    k_proj: lin(d, d),
+                    v_proj: lin(d, d),
+                    out_proj: lin(d, d),
+                    heads: c.num_attention_heads,
+                },
                 layer_norm1: ln(),
                 mlp: ClipMlp { fc1: lin(d, c.intermediate_size), fc2: lin(c.intermediate_size, d), quick_gelu },
                 layer_norm2: ln(),
@@ -147,7 +159,13 @@ impl ClipTextModel {
         for layer in &m.encoder.layers {
             let a = &layer.self_attn;
             let h = layer.layer_norm1.forward(x.clone());
-            let attn = multi_head_attention(a.q_proj.forward(h.clone()), a.k_proj.forward(h.clone()), a.v_proj.forward(h), a.heads, true);
+            let attn = multi_head_attention(
+                a.q_proj.forward(h.clone()),
+                a.k_proj.forward(h.clone()),
+                a.v_proj.forward(h),
+                a.heads,
+                true,
+            );
             x = x + a.out_proj.forward(attn);
             x = x.clone() + layer.mlp.forward(layer.layer_norm2.forward(x));
         }

@@ -53,7 +53,8 @@ pub fn contact_sheet(images: &[RgbImage], columns: usize) -> RgbImage {
     let (w, h) = images.first().map(|i| i.dimensions()).unwrap_or((1, 1));
     let rows = images.len().div_ceil(columns).max(1);
     let gap = 2;
-    let mut sheet = RgbImage::from_pixel(columns as u32 * (w + gap) - gap, rows as u32 * (h + gap) - gap, Rgb([255, 255, 255]));
+    let mut sheet =
+        RgbImage::from_pixel(columns as u32 * (w + gap) - gap, rows as u32 * (h + gap) - gap, Rgb([255, 255, 255]));
     for (k, img) in images.iter().enumerate() {
         let (x, y) = ((k % columns) as u32 * (w + gap), (k / columns) as u32 * (h + gap));
         imageops::overlay(&mut sheet, img, x as i64, y as i64);

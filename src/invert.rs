@@ -8,7 +8,15 @@ use crate::pipeline::StableDiffusion;
 
 /// DDIM inversion (diffusers' `DDIMInverseScheduler`) of a scaled latent `z0` `[1, C, h, w]` with `prompt`,
 /// over `steps` steps, guided by `guidance` (1.0 — no guidance — inverts most faithfully).
-pub fn invert(sd: &StableDiffusion, z0: Tensor<4>, prompt: &str, negative: &str, steps: usize, guidance: f64, mut on_step: impl FnMut(usize, usize)) -> Result<Tensor<4>> {
+pub fn invert(
+    sd: &StableDiffusion,
+    z0: Tensor<4>,
+    prompt: &str,
+    negative: &str,
+    steps: usize,
+    guidance: f64,
+    mut on_step: impl FnMut(usize, usize),
+) -> Result<Tensor<4>> {
     let ddim = sd.scheduler.build(steps)?;
     let cond = sd.embed(prompt)?;
     let uncond = sd.embed(negative)?;

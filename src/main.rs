@@ -151,7 +151,10 @@ fn load_model(m: &ModelArgs, device: &Device) -> Result<(StableDiffusion, f64)> 
 
 fn bar(len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
-    pb.set_style(ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})").expect("valid template"));
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})")
+            .expect("valid template"),
+    );
     pb.set_message(what.to_string());
     pb
 }
@@ -178,7 +181,13 @@ fn write_safetensors(path: &Path, tensors: &[(String, Tensor<4>)], meta: HashMap
     let owned = tensors.iter().map(|(k, t)| Ok((k.clone(), tensor_bytes(t)?))).collect::<Result<Vec<_>>>()?;
     let views = owned
         .iter()
-        .map(|(k, (b, s))| Ok((k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).map_err(|e| Error::Image(e.to_string()))?)))
+        .map(|(k, (b, s))| {
+            Ok((
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .map_err(|e| Error::Image(e.to_string()))?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Image(e.to_string()))?;
     write(path, &bytes)
@@ -189,19 +198,36 @@ fn read_latent(path: &Path, name: &str, device: &Device) -> Result<Tensor<4>> {
     let table = traverse::weights::inspect(&file)?;
     let info = table.get(name).ok_or_else(|| Error::arg(format!("{} has no tensor named {name:?}", path.display())))?;
     if info.dtype != "F32" || info.shape.len() != 4 {
-        return Err(Error::arg(format!("{name} in {} must be a 4-D F32 tensor, got {} {:?}", path.display(), info.dtype, info.shape)));
+        return Err(Error::arg(format!(
+            "{name} in {} must be a 4-D F32 tensor, got {} {:?}",
+            path.display(),
+            info.dtype,
+            info.shape
+        )));
     }
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { what: path.display().to_string(), message: e.to_string() })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Safetensors { what: path.display().to_string(), message: e.to_string() })?;
     let view = st.tensor(name).map_err(|e| Error::arg(e.to_string()))?;
     let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     Ok(Tensor::from_data(TensorData::new(values, info.shape.clone()), device))
 }
 
 /// Runs the sampler with a progress bar, then writes images, contact sheet, latents and manifest.
-fn swap_and_save(sd: &StableDiffusion, init: Tensor<4>, s: &SwapArgs, mut manifest: serde_json::Value, load_s: f64) -> Result<()> {
+fn swap_and_save(
+    sd: &StableDiffusion,
+    init: Tensor<4>,
+    s: &SwapArgs,
+    mut manifest: serde_json::Value,
+    load_s: f64,
+) -> Result<()> {
     create_dir(&s.out)?;
-    let settings = SwapSettings { steps: s.steps, guidance: s.guidance, swap_points: s.swap_points.clone(), max_batch: s.max_batch };
+    let settings = SwapSettings {
+        steps: s.steps,
+        guidance: s.guidance,
+        swap_points: s.swap_points.clone(),
+        max_batch: s.max_batch,
+    };
     let t0 = Instant::now();
     let mut sampler = SwapSampler::new(sd, init.clone(), &s.neutral, &s.styles, &s.negative, &settings)?;
     let pb = bar(s.steps, "denoise");
@@ -232,7 +258,9 @@ fn swap_and_save(sd: &StableDiffusion, init: Tensor<4>, s: &SwapArgs, mut manife
         files.push(file);
         if name == "neutral" {
             rows.iter_mut().for_each(|r| r.push(img.clone()));
-        } else if let Some(si) = name.strip_prefix("style").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()) {
+        } else if let Some(si) =
+            name.strip_prefix("style").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok())
+        {
             rows[si].push(img);
         }
         pb.inc(1);
@@ -308,15 +336,21 @@ fn invert_cmd(a: InvertArgs, device: &Device) -> Result<()> {
     let x = rgb_to_tensor(&img, size, size, device);
     let z0 = sd.vae.encode(x.clone());
     let pb = bar(a.swap.steps, "invert");
-    let noise = invert(&sd, z0.clone(), &a.swap.neutral, &a.swap.negative, a.swap.steps, a.inversion_guidance, |_, _| pb.inc(1))?;
+    let noise =
+        invert(&sd, z0.clone(), &a.swap.neutral, &a.swap.negative, a.swap.steps, a.inversion_guidance, |_, _| {
+            pb.inc(1)
+        })?;
     pb.finish();
     // Reconstruction: regenerate with the same prompt and guidance used for inversion.
-    let settings = SwapSettings { steps: a.swap.steps, guidance: a.inversion_guidance, swap_points: vec![], max_batch: 1 };
+    let settings =
+        SwapSettings { steps: a.swap.steps, guidance: a.inversion_guidance, swap_points: vec![], max_batch: 1 };
     let regen = SwapSampler::new(&sd, noise.clone(), &a.swap.neutral, &[], &a.swap.negative, &settings)?.run().neutral;
     let latent_rms = rms_error(regen.clone(), z0.clone());
     let image_psnr = psnr(sd.vae.decode(regen), x.clone());
     let vae_psnr = psnr(sd.vae.decode(z0), x);
-    println!("reconstruction: latent RMS error {latent_rms:.4}, image PSNR {image_psnr:.2} dB (VAE alone {vae_psnr:.2} dB)");
+    println!(
+        "reconstruction: latent RMS error {latent_rms:.4}, image PSNR {image_psnr:.2} dB (VAE alone {vae_psnr:.2} dB)"
+    );
     let manifest = json!({
         "command": "invert",
         "model": a.model.model.display().to_string(),
@@ -357,12 +391,18 @@ fn interpolate(a: InterpolateArgs, device: &Device) -> Result<()> {
     }
     pb.finish();
     save_png(&contact_sheet(&images, 10), &a.out.join("sheet.png"))?;
-    let names: Vec<String> = idx.iter().map(|&i| if i == 0 { "neutral".into() } else { format!("t{}", points[i - 1]) }).collect();
+    let names: Vec<String> =
+        idx.iter().map(|&i| if i == 0 { "neutral".into() } else { format!("t{}", points[i - 1]) }).collect();
     let manifest = json!({
         "command": "interpolate", "latents": a.latents.display().to_string(), "style_index": a.style_index,
         "control_points": names, "samples": a.samples,
     });
     write(&a.out.join("manifest.json"), serde_json::to_string_pretty(&manifest).unwrap_or_default().as_bytes())?;
-    println!("wrote {} interpolated images and sheet.png to {} (controls: {})", curve.len(), a.out.display(), names.join(", "));
+    println!(
+        "wrote {} interpolated images and sheet.png to {} (controls: {})",
+        curve.len(),
+        a.out.display(),
+        names.join(", ")
+    );
     Ok(())
 }

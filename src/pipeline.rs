@@ -88,11 +88,13 @@ pub fn weight_files(src: &dyn ModelSource, dir: &str, base: &str, variant: Optio
     if src.exists(&single) {
         return Ok(vec![single]);
     }
-    for index in [format!("{dir}/{base}.safetensors.index{v}.json"), format!("{dir}/{base}{v}.safetensors.index.json")] {
+    for index in [format!("{dir}/{base}.safetensors.index{v}.json"), format!("{dir}/{base}{v}.safetensors.index.json")]
+    {
         if !src.exists(&index) {
             continue;
         }
-        let idx: ShardIndex = serde_json::from_slice(&src.read(&index, MAX_JSON_BYTES)?).map_err(|e| Error::config(&index, e))?;
+        let idx: ShardIndex =
+            serde_json::from_slice(&src.read(&index, MAX_JSON_BYTES)?).map_err(|e| Error::config(&index, e))?;
         let shards: BTreeSet<&String> = idx.weight_map.values().collect();
         if shards.is_empty() {
             return Err(Error::config(&index, "weight_map is empty"));
@@ -108,14 +110,21 @@ pub fn weight_files(src: &dyn ModelSource, dir: &str, base: &str, variant: Optio
             })
             .collect();
     }
-    Err(Error::config(dir, format!("no safetensors weights: expected {single} or a sharded index (.bin files are not supported)")))
+    Err(Error::config(
+        dir,
+        format!("no safetensors weights: expected {single} or a sharded index (.bin files are not supported)"),
+    ))
 }
 
-fn load<M: ModuleSnapshot>(src: &dyn ModelSource, mut module: M, dir: &str, base: &str, variant: Option<&str>, names: &NameMap) -> Result<M> {
-    let files = weight_files(src, dir, base, variant)?
-        .iter()
-        .map(|f| src.weights(f))
-        .collect::<Result<Vec<_>>>()?;
+fn load<M: ModuleSnapshot>(
+    src: &dyn ModelSource,
+    mut module: M,
+    dir: &str,
+    base: &str,
+    variant: Option<&str>,
+    names: &NameMap,
+) -> Result<M> {
+    let files = weight_files(src, dir, base, variant)?.iter().map(|f| src.weights(f)).collect::<Result<Vec<_>>>()?;
     crate::weights::load_into(&mut module, dir, files, names)?;
     Ok(module)
 }
@@ -148,7 +157,10 @@ impl StableDiffusion {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(dir: &std::path::Path, variant: Option<&str>, device: &Device) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(Error::Io { path: dir.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+            return Err(Error::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
         }
         Self::from_source(&DirSource(dir.to_path_buf()), variant, device)
     }
@@ -162,7 +174,11 @@ impl StableDiffusion {
         if unet_config.context_dim() != text_config.hidden_size {
             return Err(Error::config(
                 "unet/config.json",
-                format!("cross_attention_dim {} differs from the text encoder's hidden_size {}", unet_config.context_dim(), text_config.hidden_size),
+                format!(
+                    "cross_attention_dim {} differs from the text encoder's hidden_size {}",
+                    unet_config.context_dim(),
+                    text_config.hidden_size
+                ),
             ));
         }
         if unet_config.in_channels != vae_config.latent_channels {
@@ -170,7 +186,11 @@ impl StableDiffusion {
         }
         let opt = |p: &str| -> Result<Option<Vec<u8>>> {
             let path = format!("tokenizer/{p}");
-            if src.exists(&path) { src.read(&path, crate::tokenizer::MAX_TOKENIZER_BYTES as u64).map(Some) } else { Ok(None) }
+            if src.exists(&path) {
+                src.read(&path, crate::tokenizer::MAX_TOKENIZER_BYTES as u64).map(Some)
+            } else {
+                Ok(None)
+            }
         };
         let tokenizer = ClipTokenizer::from_files(&TokenizerFiles {
             tokenizer_json: opt("tokenizer.json")?,
@@ -179,7 +199,10 @@ impl StableDiffusion {
             config_json: opt("tokenizer_config.json")?,
         })?;
         if tokenizer.max_length() > text_config.max_position_embeddings {
-            return Err(Error::config("tokenizer", "model_max_length exceeds the text encoder's max_position_embeddings"));
+            return Err(Error::config(
+                "tokenizer",
+                "model_max_length exceeds the text encoder's max_position_embeddings",
+            ));
         }
         let text_encoder = load(src, text_config.init(device)?, "text_encoder", "model", variant, &clip::NAMES)?;
         let unet = load(src, unet_config.init(device)?, "unet", "diffusion_pytorch_model", variant, &unet::NAMES)?;
@@ -196,10 +219,16 @@ impl StableDiffusion {
     pub fn embed_ids(&self, ids: &[u32]) -> Result<Tensor<3>> {
         let vocab = self.text_encoder.vocab_size();
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-            return Err(Error::Tokenizer(format!("token id {bad} is outside the text encoder's vocabulary of {vocab}")));
+            return Err(Error::Tokenizer(format!(
+                "token id {bad} is outside the text encoder's vocabulary of {vocab}"
+            )));
         }
         if ids.is_empty() || ids.len() > self.text_encoder.max_positions() {
-            return Err(Error::arg(format!("{} tokens; the text encoder takes 1..={}", ids.len(), self.text_encoder.max_positions())));
+            return Err(Error::arg(format!(
+                "{} tokens; the text encoder takes 1..={}",
+                ids.len(),
+                self.text_encoder.max_positions()
+            )));
         }
         let data = TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, ids.len()]);
         Ok(self.text_encoder.forward(Tensor::from_data(data, &self.device)))
@@ -227,7 +256,14 @@ impl StableDiffusion {
     /// Classifier-free guided prediction for a batch of latents at one timestep: `latents` `[N, C, h, w]`,
     /// `contexts` `[N, 77, D]` (one prompt per latent), `uncond` `[1, 77, D]`. With `guidance` ≤ 1 the
     /// unconditional half is skipped, as diffusers does.
-    pub fn guided_prediction(&self, latents: Tensor<4>, contexts: Tensor<3>, uncond: &Tensor<3>, timestep: usize, guidance: f64) -> Tensor<4> {
+    pub fn guided_prediction(
+        &self,
+        latents: Tensor<4>,
+        contexts: Tensor<3>,
+        uncond: &Tensor<3>,
+        timestep: usize,
+        guidance: f64,
+    ) -> Tensor<4> {
         let t = timestep as f32;
         if guidance <= 1.0 {
             return self.unet.forward(latents, t, &contexts);

@@ -97,9 +97,10 @@ impl DdimConfig {
                 let ratio = n as f64 / steps as f64;
                 (1..=steps).rev().map(|i| ((i as f64 * ratio).round() as usize).saturating_sub(1)).collect()
             }
-            "linspace" => {
-                (0..steps).rev().map(|i| (i as f64 * (n - 1) as f64 / (steps - 1).max(1) as f64).round() as usize).collect()
-            }
+            "linspace" => (0..steps)
+                .rev()
+                .map(|i| (i as f64 * (n - 1) as f64 / (steps - 1).max(1) as f64).round() as usize)
+                .collect(),
             other => return Err(Error::config("scheduler", format!("timestep_spacing {other} is not supported"))),
         };
         if timesteps.iter().any(|&t| t >= n) {

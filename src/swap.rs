@@ -97,11 +97,22 @@ pub struct SwapSampler<'a> {
 
 impl<'a> SwapSampler<'a> {
     /// Prepares a run from `init` noise `[1, C, h, w]`. `negative` is the unconditional prompt ("" in SD).
-    pub fn new(sd: &'a StableDiffusion, init: Tensor<4>, neutral: &str, styles: &[String], negative: &str, settings: &SwapSettings) -> Result<Self> {
+    pub fn new(
+        sd: &'a StableDiffusion,
+        init: Tensor<4>,
+        neutral: &str,
+        styles: &[String],
+        negative: &str,
+        settings: &SwapSettings,
+    ) -> Result<Self> {
         let settings = settings.validated()?;
         let [b, c, h, w] = init.dims();
         if b != 1 || c != sd.unet_config.in_channels || h == 0 || w == 0 {
-            return Err(Error::arg(format!("initial latents must be [1, {}, h, w], got {:?}", sd.unet_config.in_channels, init.dims())));
+            return Err(Error::arg(format!(
+                "initial latents must be [1, {}, h, w], got {:?}",
+                sd.unet_config.in_channels,
+                init.dims()
+            )));
         }
         let styles = styles.iter().map(|s| Ok((s.clone(), sd.embed(s)?))).collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -143,14 +154,21 @@ impl<'a> SwapSampler<'a> {
             }
         }
         let t = self.ddim.timesteps()[self.step];
-        let latents: Vec<Tensor<4>> = std::iter::once(self.trunk.clone()).chain(self.branches.iter().map(|b| b.2.clone())).collect();
+        let latents: Vec<Tensor<4>> =
+            std::iter::once(self.trunk.clone()).chain(self.branches.iter().map(|b| b.2.clone())).collect();
         let contexts: Vec<Tensor<3>> = std::iter::once(self.neutral_emb.clone())
             .chain(self.branches.iter().map(|b| self.styles[b.0].1.clone()))
             .collect();
         let mut stepped = Vec::with_capacity(latents.len());
         for (lat, ctx) in latents.chunks(self.settings.max_batch).zip(contexts.chunks(self.settings.max_batch)) {
             let x = Tensor::cat(lat.to_vec(), 0);
-            let eps = self.sd.guided_prediction(x.clone(), Tensor::cat(ctx.to_vec(), 0), &self.uncond, t, self.settings.guidance);
+            let eps = self.sd.guided_prediction(
+                x.clone(),
+                Tensor::cat(ctx.to_vec(), 0),
+                &self.uncond,
+                t,
+                self.settings.guidance,
+            );
             let next = self.ddim.step(eps, t, x);
             stepped.extend(next.chunk(lat.len(), 0));
             self.batches += 1;

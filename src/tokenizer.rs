@@ -63,7 +63,10 @@ pub struct ClipTokenizer {
 
 fn utf8(name: &str, bytes: &[u8]) -> Result<String> {
     if bytes.len() > MAX_TOKENIZER_BYTES {
-        return Err(Error::Tokenizer(format!("{name} is {} bytes, over the {MAX_TOKENIZER_BYTES}-byte limit", bytes.len())));
+        return Err(Error::Tokenizer(format!(
+            "{name} is {} bytes, over the {MAX_TOKENIZER_BYTES}-byte limit",
+            bytes.len()
+        )));
     }
     String::from_utf8(bytes.to_vec()).map_err(|e| Error::Tokenizer(format!("{name} is not UTF-8: {e}")))
 }
@@ -76,16 +79,11 @@ fn clip_tokenizer_json(vocab: &str, merges: &str, bos: &str, eos: &str) -> Resul
         vocab.get(t).and_then(|v| v.as_u64()).ok_or_else(|| Error::Tokenizer(format!("vocab.json has no token {t}")))
     };
     let (bos_id, eos_id) = (id(bos)?, id(eos)?);
-    let merges: Vec<&str> = merges
-        .lines()
-        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
-        .collect();
+    let merges: Vec<&str> = merges.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect();
     if let Some(bad) = merges.iter().find(|m| m.split(' ').count() != 2) {
         return Err(Error::Tokenizer(format!("merges.txt line is not a pair: {bad:?}")));
     }
-    let added = |id: u64, content: &str| {
-        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-    };
+    let added = |id: u64, content: &str| json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
     let doc = json!({
         "version": "1.0",
         "truncation": null,
@@ -120,7 +118,9 @@ impl ClipTokenizer {
         let eos = token_text(&config.eos_token).unwrap_or_else(|| "<|endoftext|>".into());
         let json = match (&files.tokenizer_json, &files.vocab_json, &files.merges_txt) {
             (Some(t), _, _) => utf8("tokenizer.json", t)?,
-            (None, Some(v), Some(m)) => clip_tokenizer_json(&utf8("vocab.json", v)?, &utf8("merges.txt", m)?, &bos, &eos)?,
+            (None, Some(v), Some(m)) => {
+                clip_tokenizer_json(&utf8("vocab.json", v)?, &utf8("merges.txt", m)?, &bos, &eos)?
+            }
             _ => return Err(Error::Tokenizer("need tokenizer.json, or vocab.json and merges.txt".into())),
         };
         let mut inner: Tokenizer = json.parse().map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
@@ -131,11 +131,18 @@ impl ClipTokenizer {
             77
         };
         let pad = token_text(&config.pad_token).unwrap_or_else(|| eos.clone());
-        let pad_id = inner.token_to_id(&pad).ok_or_else(|| Error::Tokenizer(format!("pad token {pad:?} is not in the vocabulary")))?;
+        let pad_id = inner
+            .token_to_id(&pad)
+            .ok_or_else(|| Error::Tokenizer(format!("pad token {pad:?} is not in the vocabulary")))?;
         inner
             .with_truncation(Some(TruncationParams { max_length, ..Default::default() }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        inner.with_padding(Some(PaddingParams { strategy: PaddingStrategy::Fixed(max_length), pad_id, pad_token: pad, ..Default::default() }));
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(max_length),
+            pad_id,
+            pad_token: pad,
+            ..Default::default()
+        }));
         Ok(Self { inner, max_length })
     }
 

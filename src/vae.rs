@@ -1,8 +1,8 @@
 //! `AutoencoderKL`: the VAE that maps images to SD's latent space and back (diffusers
 //! `autoencoder_kl.py`, `vae.py`). Sizes come from `vae/config.json` ([`AutoencoderKLConfig`]).
 
-use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 use serde::Deserialize;
@@ -70,8 +70,22 @@ pub struct VaeMidBlock {
 
 impl VaeMidBlock {
     fn new(c: usize, groups: usize, attention: bool, device: &Device) -> Self {
-        let resnet = ResnetBlock2DConfig { in_channels: c, out_channels: c, temb_channels: None, groups, eps: EPS, output_scale_factor: 1.0 };
-        let attn = AttentionConfig { query_dim: c, context_dim: c, heads: 1, dim_head: c, qkv_bias: true, group_norm: Some((groups, EPS)) };
+        let resnet = ResnetBlock2DConfig {
+            in_channels: c,
+            out_channels: c,
+            temb_channels: None,
+            groups,
+            eps: EPS,
+            output_scale_factor: 1.0,
+        };
+        let attn = AttentionConfig {
+            query_dim: c,
+            context_dim: c,
+            heads: 1,
+            dim_head: c,
+            qkv_bias: true,
+            group_norm: Some((groups, EPS)),
+        };
         Self {
             resnets: vec![resnet.init(device), resnet.init(device)],
             attentions: attention.then(|| attn.init(device)).into_iter().collect(),
@@ -188,12 +202,19 @@ impl AutoencoderKLConfig {
         let n = ch.len();
         let g = self.norm_num_groups;
         if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return bad(format!("{n} block_out_channels but {}/{} block types", self.down_block_types.len(), self.up_block_types.len()));
+            return bad(format!(
+                "{n} block_out_channels but {}/{} block types",
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            ));
         }
-        if self.down_block_types.iter().any(|t| t != "DownEncoderBlock2D") || self.up_block_types.iter().any(|t| t != "UpDecoderBlock2D") {
+        if self.down_block_types.iter().any(|t| t != "DownEncoderBlock2D")
+            || self.up_block_types.iter().any(|t| t != "UpDecoderBlock2D")
+        {
             return bad("only DownEncoderBlock2D/UpDecoderBlock2D blocks are supported".into());
         }
-        if g == 0 || ch.iter().any(|&c| c == 0 || c % g != 0) || self.layers_per_block == 0 || self.latent_channels == 0 {
+        if g == 0 || ch.iter().any(|&c| c == 0 || c % g != 0) || self.layers_per_block == 0 || self.latent_channels == 0
+        {
             return bad(format!("channels {ch:?} do not split into {g} groups, or zero layers/latent channels"));
         }
         if !matches!(self.act_fn.as_str(), "silu" | "swish") {

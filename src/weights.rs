@@ -8,9 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::DType;
-use burn_store::{
-    ApplyError, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
-};
+use burn_store::{ApplyError, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -83,7 +81,8 @@ pub fn check_header(what: &str, header: &[u8], data_len: u64) -> Result<BTreeMap
         }
         let info: RawInfo =
             serde_json::from_value(value).map_err(|e| bad(format!("tensor '{name}' has a malformed entry: {e}")))?;
-        let size = dtype_size(&info.dtype).ok_or_else(|| bad(format!("tensor '{name}' has unknown dtype {}", info.dtype)))?;
+        let size =
+            dtype_size(&info.dtype).ok_or_else(|| bad(format!("tensor '{name}' has unknown dtype {}", info.dtype)))?;
         let count = info
             .shape
             .iter()
@@ -134,7 +133,9 @@ fn split_bytes<'a>(what: &str, bytes: &'a [u8]) -> Result<(&'a [u8], u64)> {
     let n = u64::from_le_bytes(prefix);
     let total = bytes.len() as u64;
     if n > MAX_HEADER_BYTES || n > total - 8 {
-        return Err(bad(format!("header length {n} exceeds the file ({total} bytes) or the {MAX_HEADER_BYTES}-byte limit")));
+        return Err(bad(format!(
+            "header length {n} exceeds the file ({total} bytes) or the {MAX_HEADER_BYTES}-byte limit"
+        )));
     }
     Ok((&bytes[8..8 + n as usize], total - 8 - n))
 }
@@ -155,7 +156,9 @@ pub fn read_header(path: &std::path::Path) -> Result<BTreeMap<String, TensorInfo
     file.read_exact(&mut prefix).map_err(io)?;
     let n = u64::from_le_bytes(prefix);
     if n > MAX_HEADER_BYTES || n > total - 8 {
-        return Err(bad(format!("header length {n} exceeds the file ({total} bytes) or the {MAX_HEADER_BYTES}-byte limit")));
+        return Err(bad(format!(
+            "header length {n} exceeds the file ({total} bytes) or the {MAX_HEADER_BYTES}-byte limit"
+        )));
     }
     let mut header = vec![0u8; n as usize];
     file.read_exact(&mut header).map_err(io)?;
@@ -188,12 +191,13 @@ const MAX_REPORTED: usize = 40;
 /// Loads `files` (one file, or the shards of one model) into `module`, converting layouts with
 /// burn-store's PyTorch adapter and every float to f32. Fails with one error naming every missing,
 /// unexpected or mis-shaped tensor.
-pub fn load_into<M: ModuleSnapshot>(module: &mut M, model: &str, files: Vec<WeightFile>, names: &NameMap) -> Result<()> {
-    let ignore = names
-        .ignore
-        .iter()
-        .map(|p| glob(p))
-        .collect::<Vec<_>>();
+pub fn load_into<M: ModuleSnapshot>(
+    module: &mut M,
+    model: &str,
+    files: Vec<WeightFile>,
+    names: &NameMap,
+) -> Result<()> {
+    let ignore = names.ignore.iter().map(|p| glob(p)).collect::<Vec<_>>();
     let mut applied = BTreeSet::new();
     let mut missing = BTreeSet::new();
     let mut unused = BTreeSet::new();

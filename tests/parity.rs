@@ -16,7 +16,8 @@ fn tiny_sd(variant: Option<&str>) -> StableDiffusion {
 
 #[test]
 fn tokenizer_matches_transformers_on_every_prompt() {
-    let prompts: Vec<String> = serde_json::from_str(&std::fs::read_to_string(fixtures().join("prompts.json")).unwrap()).unwrap();
+    let prompts: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("prompts.json")).unwrap()).unwrap();
     let want = load_reference("prompt_ids.safetensors")["input_ids"].ids();
     assert!(prompts.len() >= 30);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -40,15 +41,25 @@ fn text_encoder_unet_and_vae_match_reference() {
             let got = sd.embed_ids(row).unwrap();
             let want = &r["text.hidden"];
             let n = want.shape[1] * want.shape[2];
-            let one = Ref { data: want.data[i * n..(i + 1) * n].to_vec(), shape: vec![1, want.shape[1], want.shape[2]] };
+            let one =
+                Ref { data: want.data[i * n..(i + 1) * n].to_vec(), shape: vec![1, want.shape[1], want.shape[2]] };
             assert_close(&format!("{tag} text encoder prompt {i}"), got, &one, single);
         }
-        let out = sd.unet.forward(r["unet.sample"].tensor(&dev), r["unet.timestep"].data[0], &r["unet.encoder_hidden_states"].tensor(&dev));
+        let out = sd.unet.forward(
+            r["unet.sample"].tensor(&dev),
+            r["unet.timestep"].data[0],
+            &r["unet.encoder_hidden_states"].tensor(&dev),
+        );
         assert_close(&format!("{tag} unet"), out, &r["unet.out"], single);
         let (mean, logvar) = sd.vae.encode_distribution(r["vae.image"].tensor(&dev));
         assert_close(&format!("{tag} vae mean"), mean, &r["vae.mean"], single);
         assert_close(&format!("{tag} vae logvar"), logvar, &r["vae.logvar"], single * 10.0);
-        assert_close(&format!("{tag} vae decode"), sd.vae.decode_raw(r["vae.latent"].tensor(&dev)), &r["vae.decoded"], single);
+        assert_close(
+            &format!("{tag} vae decode"),
+            sd.vae.decode_raw(r["vae.latent"].tensor(&dev)),
+            &r["vae.decoded"],
+            single,
+        );
     }
 }
 
@@ -57,7 +68,9 @@ fn bf16_vae_decodes_close_to_reference() {
     let r = load_reference("tiny_sd_reference.safetensors");
     let dev = device();
     let dir = fixtures().join("tiny-sd/vae");
-    let config = traverse::vae::AutoencoderKLConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config =
+        traverse::vae::AutoencoderKLConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+            .unwrap();
     let mut vae = config.init(&dev).unwrap();
     let file = traverse::weights::WeightFile::Path(dir.join("diffusion_pytorch_model.bf16.safetensors"));
     traverse::weights::load_into(&mut vae, "vae", vec![file], &traverse::vae::NAMES).unwrap();
@@ -84,10 +97,20 @@ fn prompt_swap_matches_reference_and_shares_the_prefix() {
     let r = load_reference("tiny_sd_reference.safetensors");
     let sd = tiny_sd(None);
     let settings = SwapSettings { steps: 10, guidance: 7.5, swap_points: vec![8, 2, 6, 4], max_batch: 16 };
-    let styles = ["Chest X-ray of a subject with pleural effusion".to_string(), "Chest x-ray showing Support Devices".to_string()];
-    let res = SwapSampler::new(&sd, r["ddim.init"].tensor(sd.device()), "Chest x-ray with no significant findings", &styles, "", &settings)
-        .unwrap()
-        .run();
+    let styles = [
+        "Chest X-ray of a subject with pleural effusion".to_string(),
+        "Chest x-ray showing Support Devices".to_string(),
+    ];
+    let res = SwapSampler::new(
+        &sd,
+        r["ddim.init"].tensor(sd.device()),
+        "Chest x-ray with no significant findings",
+        &styles,
+        "",
+        &settings,
+    )
+    .unwrap()
+    .run();
     assert_eq!(res.swap_points, vec![2, 4, 6, 8]);
     assert_close("swap neutral", res.neutral, &r["swap.style0.0"], 1e-3);
     for (si, traj) in res.trajectories.iter().enumerate() {
@@ -119,7 +142,10 @@ fn sd2_style_unet_sharded_v_prediction() {
     let r = load_reference("tiny_unet_v2_reference.safetensors");
     let dir = fixtures().join("tiny-unet-v2");
     let dev = device();
-    let config = traverse::unet::UNet2DConditionConfig::from_json(&std::fs::read_to_string(dir.join("unet/config.json")).unwrap()).unwrap();
+    let config = traverse::unet::UNet2DConditionConfig::from_json(
+        &std::fs::read_to_string(dir.join("unet/config.json")).unwrap(),
+    )
+    .unwrap();
     let src = traverse::pipeline::DirSource(dir.clone());
     let files = traverse::pipeline::weight_files(&src, "unet", "diffusion_pytorch_model", None).unwrap();
     assert_eq!(files.len(), 7, "sharded into 7 files");
@@ -130,12 +156,19 @@ fn sd2_style_unet_sharded_v_prediction() {
     let out = unet.forward(r["unet.sample"].tensor(&dev), r["unet.timestep"].data[0], &ctx);
     assert_close("v2 unet (odd 10×6 latent)", out, &r["unet.out"], 1e-4);
 
-    let sched = traverse::scheduler::DdimConfig::from_json(&std::fs::read_to_string(dir.join("scheduler/scheduler_config.json")).unwrap()).unwrap();
+    let sched = traverse::scheduler::DdimConfig::from_json(
+        &std::fs::read_to_string(dir.join("scheduler/scheduler_config.json")).unwrap(),
+    )
+    .unwrap();
     let ddim = sched.build(10).unwrap();
     let uncond = r["ddim.uncond"].tensor::<3>(&dev);
     let mut x = r["unet.sample"].tensor::<4>(&dev);
     for &t in ddim.timesteps() {
-        let both = unet.forward(burn::tensor::Tensor::cat(vec![x.clone(), x.clone()], 0), t as f32, &burn::tensor::Tensor::cat(vec![uncond.clone(), ctx.clone()], 0));
+        let both = unet.forward(
+            burn::tensor::Tensor::cat(vec![x.clone(), x.clone()], 0),
+            t as f32,
+            &burn::tensor::Tensor::cat(vec![uncond.clone(), ctx.clone()], 0),
+        );
         let mut parts = both.chunk(2, 0);
         let c = parts.pop().unwrap();
         let u = parts.pop().unwrap();

@@ -1,7 +1,7 @@
 //! `Downsample2D` and `Upsample2D` (diffusers `downsampling.py`, `upsampling.py`).
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};

@@ -87,7 +87,12 @@ impl MidBlock {
 
 impl UpBlock {
     /// Like [`DownBlock::new`]; `upsample` adds the trailing `Upsample2D`.
-    pub fn new(resnets: Vec<ResnetBlock2DConfig>, attention: Option<Transformer2DConfig>, upsample: bool, device: &Device) -> Self {
+    pub fn new(
+        resnets: Vec<ResnetBlock2DConfig>,
+        attention: Option<Transformer2DConfig>,
+        upsample: bool,
+        device: &Device,
+    ) -> Self {
         let out = resnets.last().map(|r| r.out_channels).unwrap_or(0);
         Self {
             attentions: attention.map(|a| resnets.iter().map(|_| a.init(device)).collect()).unwrap_or_default(),

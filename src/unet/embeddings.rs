@@ -6,12 +6,17 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 /// Sinusoidal features of `timesteps` (`[B]`), `dim` wide, exactly as diffusers computes them.
-pub fn timestep_features(timesteps: &[f32], dim: usize, flip_sin_to_cos: bool, freq_shift: f64, device: &Device) -> Tensor<2> {
+pub fn timestep_features(
+    timesteps: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+    device: &Device,
+) -> Tensor<2> {
     let half = dim / 2;
     let denom = half as f64 - freq_shift;
     // diffusers computes the frequencies in f32: exp(-ln(10000) * i / denom).
-    let freqs: Vec<f32> =
-        (0..half).map(|i| ((-(10000f64.ln()) as f32) * i as f32 / denom as f32).exp()).collect();
+    let freqs: Vec<f32> = (0..half).map(|i| ((-(10000f64.ln()) as f32) * i as f32 / denom as f32).exp()).collect();
     let mut data = Vec::with_capacity(timesteps.len() * dim);
     for &t in timesteps {
         let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
@@ -36,7 +41,10 @@ pub struct TimestepEmbedding {
 impl TimestepEmbedding {
     /// `input` features in, `out` wide embedding out.
     pub fn new(input: usize, out: usize, device: &Device) -> Self {
-        Self { linear_1: LinearConfig::new(input, out).init(device), linear_2: LinearConfig::new(out, out).init(device) }
+        Self {
+            linear_1: LinearConfig::new(input, out).init(device),
+            linear_2: LinearConfig::new(out, out).init(device),
+        }
     }
 
     /// `[B, input]` → `[B, out]`.

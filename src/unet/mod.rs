@@ -6,8 +6,8 @@ pub mod blocks;
 pub mod embeddings;
 pub mod transformer;
 
-use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 use serde::Deserialize;
@@ -177,7 +177,10 @@ impl UNet2DConditionConfig {
             (self.time_embedding_type != "positional", "time_embedding_type other than \"positional\""),
             (!matches!(self.act_fn.as_str(), "silu" | "swish"), "act_fn other than silu"),
             (self.attention_type != "default", "attention_type other than \"default\""),
-            (self.mid_block_type.as_deref() != Some("UNetMidBlock2DCrossAttn"), "mid_block_type other than UNetMidBlock2DCrossAttn"),
+            (
+                self.mid_block_type.as_deref() != Some("UNetMidBlock2DCrossAttn"),
+                "mid_block_type other than UNetMidBlock2DCrossAttn",
+            ),
             (self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0, "even conv kernels"),
         ];
         if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
@@ -193,8 +196,10 @@ impl UNet2DConditionConfig {
                 return bad(format!("unsupported up block type {t}"));
             }
         }
-        let heads = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).expand("attention heads", n)?;
-        let groups = self.norm_num_groups.ok_or_else(|| Error::config("unet/config.json", "norm_num_groups must be set"))?;
+        let heads =
+            self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).expand("attention heads", n)?;
+        let groups =
+            self.norm_num_groups.ok_or_else(|| Error::config("unet/config.json", "norm_num_groups must be set"))?;
         let r = Resolved {
             heads,
             layers: self.layers_per_block.expand("layers_per_block", n)?,
@@ -205,7 +210,10 @@ impl UNet2DConditionConfig {
         };
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             if c == 0 || groups == 0 || c % groups != 0 || r.heads[i] == 0 || c % r.heads[i] != 0 {
-                return bad(format!("block {i}: {c} channels do not split into {groups} groups and {} heads", r.heads[i]));
+                return bad(format!(
+                    "block {i}: {c} channels do not split into {groups} groups and {} heads",
+                    r.heads[i]
+                ));
             }
         }
         if r.layers.contains(&0) || self.in_channels == 0 || self.out_channels == 0 {
@@ -304,7 +312,11 @@ pub struct UNet2DConditionModel {
 
 /// diffusers' tensor names that differ from our module paths.
 pub const NAMES: NameMap = NameMap {
-    remaps: &[(r"\.to_out\.0\.", ".to_out."), (r"\.ff\.net\.0\.proj\.", ".ff.geglu.proj."), (r"\.ff\.net\.2\.", ".ff.out.")],
+    remaps: &[
+        (r"\.to_out\.0\.", ".to_out."),
+        (r"\.ff\.net\.0\.proj\.", ".ff.geglu.proj."),
+        (r"\.ff\.net\.2\.", ".ff.out."),
+    ],
     ignore: &[],
 };
 
@@ -313,7 +325,8 @@ impl UNet2DConditionModel {
     pub fn forward(&self, sample: Tensor<4>, timestep: f32, context: &Tensor<3>) -> Tensor<4> {
         let device = sample.device();
         let [b, _, _, _] = sample.dims();
-        let t = timestep_features(&vec![timestep; b], self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
+        let t =
+            timestep_features(&vec![timestep; b], self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
         let temb = self.time_embedding.forward(t);
         let sample = if self.center_input_sample { sample * 2.0 - 1.0 } else { sample };
         let mut x = self.conv_in.forward(sample);

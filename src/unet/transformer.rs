@@ -74,8 +74,15 @@ impl BasicTransformerBlock {
     fn new(c: &Transformer2DConfig, device: &Device) -> Self {
         let dim = c.channels;
         let attn = |context_dim| {
-            AttentionConfig { query_dim: dim, context_dim, heads: c.heads, dim_head: dim / c.heads, qkv_bias: false, group_norm: None }
-                .init(device)
+            AttentionConfig {
+                query_dim: dim,
+                context_dim,
+                heads: c.heads,
+                dim_head: dim / c.heads,
+                qkv_bias: false,
+                group_norm: None,
+            }
+            .init(device)
         };
         let ln = || LayerNormConfig::new(dim).init(device);
         Self {

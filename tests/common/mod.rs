@@ -29,7 +29,9 @@ pub fn load_reference(name: &str) -> HashMap<String, Ref> {
         .map(|(k, v)| {
             let data = match v.dtype() {
                 Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                Dtype::I64 => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+                Dtype::I64 => {
+                    v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+                }
                 other => panic!("unexpected dtype {other:?}"),
             };
             (k, Ref { data, shape: v.shape().to_vec() })
@@ -65,7 +67,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("traverse-{tag}-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let p = std::env::temp_dir().join(format!(
+            "traverse-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
@@ -84,6 +90,10 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() { copy_dir(&e.path(), &dst) } else { std::fs::copy(e.path(), dst).map(|_| ()).unwrap() }
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst)
+        } else {
+            std::fs::copy(e.path(), dst).map(|_| ()).unwrap()
+        }
     }
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# U-Net step time of this engine vs diffusers on identical weights and inputs, in one run, on this machine's
+# CPU: a small config and the full SD 1.5 U-Net (latent 4x64x64, batch 2). Prints a markdown table.
+# Needs the reference venv (created here from scripts/requirements-parity.txt, ~6 GB) and ~8 GB of disk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
+VENV="${TRAVERSE_VENV:-$CACHE/venv-parity}"
+[ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -r scripts/requirements-parity.txt; }
+WORK="$CACHE/bench"
+mkdir -p "$WORK"
+CONFIGS="${*:-small sd15}"
+for c in $CONFIGS; do "$VENV/bin/python" scripts/bench_unet.py --config "$c" --out "$WORK/$c" >/dev/null; done
+export CARGO_TARGET_DIR="$CACHE/target"
+cargo run --locked --release --example bench_unet -- $(for c in $CONFIGS; do echo "$WORK/$c"; done)

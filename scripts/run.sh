@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's run command, until the web page lands: builds the CLI and runs one prompt-swap trajectory
+# and its Bézier traversal on the small model the repository ships (random weights: a pipeline check,
+# not pictures of anything). Pass --model DIR to use a real diffusers SD-1.x folder instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
+export CARGO_TARGET_DIR="$CACHE/target"
+rustup show active-toolchain >/dev/null
+cargo build --locked --release --bin traverse
+BIN="$CARGO_TARGET_DIR/release/traverse"
+MODEL=tests/fixtures/tiny-sd
+if [ "${1:-}" = "--model" ]; then MODEL="$2"; fi
+"$BIN" generate --model "$MODEL" --seed 42 --out out/generate \
+  --neutral "Chest x-ray with no significant findings" \
+  --style "Chest X-ray of a subject with pleural effusion" --style "Chest x-ray showing Support Devices"
+"$BIN" interpolate --model "$MODEL" --latents out/generate/latents.safetensors --out out/interpolate
+echo "see out/generate/sheet.png, out/generate/manifest.json and out/interpolate/sheet.png"
