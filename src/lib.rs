@@ -8,6 +8,7 @@
 //! - [`swap`]: the paper's prompt-swap trajectories; [`invert`]: real images in.
 //! - [`bezier`]: smooth traversal through a trajectory's latents.
 //! - [`vae`]: latents ↔ images; [`pipeline`]: loading a diffusers folder and running it all.
+//! - [`synthetic`]: chest X-ray and dermoscopy phantoms with known content and attributes.
 //!
 //! One model definition serves the CLI, the tests and the browser (burn's runtime `Device`).
 
@@ -21,6 +22,7 @@ pub mod pipeline;
 pub mod rng;
 pub mod scheduler;
 pub mod swap;
+pub mod synthetic;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
