@@ -51,8 +51,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         times.sort_by(f64::total_cmp);
         let ours = times[runs / 2];
         let theirs = info["median_s"].as_f64().unwrap_or(f64::NAN);
-        let diff =
-            out.convert::<f32>().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let diff = out
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         println!(
             "| {} | {:.1}M | {theirs:.3} | {ours:.3} | {:.2}× | {diff:.1e} |",
             info["config"].as_str().unwrap_or("?"),

@@ -99,7 +99,7 @@ impl ClipTextConfig {
     /// Builds the model (weights uninitialized until loaded or trained); fails on unsupported configs.
     pub fn init(&self, device: &Device) -> Result<ClipTextModel> {
         let c = self;
-        if c.hidden_size == 0 || c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.hidden_size == 0 || c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(Error::config(
                 "text_encoder/config.json",
                 format!("hidden_size {} does not split into {} heads", c.hidden_size, c.num_attention_heads),

@@ -242,7 +242,13 @@ impl StableDiffusion {
     /// Latent size for an image size, which must be a positive multiple of the VAE's downsampling.
     pub fn latent_size(&self, height: usize, width: usize) -> Result<[usize; 2]> {
         let f = self.vae_config.downsampling();
-        if height == 0 || width == 0 || height % f != 0 || width % f != 0 || height > 4096 || width > 4096 {
+        if height == 0
+            || width == 0
+            || !height.is_multiple_of(f)
+            || !width.is_multiple_of(f)
+            || height > 4096
+            || width > 4096
+        {
             return Err(Error::arg(format!("image size {width}×{height} must be a multiple of {f}, at most 4096")));
         }
         Ok([height / f, width / f])

@@ -97,7 +97,13 @@ pub fn render(c: &DermContent, a: &DermAttributes, size: usize) -> Canvas {
     // Melanoma-only border irregularity and asymmetry (fixed per subject, so MEL/NV share the base shape).
     let mut r = ChaCha8Rng::seed_from_u64(seed as u64 ^ 0x3e1);
     let irregular: Vec<(f32, f32, f32)> = (0..5)
-        .map(|k| (r.random_range(0.04..0.09) / (1.0 + k as f32 * 0.4), (5 + 2 * k) as f32, r.random_range(0.0..6.28)))
+        .map(|k| {
+            (
+                r.random_range(0.04..0.09) / (1.0 + k as f32 * 0.4),
+                (5 + 2 * k) as f32,
+                r.random_range(0.0..std::f32::consts::TAU),
+            )
+        })
         .collect();
     let bulge = (r.random_range(0.12..0.22), r.random_range(0.0..std::f32::consts::TAU));
     let blotch =

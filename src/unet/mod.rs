@@ -181,7 +181,7 @@ impl UNet2DConditionConfig {
                 self.mid_block_type.as_deref() != Some("UNetMidBlock2DCrossAttn"),
                 "mid_block_type other than UNetMidBlock2DCrossAttn",
             ),
-            (self.conv_in_kernel % 2 == 0 || self.conv_out_kernel % 2 == 0, "even conv kernels"),
+            (self.conv_in_kernel.is_multiple_of(2) || self.conv_out_kernel.is_multiple_of(2), "even conv kernels"),
         ];
         if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
             return bad(format!("{what} is not supported (SD 1.x/2.x U-Nets only)"));
@@ -247,9 +247,9 @@ impl UNet2DConditionConfig {
         };
         let mut down_blocks = Vec::with_capacity(n);
         let mut out = ch[0];
-        for i in 0..n {
+        for (i, &channels) in ch.iter().enumerate() {
             let input = out;
-            out = ch[i];
+            out = channels;
             let resnets = (0..r.layers[i])
                 .map(|j| resnet(if j == 0 { input } else { out }, out, self.resnet_out_scale_factor))
                 .collect();
