@@ -13,6 +13,10 @@ command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)";
 rustup show active-toolchain >/dev/null
 rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
+echo "== formatting and lints"
+cargo fmt --check
+CARGO_TARGET_DIR="$CACHE/target" cargo clippy --locked --all-targets -- -D warnings 2>&1
+
 echo "== native tests (library, parity with diffusers, error handling, CLI)"
 CARGO_TARGET_DIR="$CACHE/target" cargo test --locked 2>&1
 

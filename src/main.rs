@@ -221,24 +221,25 @@ fn write_safetensors(path: &Path, tensors: &[(String, Tensor<4>)], meta: HashMap
     write(path, &bytes)
 }
 
-fn read_latent(path: &Path, name: &str, device: &Device) -> Result<Tensor<4>> {
-    let file = traverse::weights::WeightFile::Path(path.to_path_buf());
-    let table = traverse::weights::inspect(&file)?;
-    let info = table.get(name).ok_or_else(|| Error::arg(format!("{} has no tensor named {name:?}", path.display())))?;
-    if info.dtype != "F32" || info.shape.len() != 4 {
-        return Err(Error::arg(format!(
-            "{name} in {} must be a 4-D F32 tensor, got {} {:?}",
-            path.display(),
-            info.dtype,
-            info.shape
-        )));
-    }
+/// Reads 4-D f32 tensors by name from a safetensors file (after checking its header).
+fn read_latents(path: &Path, names: &[String], device: &Device) -> Result<Vec<Tensor<4>>> {
+    traverse::weights::inspect(&traverse::weights::WeightFile::Path(path.to_path_buf()))?;
     let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::Safetensors { what: path.display().to_string(), message: e.to_string() })?;
-    let view = st.tensor(name).map_err(|e| Error::arg(e.to_string()))?;
-    let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    Ok(Tensor::from_data(TensorData::new(values, info.shape.clone()), device))
+    names
+        .iter()
+        .map(|name| {
+            let view =
+                st.tensor(name).map_err(|_| Error::arg(format!("{} has no tensor named {name:?}", path.display())))?;
+            if view.dtype() != safetensors::Dtype::F32 || view.shape().len() != 4 {
+                return Err(Error::arg(format!("{name} in {} must be a 4-D F32 tensor", path.display())));
+            }
+            let values: Vec<f32> =
+                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            Ok(Tensor::from_data(TensorData::new(values, view.shape().to_vec()), device))
+        })
+        .collect()
 }
 
 /// Runs the sampler with a progress bar, then writes images, contact sheet, latents and manifest.
@@ -338,7 +339,7 @@ fn generate(a: GenerateArgs, device: &Device) -> Result<()> {
     let size = a.size.unwrap_or_else(|| sd.default_image_size());
     let [h, w] = sd.latent_size(size, size)?;
     let init = match &a.init_latents {
-        Some(p) => read_latent(p, "init", device)?,
+        Some(p) => read_latents(p, &["init".to_string()], device)?.remove(0),
         None => initial_latents(a.seed, sd.unet_config.in_channels, h, w, device),
     };
     let [_, _, ih, iw] = init.dims();
@@ -401,10 +402,9 @@ fn interpolate(a: InterpolateArgs, device: &Device) -> Result<()> {
     if points.is_empty() {
         return Err(Error::arg(format!("{} has no trajectory for style index {}", a.latents.display(), a.style_index)));
     }
-    let mut trajectory = vec![read_latent(&a.latents, "neutral", device)?];
-    for p in &points {
-        trajectory.push(read_latent(&a.latents, &format!("{prefix}{p}"), device)?);
-    }
+    let names: Vec<String> =
+        std::iter::once("neutral".to_string()).chain(points.iter().map(|p| format!("{prefix}{p}"))).collect();
+    let trajectory = read_latents(&a.latents, &names, device)?;
     let idx = bezier::control_indices(trajectory.len(), a.controls)?;
     let controls: Vec<Tensor<4>> = idx.iter().map(|&i| trajectory[i].clone()).collect();
     let curve = bezier::interpolate(&controls, a.samples)?;

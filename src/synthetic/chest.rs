@@ -189,11 +189,8 @@ pub fn render(content: &ChestContent, attrs: &ChestAttributes, size: usize) -> C
     let g = Geometry { c: content.clone() };
     let c = &g.c;
     let px = 1.0 / size as f32;
-    let (ct, st) = (cosf(c.tilt), sinf(c.tilt));
-    let rotate = |p: [f32; 2]| {
-        let (x, y) = (p[0] - 0.5, p[1] - 0.5);
-        [0.5 + ct * x - st * y, 0.5 + st * x + ct * y]
-    };
+    // Anatomy is defined upright; pixels are mapped into that frame, and strokes out of it.
+    let rotate = rotation(c.tilt);
     let mut img = Canvas::new(size, 1, 0.0);
     let seed = c.texture_seed;
     img.apply(|p0, out| {
@@ -245,7 +242,7 @@ pub fn render(content: &ChestContent, attrs: &ChestAttributes, size: usize) -> C
                 24,
             )
             .into_iter()
-            .map(rotate_inv(c.tilt))
+            .map(rotation(-c.tilt))
             .collect();
             let width = 0.011 + 0.002 * (i as f32 / 10.0);
             add_stroke(&mut img, &pts, width, 0.14);
@@ -258,7 +255,7 @@ pub fn render(content: &ChestContent, attrs: &ChestAttributes, size: usize) -> C
             20,
         )
         .into_iter()
-        .map(rotate_inv(c.tilt))
+        .map(rotation(-c.tilt))
         .collect();
         add_stroke(&mut img, &clav, 0.02, 0.18);
     }
@@ -266,7 +263,7 @@ pub fn render(content: &ChestContent, attrs: &ChestAttributes, size: usize) -> C
         effusion(&mut img, &g, side, severity, &rotate);
     }
     if let Some(devices) = &attrs.devices {
-        draw_devices(&mut img, &g, devices, rotate_inv(c.tilt));
+        draw_devices(&mut img, &g, devices, rotation(-c.tilt));
     }
     // Acquisition: slight unsharpness, exposure and gamma, then quantum noise.
     img.blur(0.6 * size as f32 / 128.0);
@@ -278,8 +275,9 @@ pub fn render(content: &ChestContent, attrs: &ChestAttributes, size: usize) -> C
     img
 }
 
-fn rotate_inv(tilt: f32) -> impl Fn([f32; 2]) -> [f32; 2] {
-    let (ct, st) = (cosf(-tilt), sinf(-tilt));
+/// Rotation by `angle` about the image centre.
+fn rotation(angle: f32) -> impl Fn([f32; 2]) -> [f32; 2] {
+    let (ct, st) = (cosf(angle), sinf(angle));
     move |p| {
         let (x, y) = (p[0] - 0.5, p[1] - 0.5);
         [0.5 + ct * x - st * y, 0.5 + st * x + ct * y]
