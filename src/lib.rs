@@ -13,6 +13,7 @@
 //! One model definition serves the CLI, the tests and the browser (burn's runtime `Device`).
 
 pub mod bezier;
+pub mod classifier;
 pub mod clip;
 pub mod error;
 pub mod image;
@@ -24,6 +25,8 @@ pub mod scheduler;
 pub mod swap;
 pub mod synthetic;
 pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod unet;
 pub mod vae;
 pub mod weights;

@@ -185,10 +185,10 @@ pub fn render(c: &DermContent, a: &DermAttributes, size: usize) -> Canvas {
             let th = start + k as f32 * 0.5;
             let p = [c.center[0] + rad * cosf(th), c.center[1] + rad * sinf(th)];
             if r.random_bool(0.5) {
-                img.disc(p, 0.012, &ink, 0.85);
+                img.disc(p, 0.018, &ink, 0.9);
             } else {
                 let q = [p[0] + 0.05 * cosf(th + 1.57), p[1] + 0.05 * sinf(th + 1.57)];
-                img.stroke(&[p, q], 0.012, &ink, 0.85);
+                img.stroke(&[p, q], 0.016, &ink, 0.9);
             }
         }
     }
@@ -230,7 +230,7 @@ pub fn render(c: &DermContent, a: &DermAttributes, size: usize) -> Canvas {
                 [p0[0] + t * (p3[0] - p0[0]) + w * normal[0], p0[1] + t * (p3[1] - p0[1]) + w * normal[1]]
             };
             let pts = cubic(p0, bend(0.33, w1), bend(0.66, w2), p3, 32);
-            img.stroke(&pts, r.random_range(0.003..0.007), &color, 0.92);
+            img.stroke(&pts, r.random_range(0.006..0.011), &color, 0.92);
         }
     }
     // Dermatoscope field: dark outside a soft circle, slight falloff inside.
