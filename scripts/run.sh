@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 export CARGO_TARGET_DIR="$CACHE/target"
-rustup show active-toolchain >/dev/null
+TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+rustup toolchain install "$TOOLCHAIN" --profile minimal
 cargo build --locked --release --bin traverse
 BIN="$CARGO_TARGET_DIR/release/traverse"
 MODEL=tests/fixtures/tiny-sd

@@ -8,10 +8,10 @@ CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 mkdir -p "$CACHE"
 export CARGO_TERM_COLOR=never
 
-# The toolchain and wasm32 target pinned in rust-toolchain.toml (rustup installs them on first use).
+# The toolchain, components and wasm32 target pinned in rust-toolchain.toml (a no-op once installed).
 command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
-rustup show active-toolchain >/dev/null
-rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+rustup toolchain install "$TOOLCHAIN" --profile minimal -c clippy -c rustfmt -t wasm32-unknown-unknown
 
 echo "== formatting and lints"
 cargo fmt --check
