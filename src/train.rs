@@ -5,7 +5,6 @@ use std::path::Path;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -181,10 +180,7 @@ pub fn save_classifier(model: &AttributeClassifier, config: &ClassifierConfig, d
     std::fs::write(dir.join("config.json"), json)
         .map_err(|source| Error::Io { path: dir.join("config.json"), source })?;
     // PyTorch layout and names, like every other weights file Traverse reads.
-    let mut store = SafetensorsStore::from_file(dir.join("model.safetensors"))
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .overwrite(true);
-    model.save_into(&mut store).map_err(|e| Error::Safetensors { what: "classifier".into(), message: e.to_string() })
+    crate::weights::save_pytorch(model, &dir.join("model.safetensors"), &[])
 }
 
 /// Loads a classifier folder written by [`save_classifier`].
@@ -228,4 +224,148 @@ mod tests {
         assert_eq!(a, b, "reloaded classifier predicts identically");
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn vae_checkpoints_are_diffusers_folders_and_resume() {
+        let device = Device::flex();
+        let config = crate::vae::AutoencoderKLConfig {
+            block_out_channels: vec![8, 8],
+            down_block_types: vec!["DownEncoderBlock2D".into(); 2],
+            up_block_types: vec!["UpDecoderBlock2D".into(); 2],
+            norm_num_groups: 4,
+            ..Default::default()
+        };
+        let pool = render_rgb_pool(4, 3, 16, |_| {});
+        let dir = std::env::temp_dir().join(format!("traverse-vae-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut settings =
+            VaeTraining { steps: 2, batch: 2, learning_rate: 1e-3, kl_weight: 1e-6, seed: 1, checkpoint_every: 1 };
+        train_vae(&config, &pool, 16, &settings, &device, &dir, |_, _| {}).unwrap();
+        settings.steps = 3;
+        let mut steps = vec![];
+        let model = train_vae(&config, &pool, 16, &settings, &device, &dir, |s, _| steps.push(s)).unwrap();
+        assert_eq!(steps, vec![2], "the second run resumes at step 2");
+        // The checkpoint loads through the diffusers-folder loader and decodes like the returned model.
+        let json = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let mut loaded = crate::vae::AutoencoderKLConfig::from_json(&json).unwrap().init(&device).unwrap();
+        let file = crate::weights::WeightFile::Path(dir.join("diffusion_pytorch_model.safetensors"));
+        crate::weights::load_into(&mut loaded, "vae", vec![file], &crate::vae::NAMES).unwrap();
+        let z = Tensor::<4>::ones([1, 4, 4, 4], &device);
+        let a = model.decode_raw(z.clone()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let b = loaded.decode_raw(z).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Renders `n` phantoms of both families, alternating, as 3-channel `[3, size, size]` images in [-1, 1]
+/// (chest X-rays replicated to RGB), for the autoencoder, which serves both.
+pub fn render_rgb_pool(n: usize, seed: u64, size: usize, mut progress: impl FnMut(usize)) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|i| {
+            let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
+            let img = Phantom::sample(kind, seed, (i / 2) as u64).render(size);
+            let plane = size * size;
+            let mut chw = vec![0f32; 3 * plane];
+            for p in 0..plane {
+                for c in 0..3 {
+                    chw[c * plane + p] = img.data[p * img.channels + c % img.channels] * 2.0 - 1.0;
+                }
+            }
+            progress(i + 1);
+            chw
+        })
+        .collect()
+}
+
+/// Autoencoder training settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct VaeTraining {
+    /// Total optimizer steps (a resumed run continues up to this).
+    pub steps: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// Weight of the KL term (SD's VAE: ~1e-6).
+    pub kl_weight: f64,
+    /// Seed of batch order, weights and sampling noise.
+    pub seed: u64,
+    /// Save the model every this many steps.
+    pub checkpoint_every: usize,
+}
+
+/// Trains an AutoencoderKL on `pool` (`[3, size, size]` images) with an L1 + MSE reconstruction loss and a
+/// small KL term, resuming from `dir` when it holds a checkpoint. Checkpoints are diffusers folders
+/// (`config.json`, `diffusion_pytorch_model.safetensors`) plus `train_state.json`; `loss.csv` is appended.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn train_vae(
+    config: &crate::vae::AutoencoderKLConfig,
+    pool: &[Vec<f32>],
+    size: usize,
+    settings: &VaeTraining,
+    device: &Device,
+    dir: &Path,
+    mut log: impl FnMut(usize, f32),
+) -> Result<crate::vae::AutoencoderKL> {
+    use crate::vae::{EXPORT_NAMES, NAMES};
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let train_device = device.clone().autodiff();
+    train_device.seed(settings.seed);
+    let mut model = config.init(&train_device)?;
+    let state_path = dir.join("train_state.json");
+    let weights = dir.join("diffusion_pytorch_model.safetensors");
+    let mut start = 0;
+    if state_path.is_file() && weights.is_file() {
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_path).map_err(io(&state_path))?)
+                .map_err(|e| Error::config("train_state.json", e))?;
+        start = state["step"].as_u64().unwrap_or(0) as usize;
+        crate::weights::load_into(&mut model, "vae", vec![crate::weights::WeightFile::Path(weights.clone())], &NAMES)?;
+    }
+    let json = serde_json::to_value(config).map_err(|e| Error::config("vae", e))?;
+    let mut json = json.as_object().cloned().unwrap_or_default();
+    json.insert("_class_name".into(), "AutoencoderKL".into());
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&json).unwrap_or_default())
+        .map_err(io(dir))?;
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
+    let mut losses = String::new();
+    let save = |model: &crate::vae::AutoencoderKL, step: usize, losses: &mut String| -> Result<()> {
+        crate::weights::save_pytorch(model, &weights, EXPORT_NAMES)?;
+        std::fs::write(&state_path, format!("{{\"step\": {step}}}")).map_err(io(&state_path))?;
+        use std::io::Write;
+        let log_path = dir.join("loss.csv");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+        f.write_all(losses.as_bytes()).map_err(io(&log_path))?;
+        losses.clear();
+        Ok(())
+    };
+    let plane = 3 * size * size;
+    for step in start..settings.steps {
+        let x: Vec<f32> =
+            (0..settings.batch).flat_map(|_| pool[rng.random_range(0..pool.len())].iter().copied()).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [settings.batch, 3, size, size]), &train_device);
+        let (mean, logvar) = model.encode_distribution(x.clone());
+        let eps = mean.random_like(burn::tensor::Distribution::Normal(0.0, 1.0));
+        let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
+        let recon = model.decode_raw(z);
+        let diff = recon - x;
+        let rec = diff.clone().abs().mean() + diff.powf_scalar(2.0).mean();
+        let kl = (mean.powf_scalar(2.0) + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
+        let loss = rec.clone() + kl * settings.kl_weight * plane as f64;
+        let value = rec.into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(settings.learning_rate, model, grads);
+        losses.push_str(&format!("{step},{value}\n"));
+        log(step, value);
+        if (step + 1) % settings.checkpoint_every == 0 || step + 1 == settings.steps {
+            save(&model, step + 1, &mut losses)?;
+        }
+    }
+    Ok(model.valid())
 }

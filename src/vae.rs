@@ -15,7 +15,7 @@ use crate::nn::{conv, group_norm};
 use crate::weights::NameMap;
 
 /// diffusers' `AutoencoderKL` config; defaults are diffusers' defaults.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 #[allow(missing_docs)]
 pub struct AutoencoderKLConfig {
@@ -171,6 +171,9 @@ pub struct AutoencoderKL {
     scaling_factor: f64,
     shift_factor: f64,
 }
+
+/// Our module paths → diffusers' tensor names, for exporting.
+pub const EXPORT_NAMES: &[(&str, &str)] = &[(r"\.to_out\.", ".to_out.0.")];
 
 /// Old diffusers checkpoints name the VAE attention `query`/`key`/`value`/`proj_attn`.
 pub const NAMES: NameMap = NameMap {

@@ -245,6 +245,17 @@ pub fn load_into<M: ModuleSnapshot>(
     Err(Error::WeightMismatch { model: model.to_string(), details })
 }
 
+/// Saves `module` as a safetensors file with PyTorch layouts and diffusers' names (`renames`: regex
+/// replacements from our module paths), the inverse of [`load_into`].
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save_pytorch<M: ModuleSnapshot>(module: &M, path: &std::path::Path, renames: &[(&str, &str)]) -> Result<()> {
+    let store = SafetensorsStore::from_file(path).with_to_adapter(burn_store::BurnToPyTorchAdapter).overwrite(true);
+    let mut store = renames.iter().fold(store, |s, (from, to)| s.with_key_remapping(*from, *to));
+    module
+        .save_into(&mut store)
+        .map_err(|e| Error::Safetensors { what: path.display().to_string(), message: e.to_string() })
+}
+
 /// Minimal matcher for the few ignore patterns we need: `*` matches any run of characters.
 fn glob(pattern: &'static str) -> impl Fn(&str) -> bool {
     move |name: &str| glob_match(pattern.as_bytes(), name.as_bytes())
