@@ -566,7 +566,7 @@ fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
 
 fn train_vae(a: TrainVaeArgs, device: &Device) -> Result<()> {
     use traverse::train::{VaeTraining, render_rgb_pool};
-    if a.n == 0 || a.size % 8 != 0 || a.batch == 0 || a.checkpoint_every == 0 {
+    if a.n == 0 || !a.size.is_multiple_of(8) || a.batch == 0 || a.checkpoint_every == 0 {
         return Err(Error::arg("need --n ≥ 1, --size a multiple of 8, --batch ≥ 1, --checkpoint-every ≥ 1"));
     }
     let config = mini_vae_config(a.size);
