@@ -28,7 +28,9 @@ fn main() {
     time("groupnorm 32 @320x64x64 b2", || gn.forward(x.clone()).into_data());
     time("silu", || silu(x.clone()).into_data());
     time("add", || (x.clone() + x.clone()).into_data());
-    time("to tokens (swap+reshape)", || x.clone().reshape([2, 320, 4096]).swap_dims(1, 2).reshape([2, 4096, 320]).into_data());
+    time("to tokens (swap+reshape)", || {
+        x.clone().reshape([2, 320, 4096]).swap_dims(1, 2).reshape([2, 4096, 320]).into_data()
+    });
     let q = Tensor::<4>::random([2, 8, 4096, 40], Distribution::Normal(0.0, 1.0), &d);
     let opts = burn::tensor::ops::AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
     time("self-attention 8x4096x40 b2", || {
