@@ -70,12 +70,9 @@ impl DdimConfig {
         serde_json::from_str(json).map_err(|e| Error::config("scheduler/scheduler_config.json", e))
     }
 
-    /// A DDIM schedule of `steps` inference steps.
-    pub fn build(&self, steps: usize) -> Result<Ddim> {
+    /// ᾱ_t for every training timestep (what training noises with, and what DDIM steps between).
+    pub fn alphas_cumprod(&self) -> Result<Vec<f64>> {
         let n = self.num_train_timesteps;
-        if steps == 0 || n == 0 || steps > n {
-            return Err(Error::arg(format!("steps must be in 1..={n}, got {steps}")));
-        }
         // diffusers builds betas in float32; we do too so that ᾱ matches bit for bit as far as possible.
         let betas: Vec<f32> = match self.beta_schedule.as_str() {
             "scaled_linear" => linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n).map(|b| b * b).collect(),
@@ -83,13 +80,22 @@ impl DdimConfig {
             other => return Err(Error::config("scheduler", format!("beta_schedule {other} is not supported"))),
         };
         let mut acc = 1f32;
-        let alphas_cumprod = betas
+        Ok(betas
             .iter()
             .map(|b| {
                 acc *= 1.0 - b;
                 acc as f64
             })
-            .collect();
+            .collect())
+    }
+
+    /// A DDIM schedule of `steps` inference steps.
+    pub fn build(&self, steps: usize) -> Result<Ddim> {
+        let n = self.num_train_timesteps;
+        if steps == 0 || n == 0 || steps > n {
+            return Err(Error::arg(format!("steps must be in 1..={n}, got {steps}")));
+        }
+        let alphas_cumprod = self.alphas_cumprod()?;
         let step_ratio = n / steps;
         let timesteps: Vec<usize> = match self.timestep_spacing.as_str() {
             "leading" => (0..steps).rev().map(|i| i * step_ratio + self.steps_offset).collect(),

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
+use burn_store::ModuleSnapshot;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -196,6 +197,252 @@ pub fn load_classifier(dir: &Path, device: &Device) -> Result<(AttributeClassifi
     Ok((model, config))
 }
 
+/// Renders `n` phantoms of both families, alternating, as 3-channel `[3, size, size]` images in [-1, 1]
+/// (chest X-rays replicated to RGB), for the autoencoder, which serves both.
+pub fn render_rgb_pool(n: usize, seed: u64, size: usize, mut progress: impl FnMut(usize)) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|i| {
+            let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
+            let img = Phantom::sample(kind, seed, (i / 2) as u64).render(size);
+            let plane = size * size;
+            let mut chw = vec![0f32; 3 * plane];
+            for p in 0..plane {
+                for c in 0..3 {
+                    chw[c * plane + p] = img.data[p * img.channels + c % img.channels] * 2.0 - 1.0;
+                }
+            }
+            progress(i + 1);
+            chw
+        })
+        .collect()
+}
+
+/// Autoencoder training settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct VaeTraining {
+    /// Total optimizer steps (a resumed run continues up to this).
+    pub steps: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// Weight of the KL term (SD's VAE: ~1e-6).
+    pub kl_weight: f64,
+    /// Seed of batch order, weights and sampling noise.
+    pub seed: u64,
+    /// Save the model every this many steps.
+    pub checkpoint_every: usize,
+}
+
+/// A diffusers model folder under training: `config.json`, the weights (diffusers' names), `train_state.json`
+/// (the step reached) and `loss.csv` (appended at each save). Opening it resumes from a previous save.
+#[cfg(not(target_arch = "wasm32"))]
+struct Checkpoint<'a> {
+    dir: &'a Path,
+    export: &'a [(&'a str, &'a str)],
+    losses: String,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl<'a> Checkpoint<'a> {
+    const WEIGHTS: &'static str = "diffusion_pytorch_model.safetensors";
+
+    /// Writes `config.json` (with diffusers' `_class_name`) and loads the saved weights into `model` if there
+    /// are any; returns the checkpoint and the step to start from.
+    fn open<M: ModuleSnapshot>(
+        dir: &'a Path,
+        class_name: &str,
+        config: &impl Serialize,
+        model: &mut M,
+        names: &crate::weights::NameMap,
+        export: &'a [(&'a str, &'a str)],
+    ) -> Result<(Self, usize)> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        let state = dir.join("train_state.json");
+        let weights = dir.join(Self::WEIGHTS);
+        let mut start = 0;
+        if state.is_file() && weights.is_file() {
+            let text = std::fs::read_to_string(&state).map_err(|source| Error::Io { path: state.clone(), source })?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::config("train_state.json", e))?;
+            start = json["step"].as_u64().unwrap_or(0) as usize;
+            crate::weights::load_into(model, class_name, vec![crate::weights::WeightFile::Path(weights)], names)?;
+        }
+        let mut json = serde_json::to_value(config).map_err(|e| Error::config(class_name, e))?;
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert("_class_name".into(), class_name.into());
+        }
+        let path = dir.join("config.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap_or_default())
+            .map_err(|source| Error::Io { path, source })?;
+        Ok((Self { dir, export, losses: String::new() }, start))
+    }
+
+    fn record(&mut self, step: usize, loss: f32) {
+        self.losses.push_str(&format!("{step},{loss}\n"));
+    }
+
+    fn save<M: ModuleSnapshot>(&mut self, model: &M, step: usize) -> Result<()> {
+        use std::io::Write;
+        crate::weights::save_pytorch(model, &self.dir.join(Self::WEIGHTS), self.export)?;
+        let state = self.dir.join("train_state.json");
+        std::fs::write(&state, format!("{{\"step\": {step}}}")).map_err(|source| Error::Io { path: state, source })?;
+        let log = self.dir.join("loss.csv");
+        let io = |source| Error::Io { path: log.clone(), source };
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(io)?;
+        f.write_all(self.losses.as_bytes()).map_err(io)?;
+        self.losses.clear();
+        Ok(())
+    }
+}
+
+/// Trains an AutoencoderKL on `pool` (`[3, size, size]` images) with an L1 + MSE reconstruction loss and a
+/// small KL term, checkpointing to (and resuming from) the diffusers folder `dir`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn train_vae(
+    config: &crate::vae::AutoencoderKLConfig,
+    pool: &[Vec<f32>],
+    size: usize,
+    settings: &VaeTraining,
+    device: &Device,
+    dir: &Path,
+    mut log: impl FnMut(usize, f32),
+) -> Result<crate::vae::AutoencoderKL> {
+    let train_device = device.clone().autodiff();
+    train_device.seed(settings.seed);
+    let mut model = config.init(&train_device)?;
+    let (mut ckpt, start) =
+        Checkpoint::open(dir, "AutoencoderKL", config, &mut model, &crate::vae::NAMES, crate::vae::EXPORT_NAMES)?;
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
+    let plane = 3 * size * size;
+    for step in start..settings.steps {
+        let x: Vec<f32> =
+            (0..settings.batch).flat_map(|_| pool[rng.random_range(0..pool.len())].iter().copied()).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [settings.batch, 3, size, size]), &train_device);
+        let (mean, logvar) = model.encode_distribution(x.clone());
+        let eps = mean.random_like(burn::tensor::Distribution::Normal(0.0, 1.0));
+        let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
+        let recon = model.decode_raw(z);
+        let diff = recon - x;
+        let rec = diff.clone().abs().mean() + diff.powf_scalar(2.0).mean();
+        let kl = (mean.powf_scalar(2.0) + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
+        let loss = rec.clone() + kl * settings.kl_weight * plane as f64;
+        let value = rec.into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(settings.learning_rate, model, grads);
+        ckpt.record(step, value);
+        log(step, value);
+        if (step + 1) % settings.checkpoint_every == 0 || step + 1 == settings.steps {
+            ckpt.save(&model, step + 1)?;
+        }
+    }
+    Ok(model.valid())
+}
+
+/// U-Net training settings (the paper's stage: the U-Net learns while the VAE and text encoder are frozen).
+#[derive(Debug, Clone, Serialize)]
+pub struct UnetTraining {
+    /// Total optimizer steps (a resumed run continues up to this).
+    pub steps: usize,
+    /// Latents per step.
+    pub batch: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// Probability of training a sample with the empty caption, so classifier-free guidance works.
+    pub uncond_probability: f64,
+    /// Seed of batch order, timesteps, noise and weights.
+    pub seed: u64,
+    /// Save the model every this many steps.
+    pub checkpoint_every: usize,
+}
+
+/// Frozen-encoder training data for the U-Net: scaled VAE latents with the index of their caption, and
+/// the text embeddings of every caption plus the empty one.
+pub struct LatentDataset {
+    /// Latent `[C, h, w]` values and caption index per sample.
+    pub samples: Vec<(Vec<f32>, usize)>,
+    /// Latent shape `[C, h, w]`.
+    pub shape: [usize; 3],
+    /// Text embedding `[77, D]` values of each caption.
+    pub captions: Vec<Vec<f32>>,
+    /// Text embedding of the empty prompt.
+    pub uncond: Vec<f32>,
+    /// Embedding shape `[77, D]`.
+    pub context_shape: [usize; 2],
+}
+
+/// Trains the U-Net with the standard diffusion loss (noise a latent to a random training timestep with the
+/// scheduler's ᾱ, predict the noise, or v, from the caption's embedding, mean squared error),
+/// checkpointing to (and resuming from) the diffusers folder `dir`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn train_unet(
+    config: &crate::unet::UNet2DConditionConfig,
+    scheduler: &crate::scheduler::DdimConfig,
+    data: &LatentDataset,
+    settings: &UnetTraining,
+    device: &Device,
+    dir: &Path,
+    mut log: impl FnMut(usize, f32),
+) -> Result<crate::unet::UNet2DConditionModel> {
+    use crate::scheduler::PredictionType;
+    if data.samples.is_empty() {
+        return Err(Error::arg("no training latents"));
+    }
+    let alphas = scheduler.alphas_cumprod()?;
+    let train_device = device.clone().autodiff();
+    train_device.seed(settings.seed);
+    let mut model = config.init(&train_device)?;
+    let (mut ckpt, start) = Checkpoint::open(
+        dir,
+        "UNet2DConditionModel",
+        config,
+        &mut model,
+        &crate::unet::NAMES,
+        crate::unet::EXPORT_NAMES,
+    )?;
+    let mut optim = AdamWConfig::new().with_weight_decay(1e-2).init();
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
+    let [c, h, w] = data.shape;
+    let [l, d] = data.context_shape;
+    let b = settings.batch;
+    for step in start..settings.steps {
+        let picks: Vec<usize> = (0..b).map(|_| rng.random_range(0..data.samples.len())).collect();
+        let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..alphas.len())).collect();
+        let x0: Vec<f32> = picks.iter().flat_map(|&i| data.samples[i].0.iter().copied()).collect();
+        let mut ctx = Vec::with_capacity(b * l * d);
+        for &i in &picks {
+            let uncond = rng.random_bool(settings.uncond_probability);
+            ctx.extend_from_slice(if uncond { &data.uncond } else { &data.captions[data.samples[i].1] });
+        }
+        let coef = |f: fn(f64) -> f64| {
+            let v: Vec<f32> = ts.iter().map(|&t| f(alphas[t]) as f32).collect();
+            Tensor::<4>::from_data(TensorData::new(v, [b, 1, 1, 1]), &train_device)
+        };
+        let (a, s) = (coef(|x| x.sqrt()), coef(|x| (1.0 - x).sqrt()));
+        let x0 = Tensor::<4>::from_data(TensorData::new(x0, [b, c, h, w]), &train_device);
+        let ctx = Tensor::<3>::from_data(TensorData::new(ctx, [b, l, d]), &train_device);
+        let eps = x0.random_like(burn::tensor::Distribution::Normal(0.0, 1.0));
+        let noisy = x0.clone() * a.clone() + eps.clone() * s.clone();
+        let target = match scheduler.prediction_type {
+            PredictionType::Epsilon => eps,
+            PredictionType::VPrediction => eps * a - x0 * s,
+            PredictionType::Sample => x0,
+        };
+        let t: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+        let loss = (model.forward_timesteps(noisy, &t, &ctx) - target).powf_scalar(2.0).mean();
+        let value = loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(settings.learning_rate, model, grads);
+        ckpt.record(step, value);
+        log(step, value);
+        if (step + 1) % settings.checkpoint_every == 0 || step + 1 == settings.steps {
+            ckpt.save(&model, step + 1)?;
+        }
+    }
+    Ok(model.valid())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,116 +503,47 @@ mod tests {
         assert_eq!(a, b);
         let _ = std::fs::remove_dir_all(dir);
     }
-}
-
-/// Renders `n` phantoms of both families, alternating, as 3-channel `[3, size, size]` images in [-1, 1]
-/// (chest X-rays replicated to RGB), for the autoencoder, which serves both.
-pub fn render_rgb_pool(n: usize, seed: u64, size: usize, mut progress: impl FnMut(usize)) -> Vec<Vec<f32>> {
-    (0..n)
-        .map(|i| {
-            let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
-            let img = Phantom::sample(kind, seed, (i / 2) as u64).render(size);
-            let plane = size * size;
-            let mut chw = vec![0f32; 3 * plane];
-            for p in 0..plane {
-                for c in 0..3 {
-                    chw[c * plane + p] = img.data[p * img.channels + c % img.channels] * 2.0 - 1.0;
-                }
-            }
-            progress(i + 1);
-            chw
-        })
-        .collect()
-}
-
-/// Autoencoder training settings.
-#[derive(Debug, Clone, Serialize)]
-pub struct VaeTraining {
-    /// Total optimizer steps (a resumed run continues up to this).
-    pub steps: usize,
-    /// Images per step.
-    pub batch: usize,
-    /// AdamW learning rate.
-    pub learning_rate: f64,
-    /// Weight of the KL term (SD's VAE: ~1e-6).
-    pub kl_weight: f64,
-    /// Seed of batch order, weights and sampling noise.
-    pub seed: u64,
-    /// Save the model every this many steps.
-    pub checkpoint_every: usize,
-}
-
-/// Trains an AutoencoderKL on `pool` (`[3, size, size]` images) with an L1 + MSE reconstruction loss and a
-/// small KL term, resuming from `dir` when it holds a checkpoint. Checkpoints are diffusers folders
-/// (`config.json`, `diffusion_pytorch_model.safetensors`) plus `train_state.json`; `loss.csv` is appended.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn train_vae(
-    config: &crate::vae::AutoencoderKLConfig,
-    pool: &[Vec<f32>],
-    size: usize,
-    settings: &VaeTraining,
-    device: &Device,
-    dir: &Path,
-    mut log: impl FnMut(usize, f32),
-) -> Result<crate::vae::AutoencoderKL> {
-    use crate::vae::{EXPORT_NAMES, NAMES};
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let train_device = device.clone().autodiff();
-    train_device.seed(settings.seed);
-    let mut model = config.init(&train_device)?;
-    let state_path = dir.join("train_state.json");
-    let weights = dir.join("diffusion_pytorch_model.safetensors");
-    let mut start = 0;
-    if state_path.is_file() && weights.is_file() {
-        let state: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&state_path).map_err(io(&state_path))?)
-                .map_err(|e| Error::config("train_state.json", e))?;
-        start = state["step"].as_u64().unwrap_or(0) as usize;
-        crate::weights::load_into(&mut model, "vae", vec![crate::weights::WeightFile::Path(weights.clone())], &NAMES)?;
+    #[test]
+    fn unet_trains_and_checkpoints_as_a_diffusers_folder() {
+        let device = Device::flex();
+        let json = r#"{"block_out_channels": [8, 16], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "layers_per_block": 1, "norm_num_groups": 4,
+            "cross_attention_dim": 8, "attention_head_dim": 2, "sample_size": 4}"#;
+        let config = crate::unet::UNet2DConditionConfig::from_json(json).unwrap();
+        let mut r = ChaCha8Rng::seed_from_u64(3);
+        let mut noise = |n: usize| (0..n).map(|_| r.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+        let data = LatentDataset {
+            samples: (0..4).map(|i| (noise(64), i % 2)).collect(),
+            shape: [4, 4, 4],
+            captions: vec![noise(77 * 8), noise(77 * 8)],
+            uncond: noise(77 * 8),
+            context_shape: [77, 8],
+        };
+        let dir = std::env::temp_dir().join(format!("traverse-unet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let scheduler = crate::scheduler::DdimConfig::default();
+        let mut settings = UnetTraining {
+            steps: 2,
+            batch: 2,
+            learning_rate: 1e-3,
+            uncond_probability: 0.1,
+            seed: 1,
+            checkpoint_every: 1,
+        };
+        train_unet(&config, &scheduler, &data, &settings, &device, &dir, |_, _| {}).unwrap();
+        settings.steps = 3;
+        let mut steps = vec![];
+        let model = train_unet(&config, &scheduler, &data, &settings, &device, &dir, |s, _| steps.push(s)).unwrap();
+        assert_eq!(steps, vec![2], "the second run resumes at step 2");
+        let json = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let mut loaded = crate::unet::UNet2DConditionConfig::from_json(&json).unwrap().init(&device).unwrap();
+        let file = crate::weights::WeightFile::Path(dir.join("diffusion_pytorch_model.safetensors"));
+        crate::weights::load_into(&mut loaded, "unet", vec![file], &crate::unet::NAMES).unwrap();
+        let x = Tensor::<4>::ones([1, 4, 4, 4], &device);
+        let ctx = Tensor::<3>::ones([1, 77, 8], &device);
+        let a = model.forward(x.clone(), 500.0, &ctx).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let b = loaded.forward(x, 500.0, &ctx).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+        let _ = std::fs::remove_dir_all(dir);
     }
-    let json = serde_json::to_value(config).map_err(|e| Error::config("vae", e))?;
-    let mut json = json.as_object().cloned().unwrap_or_default();
-    json.insert("_class_name".into(), "AutoencoderKL".into());
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&json).unwrap_or_default())
-        .map_err(io(dir))?;
-    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
-    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
-    let mut losses = String::new();
-    let save = |model: &crate::vae::AutoencoderKL, step: usize, losses: &mut String| -> Result<()> {
-        crate::weights::save_pytorch(model, &weights, EXPORT_NAMES)?;
-        std::fs::write(&state_path, format!("{{\"step\": {step}}}")).map_err(io(&state_path))?;
-        use std::io::Write;
-        let log_path = dir.join("loss.csv");
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
-        f.write_all(losses.as_bytes()).map_err(io(&log_path))?;
-        losses.clear();
-        Ok(())
-    };
-    let plane = 3 * size * size;
-    for step in start..settings.steps {
-        let x: Vec<f32> =
-            (0..settings.batch).flat_map(|_| pool[rng.random_range(0..pool.len())].iter().copied()).collect();
-        let x = Tensor::<4>::from_data(TensorData::new(x, [settings.batch, 3, size, size]), &train_device);
-        let (mean, logvar) = model.encode_distribution(x.clone());
-        let eps = mean.random_like(burn::tensor::Distribution::Normal(0.0, 1.0));
-        let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
-        let recon = model.decode_raw(z);
-        let diff = recon - x;
-        let rec = diff.clone().abs().mean() + diff.powf_scalar(2.0).mean();
-        let kl = (mean.powf_scalar(2.0) + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
-        let loss = rec.clone() + kl * settings.kl_weight * plane as f64;
-        let value = rec.into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(settings.learning_rate, model, grads);
-        losses.push_str(&format!("{step},{value}\n"));
-        log(step, value);
-        if (step + 1) % settings.checkpoint_every == 0 || step + 1 == settings.steps {
-            save(&model, step + 1, &mut losses)?;
-        }
-    }
-    Ok(model.valid())
 }

@@ -249,7 +249,10 @@ pub fn load_into<M: ModuleSnapshot>(
 /// replacements from our module paths), the inverse of [`load_into`].
 #[cfg(not(target_arch = "wasm32"))]
 pub fn save_pytorch<M: ModuleSnapshot>(module: &M, path: &std::path::Path, renames: &[(&str, &str)]) -> Result<()> {
-    let store = SafetensorsStore::from_file(path).with_to_adapter(burn_store::BurnToPyTorchAdapter).overwrite(true);
+    let store = SafetensorsStore::from_file(path)
+        .with_to_adapter(burn_store::BurnToPyTorchAdapter)
+        .skip_enum_variants(true)
+        .overwrite(true);
     let mut store = renames.iter().fold(store, |s, (from, to)| s.with_key_remapping(*from, *to));
     module
         .save_into(&mut store)

@@ -21,7 +21,7 @@ use embeddings::{TimestepEmbedding, timestep_features};
 use transformer::Transformer2DConfig;
 
 /// A config value given either once for all blocks or once per block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum PerBlock<T> {
     /// The same value for every block.
@@ -48,7 +48,7 @@ fn default_up() -> Vec<String> {
 }
 
 /// diffusers' `UNet2DConditionModel` config; defaults are diffusers' defaults (those of SD 1.x).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 #[allow(missing_docs)]
 pub struct UNet2DConditionConfig {
@@ -310,6 +310,10 @@ pub struct UNet2DConditionModel {
     center_input_sample: bool,
 }
 
+/// Our module paths → diffusers' tensor names, for exporting (the inverse of [`NAMES`]).
+pub const EXPORT_NAMES: &[(&str, &str)] =
+    &[(r"\.to_out\.", ".to_out.0."), (r"\.ff\.geglu\.proj\.", ".ff.net.0.proj."), (r"\.ff\.out\.", ".ff.net.2.")];
+
 /// diffusers' tensor names that differ from our module paths.
 pub const NAMES: NameMap = NameMap {
     remaps: &[
@@ -323,10 +327,14 @@ pub const NAMES: NameMap = NameMap {
 impl UNet2DConditionModel {
     /// Predicts noise (or v) for `sample` `[B, C, H, W]` at `timestep` given `context` `[B, 77, D]`.
     pub fn forward(&self, sample: Tensor<4>, timestep: f32, context: &Tensor<3>) -> Tensor<4> {
+        let b = sample.dims()[0];
+        self.forward_timesteps(sample, &vec![timestep; b], context)
+    }
+
+    /// Like [`forward`](Self::forward) with one timestep per batch row (training).
+    pub fn forward_timesteps(&self, sample: Tensor<4>, timesteps: &[f32], context: &Tensor<3>) -> Tensor<4> {
         let device = sample.device();
-        let [b, _, _, _] = sample.dims();
-        let t =
-            timestep_features(&vec![timestep; b], self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
+        let t = timestep_features(timesteps, self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
         let temb = self.time_embedding.forward(t);
         let sample = if self.center_input_sample { sample * 2.0 - 1.0 } else { sample };
         let mut x = self.conv_in.forward(sample);
