@@ -75,11 +75,21 @@ fn utf8(name: &str, bytes: &[u8]) -> Result<String> {
 fn clip_tokenizer_json(vocab: &str, merges: &str, bos: &str, eos: &str) -> Result<String> {
     let vocab: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(vocab).map_err(|e| Error::Tokenizer(format!("vocab.json: {e}")))?;
+    clip_pipeline_json(vocab, merges.lines().filter(|l| !l.starts_with("#version")).collect(), bos, eos)
+}
+
+/// The CLIP tokenizer pipeline around a BPE vocabulary and merge list.
+fn clip_pipeline_json(
+    vocab: serde_json::Map<String, serde_json::Value>,
+    merges: Vec<&str>,
+    bos: &str,
+    eos: &str,
+) -> Result<String> {
     let id = |t: &str| {
         vocab.get(t).and_then(|v| v.as_u64()).ok_or_else(|| Error::Tokenizer(format!("vocab.json has no token {t}")))
     };
     let (bos_id, eos_id) = (id(bos)?, id(eos)?);
-    let merges: Vec<&str> = merges.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect();
+    let merges: Vec<&str> = merges.into_iter().filter(|l| !l.trim().is_empty()).collect();
     if let Some(bad) = merges.iter().find(|m| m.split(' ').count() != 2) {
         return Err(Error::Tokenizer(format!("merges.txt line is not a pair: {bad:?}")));
     }
@@ -104,6 +114,37 @@ fn clip_tokenizer_json(vocab: &str, merges: &str, bos: &str, eos: &str) -> Resul
                   "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
     });
     Ok(doc.to_string())
+}
+
+/// Trains a small CLIP-style byte-level BPE vocabulary (`vocab_size` tokens at most, `<|startoftext|>` = 0,
+/// `<|endoftext|>` = 1) on `corpus`, for a model whose captions use few words: CLIP's 49408-token table
+/// would dominate a browser-sized text encoder. Returns the `tokenizer.json` text.
+pub fn train_clip_bpe(corpus: &[String], vocab_size: usize) -> Result<String> {
+    use tokenizers::models::TrainerWrapper;
+    use tokenizers::models::bpe::BpeTrainerBuilder;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    let (bos, eos) = ("<|startoftext|>", "<|endoftext|>");
+    let mut vocab = serde_json::Map::new();
+    vocab.insert(bos.into(), 0.into());
+    vocab.insert(eos.into(), 1.into());
+    let mut tok: Tokenizer = clip_pipeline_json(vocab, vec![], bos, eos)?
+        .parse()
+        .map_err(|e| Error::Tokenizer(format!("tokenizer template: {e}")))?;
+    let specials = [bos, eos].map(|t| tokenizers::AddedToken::from(t, true)).to_vec();
+    let trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(1)
+        .show_progress(false)
+        .special_tokens(specials)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .end_of_word_suffix("</w>".into())
+        .build();
+    // Every printable ASCII character as a word of its own, so any prompt ends its words in known tokens.
+    let ascii: String = (33u8..127).map(|c| format!("{} ", c as char)).collect();
+    let lines = corpus.iter().cloned().chain(std::iter::once(ascii));
+    tok.train(&mut TrainerWrapper::BpeTrainer(trainer), lines)
+        .map_err(|e| Error::Tokenizer(format!("BPE training: {e}")))?;
+    tok.to_string(false).map_err(|e| Error::Tokenizer(e.to_string()))
 }
 
 impl ClipTokenizer {
@@ -179,5 +220,50 @@ impl ClipTokenizer {
     /// Sequence length of every encoding (77 for SD).
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// Number of tokens in the vocabulary, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The id of the end-of-text token (whose hidden state CLIP pools).
+    pub fn eos_id(&self, eos: &str) -> Option<u32> {
+        self.inner.token_to_id(eos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trains_a_small_clip_vocabulary() {
+        let corpus: Vec<String> = [
+            "Chest x-ray with no significant findings",
+            "Chest X-ray of a subject with pleural effusion",
+            "a dermoscopic image with melanoma (MEL) showing hair and ruler",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let json = train_clip_bpe(&corpus, 400).unwrap();
+        let tok = ClipTokenizer::from_files(&TokenizerFiles {
+            tokenizer_json: Some(json.into_bytes()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(tok.vocab_size() <= 400 && tok.vocab_size() > 256, "{}", tok.vocab_size());
+        let ids = tok.encode("Chest X-ray of a subject with pleural effusion").unwrap();
+        assert_eq!(ids.len(), 77);
+        assert_eq!(ids[0], 0, "starts with <|startoftext|>");
+        let end = ids.iter().position(|&i| i == 1).unwrap();
+        // Words seen in the corpus become few tokens: far fewer than the caption's 46 characters.
+        assert!(end <= 16, "{end} tokens for a corpus caption");
+        assert!(ids[1..end].iter().all(|&i| i > 1));
+        // Unseen words still tokenize into known pieces (no unknown-token fallback to <|endoftext|>).
+        let other = tok.encode("zebra quokka").unwrap();
+        let end = other.iter().position(|&i| i == 1).unwrap();
+        assert!(end > 2 && other[1..end].iter().all(|&i| i > 1));
     }
 }
