@@ -11,7 +11,7 @@ use crate::nn::attention::multi_head_attention;
 use crate::weights::NameMap;
 
 /// transformers' `CLIPTextConfig` (the fields the encoder uses), with its defaults.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 #[allow(missing_docs)]
 pub struct ClipTextConfig {
@@ -84,6 +84,9 @@ pub struct ClipTextModel {
     encoder: ClipEncoder,
     final_layer_norm: LayerNorm,
 }
+
+/// Our module paths → transformers' `CLIPTextModel` names, for exporting.
+pub const EXPORT_NAMES: &[(&str, &str)] = &[(r"^(.+)$", "text_model.$1")];
 
 /// transformers ≤ 4 saves names under `text_model.`, transformers 5 without it; checkpoints may also carry
 /// the `position_ids` buffer and, for `CLIPTextModelWithProjection`, a projection we don't use.

@@ -565,13 +565,13 @@ fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
 }
 
 fn train_vae(a: TrainVaeArgs, device: &Device) -> Result<()> {
-    use traverse::train::{VaeTraining, render_rgb_pool};
+    use traverse::train::{VaeTraining, render_captioned};
     if a.n == 0 || !a.size.is_multiple_of(8) || a.batch == 0 || a.checkpoint_every == 0 {
         return Err(Error::arg("need --n ≥ 1, --size a multiple of 8, --batch ≥ 1, --checkpoint-every ≥ 1"));
     }
     let config = mini_vae_config(a.size);
     let pb = bar(a.n, "render");
-    let pool = render_rgb_pool(a.n, a.seed, a.size, |_| pb.inc(1));
+    let pool = render_captioned(a.n, a.seed, a.size, |_| pb.inc(1)).pixels;
     pb.finish();
     let settings = VaeTraining {
         steps: a.steps,

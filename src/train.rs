@@ -197,24 +197,44 @@ pub fn load_classifier(dir: &Path, device: &Device) -> Result<(AttributeClassifi
     Ok((model, config))
 }
 
-/// Renders `n` phantoms of both families, alternating, as 3-channel `[3, size, size]` images in [-1, 1]
-/// (chest X-rays replicated to RGB), for the autoencoder, which serves both.
-pub fn render_rgb_pool(n: usize, seed: u64, size: usize, mut progress: impl FnMut(usize)) -> Vec<Vec<f32>> {
-    (0..n)
-        .map(|i| {
-            let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
-            let img = Phantom::sample(kind, seed, (i / 2) as u64).render(size);
-            let plane = size * size;
-            let mut chw = vec![0f32; 3 * plane];
-            for p in 0..plane {
-                for c in 0..3 {
-                    chw[c * plane + p] = img.data[p * img.channels + c % img.channels] * 2.0 - 1.0;
-                }
+/// Phantoms of both families as 3-channel `[3, size, size]` images in [-1, 1] (chest X-rays replicated to
+/// RGB) with their captions: the training pool of the autoencoder and the text encoder, which serve both.
+pub struct CaptionedImages {
+    /// Pixels of each image.
+    pub pixels: Vec<Vec<f32>>,
+    /// Index into `texts` of each image's caption.
+    pub captions: Vec<usize>,
+    /// The distinct captions.
+    pub texts: Vec<String>,
+    /// Size in pixels.
+    pub size: usize,
+}
+
+/// Renders `n` phantoms, alternating chest and dermoscopy (dataset `seed`).
+pub fn render_captioned(n: usize, seed: u64, size: usize, mut progress: impl FnMut(usize)) -> CaptionedImages {
+    let mut out =
+        CaptionedImages { pixels: Vec::with_capacity(n), captions: Vec::with_capacity(n), texts: vec![], size };
+    let plane = size * size;
+    for i in 0..n {
+        let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
+        let phantom = Phantom::sample(kind, seed, (i / 2) as u64);
+        let img = phantom.render(size);
+        let mut chw = vec![0f32; 3 * plane];
+        for p in 0..plane {
+            for c in 0..3 {
+                chw[c * plane + p] = img.data[p * img.channels + c % img.channels] * 2.0 - 1.0;
             }
-            progress(i + 1);
-            chw
-        })
-        .collect()
+        }
+        out.pixels.push(chw);
+        let caption = phantom.caption();
+        let idx = out.texts.iter().position(|t| *t == caption).unwrap_or_else(|| {
+            out.texts.push(caption);
+            out.texts.len() - 1
+        });
+        out.captions.push(idx);
+        progress(i + 1);
+    }
+    out
 }
 
 /// Autoencoder training settings.
@@ -239,43 +259,51 @@ pub struct VaeTraining {
 #[cfg(not(target_arch = "wasm32"))]
 struct Checkpoint<'a> {
     dir: &'a Path,
+    weights: &'a str,
     export: &'a [(&'a str, &'a str)],
     losses: String,
 }
 
+/// The weights file name of a diffusers model folder.
+const DIFFUSERS_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
+
+/// A model config as diffusers writes it: the config's fields plus `_class_name`.
+#[cfg(not(target_arch = "wasm32"))]
+fn diffusers_config(class_name: &str, config: &impl Serialize) -> Result<serde_json::Value> {
+    let mut json = serde_json::to_value(config).map_err(|e| Error::config(class_name, e))?;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("_class_name".into(), class_name.into());
+    }
+    Ok(json)
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 impl<'a> Checkpoint<'a> {
-    const WEIGHTS: &'static str = "diffusion_pytorch_model.safetensors";
-
-    /// Writes `config.json` (with diffusers' `_class_name`) and loads the saved weights into `model` if there
+    /// Writes `config.json` and loads the saved weights (`weights`, a file in `dir`) into `model` if there
     /// are any; returns the checkpoint and the step to start from.
     fn open<M: ModuleSnapshot>(
         dir: &'a Path,
-        class_name: &str,
-        config: &impl Serialize,
+        weights: &'a str,
+        config: serde_json::Value,
         model: &mut M,
         names: &crate::weights::NameMap,
         export: &'a [(&'a str, &'a str)],
     ) -> Result<(Self, usize)> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
         let state = dir.join("train_state.json");
-        let weights = dir.join(Self::WEIGHTS);
+        let weights_path = dir.join(weights);
         let mut start = 0;
-        if state.is_file() && weights.is_file() {
+        if state.is_file() && weights_path.is_file() {
             let text = std::fs::read_to_string(&state).map_err(|source| Error::Io { path: state.clone(), source })?;
             let json: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| Error::config("train_state.json", e))?;
             start = json["step"].as_u64().unwrap_or(0) as usize;
-            crate::weights::load_into(model, class_name, vec![crate::weights::WeightFile::Path(weights)], names)?;
-        }
-        let mut json = serde_json::to_value(config).map_err(|e| Error::config(class_name, e))?;
-        if let Some(obj) = json.as_object_mut() {
-            obj.insert("_class_name".into(), class_name.into());
+            crate::weights::load_into(model, weights, vec![crate::weights::WeightFile::Path(weights_path)], names)?;
         }
         let path = dir.join("config.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap_or_default())
+        std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap_or_default())
             .map_err(|source| Error::Io { path, source })?;
-        Ok((Self { dir, export, losses: String::new() }, start))
+        Ok((Self { dir, weights, export, losses: String::new() }, start))
     }
 
     fn record(&mut self, step: usize, loss: f32) {
@@ -284,7 +312,7 @@ impl<'a> Checkpoint<'a> {
 
     fn save<M: ModuleSnapshot>(&mut self, model: &M, step: usize) -> Result<()> {
         use std::io::Write;
-        crate::weights::save_pytorch(model, &self.dir.join(Self::WEIGHTS), self.export)?;
+        crate::weights::save_pytorch(model, &self.dir.join(self.weights), self.export)?;
         let state = self.dir.join("train_state.json");
         std::fs::write(&state, format!("{{\"step\": {step}}}")).map_err(|source| Error::Io { path: state, source })?;
         let log = self.dir.join("loss.csv");
@@ -311,8 +339,14 @@ pub fn train_vae(
     let train_device = device.clone().autodiff();
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
-    let (mut ckpt, start) =
-        Checkpoint::open(dir, "AutoencoderKL", config, &mut model, &crate::vae::NAMES, crate::vae::EXPORT_NAMES)?;
+    let (mut ckpt, start) = Checkpoint::open(
+        dir,
+        DIFFUSERS_WEIGHTS,
+        diffusers_config("AutoencoderKL", config)?,
+        &mut model,
+        &crate::vae::NAMES,
+        crate::vae::EXPORT_NAMES,
+    )?;
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
     let plane = 3 * size * size;
@@ -395,8 +429,8 @@ pub fn train_unet(
     let mut model = config.init(&train_device)?;
     let (mut ckpt, start) = Checkpoint::open(
         dir,
-        "UNet2DConditionModel",
-        config,
+        DIFFUSERS_WEIGHTS,
+        diffusers_config("UNet2DConditionModel", config)?,
         &mut model,
         &crate::unet::NAMES,
         crate::unet::EXPORT_NAMES,
@@ -443,6 +477,136 @@ pub fn train_unet(
     Ok(model.valid())
 }
 
+/// CLIP's contrastive objective on phantoms, as SD's text encoder was trained: the text tower is the CLIP text
+/// encoder the U-Net will read (pooled at the end-of-text token and projected), the image tower a small CNN.
+#[derive(Module, Debug)]
+pub struct ContrastiveClip {
+    text: crate::clip::ClipTextModel,
+    text_projection: burn::nn::Linear,
+    image: AttributeClassifier,
+    logit_scale: burn::module::Param<Tensor<1>>,
+}
+
+/// Text-encoder training settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct TextEncoderTraining {
+    /// Total optimizer steps (a resumed run continues up to this).
+    pub steps: usize,
+    /// Image–caption pairs per step.
+    pub batch: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// Width of the shared embedding space.
+    pub projection_dim: usize,
+    /// Seed of batch order and weights.
+    pub seed: u64,
+    /// Save every this many steps.
+    pub checkpoint_every: usize,
+}
+
+impl ContrastiveClip {
+    /// L2-normalized text embeddings `[B, P]` of token ids `[B, L]`, pooled at each row's `eos` position.
+    fn embed_text(&self, ids: &[Vec<u32>], eos: u32, device: &Device) -> Tensor<2> {
+        let (b, l) = (ids.len(), ids[0].len());
+        let flat: Vec<i64> = ids.iter().flat_map(|r| r.iter().map(|&i| i as i64)).collect();
+        let hidden = self.text.forward(Tensor::from_data(TensorData::new(flat, [b, l]), device));
+        let mask: Vec<f32> = ids
+            .iter()
+            .flat_map(|r| {
+                let at = r.iter().position(|&i| i == eos).unwrap_or(l - 1);
+                (0..l).map(move |j| (j == at) as u8 as f32)
+            })
+            .collect();
+        let mask = Tensor::<3>::from_data(TensorData::new(mask, [b, l, 1]), device);
+        let d = hidden.dims()[2];
+        normalize(self.text_projection.forward((hidden * mask).sum_dim(1).reshape([b, d])))
+    }
+}
+
+fn normalize(x: Tensor<2>) -> Tensor<2> {
+    x.clone() / (x.powf_scalar(2.0).sum_dim(1).sqrt() + 1e-6)
+}
+
+/// Trains the text encoder contrastively against an image tower on `data`, checkpointing the whole
+/// contrastive model (`contrastive.safetensors`, for resuming) and exporting the text encoder as a
+/// transformers `text_encoder/` folder (`config.json`, `model.safetensors`) in `dir`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn train_text_encoder(
+    config: &crate::clip::ClipTextConfig,
+    tokenizer: &crate::tokenizer::ClipTokenizer,
+    data: &CaptionedImages,
+    settings: &TextEncoderTraining,
+    device: &Device,
+    dir: &Path,
+    mut log: impl FnMut(usize, f32),
+) -> Result<crate::clip::ClipTextModel> {
+    let eos = tokenizer.eos_id("<|endoftext|>").ok_or_else(|| Error::Tokenizer("no <|endoftext|> token".into()))?;
+    let ids: Vec<Vec<u32>> = data.texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<_>>()?;
+    if data.pixels.is_empty() || settings.batch < 2 {
+        return Err(Error::arg("need images and a batch of at least 2"));
+    }
+    let train_device = device.clone().autodiff();
+    train_device.seed(settings.seed);
+    let p = settings.projection_dim;
+    let tower = ClassifierConfig {
+        in_channels: 3,
+        image_size: data.size,
+        widths: vec![8, 16, 32, 64, 64],
+        labels: (0..p).map(|i| format!("embedding_{i}")).collect(),
+    };
+    let mut model = ContrastiveClip {
+        text: config.init(&train_device)?,
+        text_projection: burn::nn::LinearConfig::new(config.hidden_size, p).with_bias(false).init(&train_device),
+        image: tower.init(&train_device)?,
+        logit_scale: burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![(1.0f32 / 0.07).ln()], [1]),
+            &train_device,
+        )),
+    };
+    let mut json = serde_json::to_value(config).map_err(|e| Error::config("text_encoder", e))?;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("architectures".into(), serde_json::json!(["CLIPTextModel"]));
+        obj.insert("model_type".into(), "clip_text_model".into());
+    }
+    let names = crate::weights::NameMap { remaps: &[], ignore: &[] };
+    let (mut ckpt, start) = Checkpoint::open(dir, "contrastive.safetensors", json, &mut model, &names, &[])?;
+    let mut optim = AdamWConfig::new().with_weight_decay(1e-2).init();
+    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
+    let (b, size) = (settings.batch, data.size);
+    for step in start..settings.steps {
+        let picks: Vec<usize> = (0..b).map(|_| rng.random_range(0..data.pixels.len())).collect();
+        let x: Vec<f32> = picks.iter().flat_map(|&i| data.pixels[i].iter().copied()).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [b, 3, size, size]), &train_device);
+        let caps: Vec<usize> = picks.iter().map(|&i| data.captions[i]).collect();
+        let batch_ids: Vec<Vec<u32>> = caps.iter().map(|&c| ids[c].clone()).collect();
+        // Several images share a caption: the target spreads over every matching pair.
+        let targets: Vec<f32> = caps
+            .iter()
+            .flat_map(|&ci| {
+                let n = caps.iter().filter(|&&cj| cj == ci).count() as f32;
+                caps.iter().map(move |&cj| if cj == ci { 1.0 / n } else { 0.0 })
+            })
+            .collect();
+        let targets = Tensor::<2>::from_data(TensorData::new(targets, [b, b]), &train_device);
+        let image = normalize(model.image.forward(x));
+        let text = model.embed_text(&batch_ids, eos, &train_device);
+        let scale = model.logit_scale.val().clamp_max(100f32.ln()).exp().unsqueeze::<2>();
+        let logits = image.matmul(text.transpose()) * scale;
+        let ce = |l: Tensor<2>| (targets.clone() * burn::tensor::activation::log_softmax(l, 1)).sum_dim(1).mean().neg();
+        let loss = (ce(logits.clone()) + ce(logits.transpose())) / 2.0;
+        let value = loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(settings.learning_rate, model, grads);
+        ckpt.record(step, value);
+        log(step, value);
+        if (step + 1) % settings.checkpoint_every == 0 || step + 1 == settings.steps {
+            ckpt.save(&model, step + 1)?;
+            crate::weights::save_pytorch(&model.text, &dir.join("model.safetensors"), crate::clip::EXPORT_NAMES)?;
+        }
+    }
+    Ok(model.valid().text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,7 +646,7 @@ mod tests {
             norm_num_groups: 4,
             ..Default::default()
         };
-        let pool = render_rgb_pool(4, 3, 16, |_| {});
+        let pool = render_captioned(4, 3, 16, |_| {}).pixels;
         let dir = std::env::temp_dir().join(format!("traverse-vae-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut settings =
@@ -543,6 +707,52 @@ mod tests {
         let ctx = Tensor::<3>::ones([1, 77, 8], &device);
         let a = model.forward(x.clone(), 500.0, &ctx).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         let b = loaded.forward(x, 500.0, &ctx).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn text_encoder_trains_contrastively_and_exports_for_transformers() {
+        let device = Device::flex();
+        let data = render_captioned(12, 2, 32, |_| {});
+        let tok_json = crate::tokenizer::train_clip_bpe(&data.texts, 300).unwrap();
+        let tokenizer = crate::tokenizer::ClipTokenizer::from_files(&crate::tokenizer::TokenizerFiles {
+            tokenizer_json: Some(tok_json.into_bytes()),
+            ..Default::default()
+        })
+        .unwrap();
+        let config = crate::clip::ClipTextConfig {
+            vocab_size: tokenizer.vocab_size(),
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            ..Default::default()
+        };
+        let dir = std::env::temp_dir().join(format!("traverse-text-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let settings = TextEncoderTraining {
+            steps: 3,
+            batch: 4,
+            learning_rate: 1e-3,
+            projection_dim: 8,
+            seed: 1,
+            checkpoint_every: 2,
+        };
+        let mut losses = vec![];
+        let text =
+            train_text_encoder(&config, &tokenizer, &data, &settings, &device, &dir, |_, l| losses.push(l)).unwrap();
+        assert_eq!(losses.len(), 3);
+        assert!(losses.iter().all(|l| l.is_finite()));
+        // The exported text encoder loads through the diffusers-folder loader and matches.
+        let json = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let mut loaded = crate::clip::ClipTextConfig::from_json(&json).unwrap().init(&device).unwrap();
+        let file = crate::weights::WeightFile::Path(dir.join("model.safetensors"));
+        crate::weights::load_into(&mut loaded, "text_encoder", vec![file], &crate::clip::NAMES).unwrap();
+        let ids: Vec<i64> = tokenizer.encode(&data.texts[0]).unwrap().iter().map(|&i| i as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, 77]), &device);
+        let a = text.forward(ids.clone()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let b = loaded.forward(ids).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         assert_eq!(a, b);
         let _ = std::fs::remove_dir_all(dir);
     }
