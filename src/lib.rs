@@ -20,6 +20,8 @@ pub mod image;
 pub mod invert;
 pub mod nn;
 pub mod pipeline;
+#[cfg(all(feature = "train", not(target_arch = "wasm32")))]
+pub mod recipe;
 pub mod rng;
 pub mod scheduler;
 pub mod swap;

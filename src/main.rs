@@ -36,52 +36,36 @@ enum Command {
     Dataset(DatasetArgs),
     /// Train an attribute classifier on phantoms and score it on the held-out test split.
     TrainClassifier(TrainClassifierArgs),
-    /// Train (or resume training) the mini model's autoencoder on phantoms of both families.
-    TrainVae(TrainVaeArgs),
+    /// Train (or resume) the embedded mini model on phantoms: tokenizer, text encoder, VAE, U-Net.
+    TrainMini(TrainMiniArgs),
 }
 
 #[derive(Args)]
-struct TrainVaeArgs {
-    /// Phantoms in the training pool (half chest, half dermoscopy).
-    #[arg(long, default_value_t = 2000)]
-    n: usize,
-    /// Dataset seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Image size in pixels.
+struct TrainMiniArgs {
+    /// Output: a diffusers Stable Diffusion folder (every stage resumes from what is there).
+    #[arg(long, default_value = "train/mini")]
+    out: PathBuf,
+    /// Image size in pixels (a multiple of 8).
     #[arg(long, default_value_t = 128)]
     size: usize,
-    /// Total optimizer steps (a resumed run continues up to this).
+    /// Phantoms in the training pool (alternating chest and dermoscopy).
+    #[arg(long, default_value_t = 2000)]
+    images: usize,
+    /// Dataset and training seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Text-encoder (contrastive) steps, batch 32.
+    #[arg(long, default_value_t = 1500)]
+    text_steps: usize,
+    /// Autoencoder steps, batch 8.
     #[arg(long, default_value_t = 6000)]
-    steps: usize,
-    /// Images per step.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    /// AdamW learning rate.
-    #[arg(long, default_value_t = 4e-4)]
-    lr: f64,
-    /// KL weight (per latent element, relative to the per-pixel reconstruction loss).
-    #[arg(long, default_value_t = 1e-6)]
-    kl: f64,
+    vae_steps: usize,
+    /// U-Net steps, batch 16.
+    #[arg(long, default_value_t = 20000)]
+    unet_steps: usize,
     /// Checkpoint interval in steps.
     #[arg(long, default_value_t = 200)]
     checkpoint_every: usize,
-    /// Output: a diffusers `vae/` folder (resumed if it holds a checkpoint).
-    #[arg(long, default_value = "train/vae")]
-    out: PathBuf,
-}
-
-/// The mini model's autoencoder: SD's 8× downsampling and 4 latent channels at browser size.
-fn mini_vae_config(size: usize) -> traverse::vae::AutoencoderKLConfig {
-    traverse::vae::AutoencoderKLConfig {
-        block_out_channels: vec![32, 64, 128, 128],
-        down_block_types: vec!["DownEncoderBlock2D".into(); 4],
-        up_block_types: vec!["UpDecoderBlock2D".into(); 4],
-        layers_per_block: 1,
-        norm_num_groups: 16,
-        sample_size: size,
-        ..Default::default()
-    }
 }
 
 #[derive(Args)]
@@ -245,7 +229,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Interpolate(a) => interpolate(a, &device),
         Command::Dataset(a) => dataset(a),
         Command::TrainClassifier(a) => train_classifier(a, &device),
-        Command::TrainVae(a) => train_vae(a, &device),
+        Command::TrainMini(a) => train_mini(a, &device),
     }
 }
 
@@ -564,42 +548,33 @@ fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-fn train_vae(a: TrainVaeArgs, device: &Device) -> Result<()> {
-    use traverse::train::{VaeTraining, render_captioned};
-    if a.n == 0 || !a.size.is_multiple_of(8) || a.batch == 0 || a.checkpoint_every == 0 {
-        return Err(Error::arg("need --n ≥ 1, --size a multiple of 8, --batch ≥ 1, --checkpoint-every ≥ 1"));
+fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
+    use traverse::recipe::{Preset, Recipe, train};
+    if !a.size.is_multiple_of(8) || a.images == 0 || a.checkpoint_every == 0 {
+        return Err(Error::arg("need --size a multiple of 8, --images ≥ 1, --checkpoint-every ≥ 1"));
     }
-    let config = mini_vae_config(a.size);
-    let pb = bar(a.n, "render");
-    let pool = render_captioned(a.n, a.seed, a.size, |_| pb.inc(1)).pixels;
-    pb.finish();
-    let settings = VaeTraining {
-        steps: a.steps,
-        batch: a.batch,
-        learning_rate: a.lr,
-        kl_weight: a.kl,
+    let recipe = Recipe {
+        preset: Preset::Mini,
+        size: a.size,
+        images: a.images,
         seed: a.seed,
+        text_steps: a.text_steps,
+        vae_steps: a.vae_steps,
+        unet_steps: a.unet_steps,
+        batches: [32, 8, 16],
         checkpoint_every: a.checkpoint_every,
     };
-    let t0 = Instant::now();
-    let pb = bar(a.steps, "train");
-    let mut first = None;
-    traverse::train::train_vae(&config, &pool, a.size, &settings, device, &a.out, |step, loss| {
-        if first.is_none() {
-            pb.set_position(step as u64);
-            first = Some(step);
-        }
-        pb.set_message(format!("rec {loss:.4}"));
-        pb.inc(1);
-        if step % 50 == 0 {
-            eprintln!(
-                "step {step} reconstruction loss {loss:.5} ({:.2} s/step)",
-                t0.elapsed().as_secs_f64() / (step + 1 - first.unwrap_or(0)) as f64
-            );
+    // Per stage: when its first step ended, and which step that was (timing starts after the warm-up step).
+    let mut first = (String::new(), Instant::now(), 0usize);
+    train(&recipe, device, &a.out, |stage, step, loss| {
+        if first.0 != stage {
+            first = (stage.to_string(), Instant::now(), step);
+        } else if (step + 1) % 10 == 0 {
+            let per = first.1.elapsed().as_secs_f64() / (step - first.2) as f64;
+            eprintln!("{stage} step {} loss {loss:.5} ({per:.2} s/step)", step + 1);
         }
     })?;
-    pb.finish();
-    println!("VAE checkpoint in {} ({:.0} s)", a.out.display(), t0.elapsed().as_secs_f64());
+    println!("trained model in {} (load it with --model {})", a.out.display(), a.out.display());
     Ok(())
 }
 

@@ -21,7 +21,7 @@ pub enum PredictionType {
 
 /// The fields of diffusers' scheduler configs that define DDIM; other schedulers' configs (PNDM, as SD 1.5
 /// ships) share them, which is how diffusers' `DDIMScheduler.from_config` reuses them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 #[allow(missing_docs)]
 pub struct DdimConfig {

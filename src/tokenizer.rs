@@ -227,9 +227,9 @@ impl ClipTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// The id of the end-of-text token (whose hidden state CLIP pools).
-    pub fn eos_id(&self, eos: &str) -> Option<u32> {
-        self.inner.token_to_id(eos)
+    /// The id of a token, e.g. `<|endoftext|>` (whose hidden state CLIP pools).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
     }
 }
 

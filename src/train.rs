@@ -540,7 +540,8 @@ pub fn train_text_encoder(
     dir: &Path,
     mut log: impl FnMut(usize, f32),
 ) -> Result<crate::clip::ClipTextModel> {
-    let eos = tokenizer.eos_id("<|endoftext|>").ok_or_else(|| Error::Tokenizer("no <|endoftext|> token".into()))?;
+    let token = |t: &str| tokenizer.token_id(t).ok_or_else(|| Error::Tokenizer(format!("no {t} token")));
+    let (bos, eos) = (token("<|startoftext|>")?, token("<|endoftext|>")?);
     let ids: Vec<Vec<u32>> = data.texts.iter().map(|t| tokenizer.encode(t)).collect::<Result<_>>()?;
     if data.pixels.is_empty() || settings.batch < 2 {
         return Err(Error::arg("need images and a batch of at least 2"));
@@ -567,6 +568,10 @@ pub fn train_text_encoder(
     if let Some(obj) = json.as_object_mut() {
         obj.insert("architectures".into(), serde_json::json!(["CLIPTextModel"]));
         obj.insert("model_type".into(), "clip_text_model".into());
+        // transformers checks these against the vocabulary (its defaults are CLIP's 49406/49407).
+        obj.insert("bos_token_id".into(), bos.into());
+        obj.insert("eos_token_id".into(), eos.into());
+        obj.insert("pad_token_id".into(), eos.into());
     }
     let names = crate::weights::NameMap { remaps: &[], ignore: &[] };
     let (mut ckpt, start) = Checkpoint::open(dir, "contrastive.safetensors", json, &mut model, &names, &[])?;

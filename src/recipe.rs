@@ -1,0 +1,255 @@
+//! The embedded default model's recipe, trained the paper's way on the phantoms: a byte-level BPE vocabulary
+//! and a CLIP-architecture text encoder trained contrastively, an AutoencoderKL, then the U-Net on the frozen
+//! latents and text embeddings. Every stage resumes from its checkpoint; the output folder is a diffusers
+//! Stable Diffusion folder that [`StableDiffusion::load`](crate::pipeline::StableDiffusion::load) and
+//! diffusers both read.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use serde_json::json;
+
+use crate::clip::ClipTextConfig;
+use crate::error::{Error, Result};
+use crate::scheduler::DdimConfig;
+use crate::tokenizer::{ClipTokenizer, train_clip_bpe};
+use crate::train::{
+    LatentDataset, TextEncoderTraining, UnetTraining, VaeTraining, render_captioned, train_text_encoder, train_unet,
+    train_vae,
+};
+use crate::unet::{PerBlock, UNet2DConditionConfig};
+use crate::vae::AutoencoderKLConfig;
+
+/// Model sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// The browser-sized model: 8× VAE (3.9M parameters), 3-layer 192-wide text encoder, (64, 128, 192) U-Net.
+    Mini,
+    /// A very small model for tests of the recipe itself.
+    Tiny,
+}
+
+impl Preset {
+    /// The autoencoder for `size`-pixel images.
+    pub fn vae(self, size: usize) -> AutoencoderKLConfig {
+        let (channels, groups) = match self {
+            Preset::Mini => (vec![32, 64, 128, 128], 16),
+            Preset::Tiny => (vec![8, 8], 4),
+        };
+        AutoencoderKLConfig {
+            down_block_types: vec!["DownEncoderBlock2D".into(); channels.len()],
+            up_block_types: vec!["UpDecoderBlock2D".into(); channels.len()],
+            block_out_channels: channels,
+            norm_num_groups: groups,
+            sample_size: size,
+            ..Default::default()
+        }
+    }
+
+    /// Target vocabulary size of the trained tokenizer.
+    pub fn vocab_size(self) -> usize {
+        match self {
+            Preset::Mini => 1024,
+            Preset::Tiny => 320,
+        }
+    }
+
+    /// The text encoder for a vocabulary of `vocab` tokens.
+    pub fn text(self, vocab: usize) -> ClipTextConfig {
+        let (hidden, layers, heads) = match self {
+            Preset::Mini => (192, 3, 4),
+            Preset::Tiny => (16, 1, 2),
+        };
+        ClipTextConfig {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: 4 * hidden,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            ..Default::default()
+        }
+    }
+
+    /// The U-Net for latents of `latent` pixels and text `context` wide.
+    pub fn unet(self, latent: usize, context: usize) -> UNet2DConditionConfig {
+        let (channels, groups, heads): (Vec<usize>, usize, usize) = match self {
+            Preset::Mini => (vec![64, 128, 192], 32, 4),
+            Preset::Tiny => (vec![8, 16], 4, 2),
+        };
+        let n = channels.len();
+        let mut down = vec!["CrossAttnDownBlock2D".to_string(); n - 1];
+        down.push("DownBlock2D".into());
+        let mut up = vec!["UpBlock2D".to_string()];
+        up.extend(vec!["CrossAttnUpBlock2D".to_string(); n - 1]);
+        UNet2DConditionConfig {
+            sample_size: Some(latent),
+            block_out_channels: channels,
+            down_block_types: down,
+            up_block_types: up,
+            layers_per_block: PerBlock::All(1),
+            norm_num_groups: Some(groups),
+            cross_attention_dim: PerBlock::All(context),
+            attention_head_dim: PerBlock::All(heads),
+            ..Default::default()
+        }
+    }
+
+    /// Prompt forms the tokenizer must know besides the dataset's captions (the paper's neutral prompts).
+    fn extra_prompts() -> Vec<String> {
+        [
+            "Normal chest x-ray with no significant findings",
+            "Chest x-ray showing Pleural Effusion",
+            "A dermoscopic image with melanocytic nevus (NV)",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+/// Sizes, data and step counts of a training run.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// Model sizes.
+    pub preset: Preset,
+    /// Image size in pixels (a multiple of the VAE's downsampling).
+    pub size: usize,
+    /// Phantoms in the training pool (alternating chest and dermoscopy).
+    pub images: usize,
+    /// Dataset and training seed.
+    pub seed: u64,
+    /// Text-encoder steps.
+    pub text_steps: usize,
+    /// Autoencoder steps.
+    pub vae_steps: usize,
+    /// U-Net steps.
+    pub unet_steps: usize,
+    /// Batch sizes of the three stages.
+    pub batches: [usize; 3],
+    /// Checkpoint interval.
+    pub checkpoint_every: usize,
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value).unwrap_or_default())
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// Runs (or resumes) every stage into the diffusers folder `out`. `progress(stage, step, loss)` sees each step.
+pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl FnMut(&str, usize, f32)) -> Result<()> {
+    let r = recipe;
+    let pool = render_captioned(r.images, r.seed, r.size, |_| {});
+
+    // Tokenizer: trained once, then reused.
+    let tok_path = out.join("tokenizer/tokenizer.json");
+    if !tok_path.is_file() {
+        let corpus: Vec<String> = pool.texts.iter().cloned().chain(Preset::extra_prompts()).collect();
+        let json = train_clip_bpe(&corpus, r.preset.vocab_size())?;
+        std::fs::create_dir_all(out.join("tokenizer"))
+            .map_err(|source| Error::Io { path: out.join("tokenizer"), source })?;
+        std::fs::write(&tok_path, json).map_err(|source| Error::Io { path: tok_path.clone(), source })?;
+        write_json(
+            &out.join("tokenizer/tokenizer_config.json"),
+            &json!({"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": "<|startoftext|>",
+                    "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}),
+        )?;
+    }
+    let tokenizer = ClipTokenizer::from_dir(&out.join("tokenizer"))?;
+
+    let text_config = r.preset.text(tokenizer.vocab_size());
+    let text_settings = TextEncoderTraining {
+        steps: r.text_steps,
+        batch: r.batches[0],
+        learning_rate: 5e-4,
+        projection_dim: 64,
+        seed: r.seed,
+        checkpoint_every: r.checkpoint_every,
+    };
+    let text = train_text_encoder(
+        &text_config,
+        &tokenizer,
+        &pool,
+        &text_settings,
+        device,
+        &out.join("text_encoder"),
+        |s, l| progress("text_encoder", s, l),
+    )?;
+
+    let mut vae_config = r.preset.vae(r.size);
+    let vae_settings = VaeTraining {
+        steps: r.vae_steps,
+        batch: r.batches[1],
+        learning_rate: 4e-4,
+        kl_weight: 1e-6,
+        seed: r.seed,
+        checkpoint_every: r.checkpoint_every,
+    };
+    let vae = train_vae(&vae_config, &pool.pixels, r.size, &vae_settings, device, &out.join("vae"), |s, l| {
+        progress("vae", s, l)
+    })?;
+
+    // Latents of the pool, and the scaling factor that gives them unit variance (as SD's 0.18215 does).
+    let f = vae_config.downsampling();
+    let (h, c) = (r.size / f, vae_config.latent_channels);
+    let mut means = Vec::with_capacity(pool.pixels.len());
+    for chunk in pool.pixels.chunks(16) {
+        let x: Vec<f32> = chunk.iter().flatten().copied().collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [chunk.len(), 3, r.size, r.size]), device);
+        let m = vae.encode_distribution(x).0.into_data().convert::<f32>();
+        let m = m.as_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+        means.extend(m.chunks(c * h * h).map(|s| s.to_vec()));
+    }
+    let all: Vec<f64> = means.iter().flatten().map(|&v| v as f64).collect();
+    let mean = all.iter().sum::<f64>() / all.len() as f64;
+    let std = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
+    vae_config.scaling_factor = 1.0 / std.max(1e-6);
+    let mut vae_json = serde_json::to_value(&vae_config).map_err(|e| Error::config("vae", e))?;
+    vae_json["_class_name"] = "AutoencoderKL".into();
+    write_json(&out.join("vae/config.json"), &vae_json)?;
+
+    let embed = |prompt: &str| -> Result<Vec<f32>> {
+        let ids: Vec<i64> = tokenizer.encode(prompt)?.iter().map(|&i| i as i64).collect();
+        let n = ids.len();
+        let e = text.forward(Tensor::from_data(TensorData::new(ids, [1, n]), device)).into_data().convert::<f32>();
+        e.as_slice::<f32>().map(|s| s.to_vec()).map_err(|e| Error::Device(format!("{e:?}")))
+    };
+    let scale = vae_config.scaling_factor as f32;
+    let data = LatentDataset {
+        samples: means
+            .into_iter()
+            .map(|m| m.into_iter().map(|v| v * scale).collect())
+            .zip(pool.captions.iter().copied())
+            .collect(),
+        shape: [c, h, h],
+        captions: pool.texts.iter().map(|t| embed(t)).collect::<Result<_>>()?,
+        uncond: embed("")?,
+        context_shape: [tokenizer.max_length(), text_config.hidden_size],
+    };
+    let scheduler = DdimConfig::default();
+    let unet_config = r.preset.unet(h, text_config.hidden_size);
+    let unet_settings = UnetTraining {
+        steps: r.unet_steps,
+        batch: r.batches[2],
+        learning_rate: 2e-4,
+        uncond_probability: 0.1,
+        seed: r.seed,
+        checkpoint_every: r.checkpoint_every,
+    };
+    train_unet(&unet_config, &scheduler, &data, &unet_settings, device, &out.join("unet"), |s, l| {
+        progress("unet", s, l)
+    })?;
+
+    let mut sched_json = serde_json::to_value(&scheduler).map_err(|e| Error::config("scheduler", e))?;
+    sched_json["_class_name"] = "DDIMScheduler".into();
+    write_json(&out.join("scheduler/scheduler_config.json"), &sched_json)?;
+    write_json(
+        &out.join("model_index.json"),
+        &json!({"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+                "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [null, null],
+                "feature_extractor": [null, null], "requires_safety_checker": false}),
+    )
+}
