@@ -140,6 +140,12 @@ pub struct ClassifierTraining {
     pub seed: u64,
 }
 
+/// One optimizer step: backpropagates `loss` and updates `model` at learning rate `lr`.
+fn descend<M: burn::module::Module>(model: M, optim: &mut burn::optim::ModuleOptimizer, loss: Tensor<1>, lr: f64) -> M {
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    optim.step(lr, model, grads)
+}
+
 /// Trains a classifier on the train split; `log(step, loss)` sees every step. Returns the model on the
 /// inference device.
 pub fn train_classifier(
@@ -163,11 +169,10 @@ pub fn train_classifier(
         let (x, y) = data.batch(&idx, &train_device);
         let loss = bce_with_logits(model.forward(x), y);
         let value = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
         // Cosine decay to a tenth of the initial rate.
         let progress = step as f64 / settings.steps.max(1) as f64;
         let lr = settings.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
-        model = optim.step(lr, model, grads);
+        model = descend(model, &mut optim, loss, lr);
         log(step, value);
     }
     Ok(model.valid())
@@ -264,21 +269,24 @@ struct Checkpoint<'a> {
     losses: String,
 }
 
-/// The weights file name of a diffusers model folder.
-const DIFFUSERS_WEIGHTS: &str = "diffusion_pytorch_model.safetensors";
-
-/// A model config as diffusers writes it: the config's fields plus `_class_name`.
-#[cfg(not(target_arch = "wasm32"))]
-fn diffusers_config(class_name: &str, config: &impl Serialize) -> Result<serde_json::Value> {
-    let mut json = serde_json::to_value(config).map_err(|e| Error::config(class_name, e))?;
-    if let Some(obj) = json.as_object_mut() {
-        obj.insert("_class_name".into(), class_name.into());
-    }
-    Ok(json)
-}
-
 #[cfg(not(target_arch = "wasm32"))]
 impl<'a> Checkpoint<'a> {
+    /// A diffusers model folder: `diffusion_pytorch_model.safetensors`, and a config with `_class_name`.
+    fn diffusers<M: ModuleSnapshot>(
+        dir: &'a Path,
+        class_name: &str,
+        config: &impl Serialize,
+        model: &mut M,
+        names: &crate::weights::NameMap,
+        export: &'a [(&'a str, &'a str)],
+    ) -> Result<(Self, usize)> {
+        let mut json = serde_json::to_value(config).map_err(|e| Error::config(class_name, e))?;
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert("_class_name".into(), class_name.into());
+        }
+        Self::open(dir, "diffusion_pytorch_model.safetensors", json, model, names, export)
+    }
+
     /// Writes `config.json` and loads the saved weights (`weights`, a file in `dir`) into `model` if there
     /// are any; returns the checkpoint and the step to start from.
     fn open<M: ModuleSnapshot>(
@@ -306,8 +314,21 @@ impl<'a> Checkpoint<'a> {
         Ok((Self { dir, weights, export, losses: String::new() }, start))
     }
 
-    fn record(&mut self, step: usize, loss: f32) {
+    /// Logs step `step`'s loss and saves when `every` steps have passed or training is done; says whether it saved.
+    fn after_step<M: ModuleSnapshot>(
+        &mut self,
+        model: &M,
+        step: usize,
+        loss: f32,
+        steps: usize,
+        every: usize,
+    ) -> Result<bool> {
         self.losses.push_str(&format!("{step},{loss}\n"));
+        let due = (step + 1).is_multiple_of(every) || step + 1 == steps;
+        if due {
+            self.save(model, step + 1)?;
+        }
+        Ok(due)
     }
 
     fn save<M: ModuleSnapshot>(&mut self, model: &M, step: usize) -> Result<()> {
@@ -339,14 +360,8 @@ pub fn train_vae(
     let train_device = device.clone().autodiff();
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
-    let (mut ckpt, start) = Checkpoint::open(
-        dir,
-        DIFFUSERS_WEIGHTS,
-        diffusers_config("AutoencoderKL", config)?,
-        &mut model,
-        &crate::vae::NAMES,
-        crate::vae::EXPORT_NAMES,
-    )?;
+    let (mut ckpt, start) =
+        Checkpoint::diffusers(dir, "AutoencoderKL", config, &mut model, &crate::vae::NAMES, crate::vae::EXPORT_NAMES)?;
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
     let plane = 3 * size * size;
@@ -363,13 +378,9 @@ pub fn train_vae(
         let kl = (mean.powf_scalar(2.0) + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
         let loss = rec.clone() + kl * settings.kl_weight * plane as f64;
         let value = rec.into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(settings.learning_rate, model, grads);
-        ckpt.record(step, value);
+        model = descend(model, &mut optim, loss, settings.learning_rate);
         log(step, value);
-        if (step + 1) % settings.checkpoint_every == 0 || step + 1 == settings.steps {
-            ckpt.save(&model, step + 1)?;
-        }
+        ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every)?;
     }
     Ok(model.valid())
 }
@@ -427,10 +438,10 @@ pub fn train_unet(
     let train_device = device.clone().autodiff();
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
-    let (mut ckpt, start) = Checkpoint::open(
+    let (mut ckpt, start) = Checkpoint::diffusers(
         dir,
-        DIFFUSERS_WEIGHTS,
-        diffusers_config("UNet2DConditionModel", config)?,
+        "UNet2DConditionModel",
+        config,
         &mut model,
         &crate::unet::NAMES,
         crate::unet::EXPORT_NAMES,
@@ -466,13 +477,9 @@ pub fn train_unet(
         let t: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
         let loss = (model.forward_timesteps(noisy, &t, &ctx) - target).powf_scalar(2.0).mean();
         let value = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(settings.learning_rate, model, grads);
-        ckpt.record(step, value);
+        model = descend(model, &mut optim, loss, settings.learning_rate);
         log(step, value);
-        if (step + 1) % settings.checkpoint_every == 0 || step + 1 == settings.steps {
-            ckpt.save(&model, step + 1)?;
-        }
+        ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every)?;
     }
     Ok(model.valid())
 }
@@ -600,12 +607,9 @@ pub fn train_text_encoder(
         let ce = |l: Tensor<2>| (targets.clone() * burn::tensor::activation::log_softmax(l, 1)).sum_dim(1).mean().neg();
         let loss = (ce(logits.clone()) + ce(logits.transpose())) / 2.0;
         let value = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(settings.learning_rate, model, grads);
-        ckpt.record(step, value);
+        model = descend(model, &mut optim, loss, settings.learning_rate);
         log(step, value);
-        if (step + 1) % settings.checkpoint_every == 0 || step + 1 == settings.steps {
-            ckpt.save(&model, step + 1)?;
+        if ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every)? {
             crate::weights::save_pytorch(&model.text, &dir.join("model.safetensors"), crate::clip::EXPORT_NAMES)?;
         }
     }
