@@ -20,6 +20,7 @@ pub mod image;
 pub mod invert;
 pub mod nn;
 pub mod pipeline;
+pub mod quantize;
 #[cfg(all(feature = "train", not(target_arch = "wasm32")))]
 pub mod recipe;
 pub mod rng;

@@ -38,6 +38,27 @@ enum Command {
     TrainClassifier(TrainClassifierArgs),
     /// Train (or resume) the embedded mini model on phantoms: tokenizer, text encoder, VAE, U-Net.
     TrainMini(TrainMiniArgs),
+    /// Write an int8 copy of a model folder and report its size and image fidelity against the original.
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    /// The diffusers model folder to quantize.
+    #[arg(long)]
+    model: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seeds whose images are compared (f32 vs int8).
+    #[arg(long, default_value_t = 4)]
+    check_seeds: u64,
+    /// DDIM steps of each comparison image.
+    #[arg(long, default_value_t = 20)]
+    check_steps: usize,
+    /// Prompt of the comparison images.
+    #[arg(long, default_value = "Chest x-ray with no significant findings")]
+    prompt: String,
 }
 
 #[derive(Args)]
@@ -230,6 +251,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dataset(a) => dataset(a),
         Command::TrainClassifier(a) => train_classifier(a, &device),
         Command::TrainMini(a) => train_mini(a, &device),
+        Command::Quantize(a) => quantize(a, &device),
     }
 }
 
@@ -545,6 +567,61 @@ fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
     println!("| Accuracy | {} |", test.iter().map(|s| format!("{:.3}", s.accuracy)).collect::<Vec<_>>().join(" | "));
     println!("| F1-score | {} |", test.iter().map(|s| format!("{:.3}", s.f1)).collect::<Vec<_>>().join(" | "));
     println!("({} test images; model in {})", test.first().map(|s| s.n).unwrap_or(0), a.out.display());
+    Ok(())
+}
+
+/// Copies a model folder, quantizing the weight files the pipeline loads; returns (bytes before, after).
+fn quantize_folder(from: &Path, to: &Path) -> Result<(u64, u64)> {
+    create_dir(to)?;
+    let (mut before, mut after) = (0, 0);
+    let entries = std::fs::read_dir(from).map_err(|source| Error::Io { path: from.to_path_buf(), source })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Io { path: from.to_path_buf(), source })?;
+        let (src, name) = (entry.path(), entry.file_name().to_string_lossy().to_string());
+        if src.is_dir() {
+            let (b, a) = quantize_folder(&src, &to.join(&name))?;
+            (before, after) = (before + b, after + a);
+        } else if name.ends_with(".safetensors")
+            && (name.starts_with("model") || name.starts_with("diffusion_pytorch_model"))
+        {
+            let bytes = std::fs::read(&src).map_err(|source| Error::Io { path: src.clone(), source })?;
+            let q = traverse::quantize::quantize(&src.display().to_string(), &bytes)?;
+            (before, after) = (before + bytes.len() as u64, after + q.len() as u64);
+            write(&to.join(&name), &q)?;
+        } else if (name.ends_with(".json") && name != "train_state.json") || name.ends_with(".txt") {
+            std::fs::copy(&src, to.join(&name)).map_err(|source| Error::Io { path: src.clone(), source })?;
+        }
+    }
+    Ok((before, after))
+}
+
+fn quantize(a: QuantizeArgs, device: &Device) -> Result<()> {
+    let (before, after) = quantize_folder(&a.model, &a.out)?;
+    let full = StableDiffusion::load(&a.model, None, device)?;
+    let int8 = StableDiffusion::load(&a.out, None, device)?;
+    let size = full.default_image_size();
+    let [h, w] = full.latent_size(size, size)?;
+    let settings = SwapSettings { steps: a.check_steps, guidance: 7.5, swap_points: vec![], max_batch: 1 };
+    let mut psnrs = Vec::new();
+    for seed in 0..a.check_seeds {
+        let init = initial_latents(seed, full.unet_config.in_channels, h, w, device);
+        let image = |sd: &StableDiffusion| -> Result<Tensor<4>> {
+            let z = SwapSampler::new(sd, init.clone(), &a.prompt, &[], "", &settings)?.run().neutral;
+            Ok(sd.vae.decode(z))
+        };
+        psnrs.push(psnr(image(&full)?, image(&int8)?) as f64);
+    }
+    let mean = psnrs.iter().sum::<f64>() / psnrs.len().max(1) as f64;
+    let report = json!({"model": a.model.display().to_string(), "weights_bytes_f32": before, "weights_bytes_int8": after,
+        "format": "int8-per-channel-symmetric (see src/quantize.rs)", "check": {"prompt": a.prompt, "steps": a.check_steps,
+        "guidance": 7.5, "seeds": a.check_seeds, "psnr_db": psnrs, "mean_psnr_db": mean}});
+    write(&a.out.join("quantization.json"), serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
+    println!(
+        "int8 weights: {:.2} MB (from {:.2} MB); decoded images vs f32 over {} seeds: mean PSNR {mean:.2} dB",
+        after as f64 / 1e6,
+        before as f64 / 1e6,
+        a.check_seeds
+    );
     Ok(())
 }
 

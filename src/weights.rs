@@ -204,7 +204,17 @@ pub fn load_into<M: ModuleSnapshot>(
     let mut errors = Vec::new();
     for file in files {
         let what = file.name();
-        inspect(&file)?;
+        // int8 files (see `quantize`) are dequantized to f32 in memory before burn-store reads them.
+        let file = if crate::quantize::is_quantized(&inspect(&file)?) {
+            let bytes = match file {
+                WeightFile::Bytes { bytes, .. } => bytes,
+                #[cfg(not(target_arch = "wasm32"))]
+                WeightFile::Path(p) => std::fs::read(&p).map_err(|source| Error::Io { path: p.clone(), source })?,
+            };
+            WeightFile::Bytes { bytes: crate::quantize::dequantize(&what, &bytes)?, name: what.clone() }
+        } else {
+            file
+        };
         let store = match file {
             WeightFile::Bytes { bytes, .. } => SafetensorsStore::from_bytes(Some(bytes)),
             #[cfg(not(target_arch = "wasm32"))]

@@ -11,8 +11,12 @@ fn traverse(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_traverse")).args(args).output().expect("binary runs")
 }
 
+fn manifest_named(dir: &std::path::Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+}
+
 fn manifest(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+    manifest_named(dir, "manifest.json")
 }
 
 #[test]
@@ -84,6 +88,45 @@ fn generate_then_interpolate() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(c.join("bezier_005.png").is_file());
     assert_eq!(manifest(&c)["control_points"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn quantize_writes_a_loadable_int8_folder_with_a_report() {
+    let tmp = TempDir::new("quant");
+    let model = fixtures().join("tiny-sd");
+    let out = tmp.0.join("int8");
+    let run = traverse(&[
+        "quantize",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--check-seeds",
+        "2",
+        "--check-steps",
+        "4",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report = manifest_named(&out, "quantization.json");
+    let (f32_bytes, int8_bytes) =
+        (report["weights_bytes_f32"].as_f64().unwrap(), report["weights_bytes_int8"].as_f64().unwrap());
+    assert!(int8_bytes < 0.5 * f32_bytes, "{int8_bytes} vs {f32_bytes}");
+    assert_eq!(report["check"]["psnr_db"].as_array().unwrap().len(), 2);
+    assert!(report["check"]["mean_psnr_db"].as_f64().unwrap().is_finite());
+    // The quantized folder generates like any other model folder.
+    let generated = tmp.0.join("gen");
+    let run = traverse(&[
+        "generate",
+        "--model",
+        out.to_str().unwrap(),
+        "--steps",
+        "4",
+        "--swap-points",
+        "2",
+        "--out",
+        generated.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 }
 
 #[test]

@@ -1,0 +1,176 @@
+//! int8 weights: per-output-channel symmetric quantization of every weight matrix and convolution kernel,
+//! stored as safetensors (documented format below), dequantized to f32 when loaded.
+//!
+//! Format: a quantized tensor `NAME` has dtype I8 and its original shape; beside it, `NAME.qscale` (F32, one
+//! value per output channel, i.e. per index of dimension 0) holds the scales, and the weight is
+//! `NAME[c, …] · NAME.qscale[c]`. Tensors of one dimension (norms, biases) and small tensors stay as they
+//! were. The header's `__metadata__` says `"quantization": "int8-per-channel-symmetric"`.
+//!
+//! Why not burn's own quantized tensors: they keep weights quantized on the device and need the matching
+//! quantized kernels on every backend, including the browser's WebGPU, while a dequantize-on-load file is
+//! read by every backend and by any safetensors reader; the file size, what the browser downloads, is the same.
+
+use std::collections::HashMap;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// Suffix of the scale tensor stored beside each int8 tensor.
+pub const SCALE_SUFFIX: &str = ".qscale";
+/// Tensors with fewer elements stay in full precision (their scales would cost more than they save).
+const MIN_ELEMENTS: usize = 1024;
+
+fn bad(what: &str, message: impl Into<String>) -> Error {
+    Error::Safetensors { what: what.to_string(), message: message.into() }
+}
+
+/// Values of a float tensor as f32.
+fn floats(what: &str, name: &str, view: &TensorView) -> Result<Vec<f32>> {
+    let d = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => return Err(bad(what, format!("tensor {name} has dtype {other:?}, expected a float"))),
+    })
+}
+
+fn serialize(
+    what: &str,
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    meta: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(what, e.to_string()))?;
+    safetensors::serialize(views, meta).map_err(|e| bad(what, e.to_string()))
+}
+
+/// Quantizes a safetensors file (f32/f16/bf16) to the int8 format.
+pub fn quantize(what: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(what, e.to_string()))?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let numel: usize = shape.iter().product();
+        if shape.len() < 2 || numel < MIN_ELEMENTS || !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            out.push((name, view.dtype(), shape, view.data().to_vec()));
+            continue;
+        }
+        let w = floats(what, &name, &view)?;
+        let per = numel / shape[0];
+        let mut q = Vec::with_capacity(numel);
+        let mut scales = Vec::with_capacity(shape[0]);
+        for row in w.chunks(per) {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            q.extend(row.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8 as u8));
+            scales.push(scale);
+        }
+        out.push((
+            format!("{name}{SCALE_SUFFIX}"),
+            Dtype::F32,
+            vec![shape[0]],
+            scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        ));
+        out.push((name, Dtype::I8, shape, q));
+    }
+    let meta = HashMap::from([("quantization".to_string(), "int8-per-channel-symmetric".to_string())]);
+    serialize(what, out, Some(meta))
+}
+
+/// Whether a header table (from [`crate::weights::inspect`]) holds int8 tensors.
+pub fn is_quantized(table: &std::collections::BTreeMap<String, crate::weights::TensorInfo>) -> bool {
+    table.values().any(|t| t.dtype == "I8")
+}
+
+/// Turns an int8 file back into an f32 safetensors file (other tensors are kept as they are). Every int8
+/// tensor needs a finite scale per output channel; anything else is an error.
+pub fn dequantize(what: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(what, e.to_string()))?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        if name.ends_with(SCALE_SUFFIX) {
+            let base = &name[..name.len() - SCALE_SUFFIX.len()];
+            if st.tensor(base).map(|t| t.dtype() != Dtype::I8).unwrap_or(true) {
+                return Err(bad(what, format!("scale {name} has no int8 tensor {base}")));
+            }
+            continue;
+        }
+        if view.dtype() != Dtype::I8 {
+            out.push((name, view.dtype(), view.shape().to_vec(), view.data().to_vec()));
+            continue;
+        }
+        let shape = view.shape().to_vec();
+        let scale_name = format!("{name}{SCALE_SUFFIX}");
+        let scale = st.tensor(&scale_name).map_err(|_| bad(what, format!("int8 tensor {name} has no {scale_name}")))?;
+        let scales = floats(what, &scale_name, &scale)?;
+        if shape.is_empty() || scale.shape() != [shape[0]] || scales.iter().any(|s| !s.is_finite()) {
+            return Err(bad(what, format!("{scale_name} must hold {} finite scales", shape.first().unwrap_or(&0))));
+        }
+        let per = view.data().len() / shape[0].max(1);
+        let values: Vec<u8> = view
+            .data()
+            .chunks(per.max(1))
+            .zip(&scales)
+            .flat_map(|(row, s)| row.iter().map(move |&q| (q as i8 as f32 * s).to_le_bytes()))
+            .flatten()
+            .collect();
+        out.push((name, Dtype::F32, shape, values));
+    }
+    serialize(what, out, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(tensors: Vec<(&str, Vec<usize>, Vec<f32>)>) -> Vec<u8> {
+        let t = tensors
+            .into_iter()
+            .map(|(n, s, v)| (n.to_string(), Dtype::F32, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .collect();
+        serialize("t", t, None).unwrap()
+    }
+
+    #[test]
+    fn round_trip_error_is_within_half_a_step() {
+        let w: Vec<f32> = (0..4096).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let bias: Vec<f32> = (0..16).map(|i| i as f32 * 0.1).collect();
+        let bytes = file(vec![("w", vec![16, 256], w.clone()), ("b", vec![16], bias.clone())]);
+        let q = quantize("t", &bytes).unwrap();
+        assert!(q.len() < bytes.len() / 3, "{} vs {}", q.len(), bytes.len());
+        let back = dequantize("t", &q).unwrap();
+        let st = SafeTensors::deserialize(&back).unwrap();
+        let w2 = floats("t", "w", &st.tensor("w").unwrap()).unwrap();
+        for (row, row2) in w.chunks(256).zip(w2.chunks(256)) {
+            let step = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            assert!(row.iter().zip(row2).all(|(a, b)| (a - b).abs() <= step / 2.0 + 1e-6));
+        }
+        assert_eq!(floats("t", "b", &st.tensor("b").unwrap()).unwrap(), bias, "biases stay exact");
+    }
+
+    #[test]
+    fn malformed_int8_files_are_errors() {
+        let q = quantize("t", &file(vec![("w", vec![4, 512], vec![1.0; 2048])])).unwrap();
+        let st = SafeTensors::deserialize(&q).unwrap();
+        let w = st.tensor("w").unwrap();
+        let no_scale =
+            serialize("t", vec![("w".into(), Dtype::I8, w.shape().to_vec(), w.data().to_vec())], None).unwrap();
+        assert!(dequantize("t", &no_scale).unwrap_err().to_string().contains("no w.qscale"));
+        let bad_scale = serialize(
+            "t",
+            vec![
+                ("w".into(), Dtype::I8, w.shape().to_vec(), w.data().to_vec()),
+                ("w.qscale".into(), Dtype::F32, vec![3], vec![0; 12]),
+            ],
+            None,
+        )
+        .unwrap();
+        assert!(dequantize("t", &bad_scale).is_err());
+    }
+}
