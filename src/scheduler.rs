@@ -35,6 +35,9 @@ pub struct DdimConfig {
     pub timestep_spacing: String,
     pub clip_sample: bool,
     pub clip_sample_range: f64,
+    /// Explicit betas, overriding `beta_schedule` when given.
+    pub trained_betas: Option<Vec<f64>>,
+    pub rescale_betas_zero_snr: bool,
 }
 
 impl Default for DdimConfig {
@@ -51,6 +54,8 @@ impl Default for DdimConfig {
             timestep_spacing: "leading".into(),
             clip_sample: false,
             clip_sample_range: 1.0,
+            trained_betas: None,
+            rescale_betas_zero_snr: false,
         }
     }
 }
@@ -74,10 +79,33 @@ impl DdimConfig {
     pub fn alphas_cumprod(&self) -> Result<Vec<f64>> {
         let n = self.num_train_timesteps;
         // diffusers builds betas in float32; we do too so that ᾱ matches bit for bit as far as possible.
-        let betas: Vec<f32> = match self.beta_schedule.as_str() {
-            "scaled_linear" => linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n).map(|b| b * b).collect(),
-            "linear" => linspace(self.beta_start, self.beta_end, n).collect(),
-            other => return Err(Error::config("scheduler", format!("beta_schedule {other} is not supported"))),
+        if self.rescale_betas_zero_snr {
+            return Err(Error::config("scheduler", "rescale_betas_zero_snr is not supported"));
+        }
+        let betas: Vec<f32> = match (&self.trained_betas, self.beta_schedule.as_str()) {
+            (Some(b), _) if b.len() == n && b.iter().all(|x| (0.0..1.0).contains(x)) => {
+                b.iter().map(|&x| x as f32).collect()
+            }
+            (Some(b), _) => {
+                return Err(Error::config(
+                    "scheduler",
+                    format!("trained_betas needs {n} values in [0, 1), got {}", b.len()),
+                ));
+            }
+            (None, "scaled_linear") => {
+                linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n).map(|b| b * b).collect()
+            }
+            (None, "linear") => linspace(self.beta_start, self.beta_end, n).collect(),
+            (None, "squaredcos_cap_v2") => {
+                // Nichol & Dhariwal's cosine schedule, as diffusers' betas_for_alpha_bar computes it (in f64).
+                let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                (0..n)
+                    .map(|i| {
+                        (1.0 - alpha_bar((i + 1) as f64 / n as f64) / alpha_bar(i as f64 / n as f64)).min(0.999) as f32
+                    })
+                    .collect()
+            }
+            (None, other) => return Err(Error::config("scheduler", format!("beta_schedule {other} is not supported"))),
         };
         let mut acc = 1f32;
         Ok(betas
@@ -198,6 +226,24 @@ mod tests {
         for (i, e) in [0usize, 500, 999].iter().zip(expected) {
             assert!((d.alphas_cumprod[*i] - e).abs() < 1e-6, "ᾱ[{i}] = {} vs {e}", d.alphas_cumprod[*i]);
         }
+    }
+
+    #[test]
+    fn other_beta_schedules_match_diffusers() {
+        let cos =
+            DdimConfig { beta_schedule: "squaredcos_cap_v2".into(), ..Default::default() }.alphas_cumprod().unwrap();
+        // diffusers: DDIMScheduler(beta_schedule="squaredcos_cap_v2").alphas_cumprod[[0, 1, 500, 998]]
+        for (i, e) in
+            [(0, 0.9999586939811707), (1, 0.9999125599861145), (500, 0.4922850430011749), (998, 2.428766265438753e-06)]
+        {
+            assert!((cos[i] - e).abs() <= 1e-6 * e.max(1e-3), "ᾱ[{i}] = {} vs {e}", cos[i]);
+        }
+        let trained =
+            DdimConfig { trained_betas: Some(vec![0.01; 1000]), ..Default::default() }.alphas_cumprod().unwrap();
+        assert!((trained[0] - 0.9900000095367432).abs() < 1e-9);
+        assert!((trained[999] - 4.3171661673113704e-05).abs() < 1e-8);
+        assert!(DdimConfig { trained_betas: Some(vec![0.01; 3]), ..Default::default() }.alphas_cumprod().is_err());
+        assert!(DdimConfig { rescale_betas_zero_snr: true, ..Default::default() }.alphas_cumprod().is_err());
     }
 
     #[test]
