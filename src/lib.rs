@@ -6,7 +6,7 @@
 //! - [`tokenizer`], [`clip`]: prompt → text embedding.
 //! - [`unet`], [`scheduler`], [`rng`]: noise → latents by guided DDIM.
 //! - [`swap`]: the paper's prompt-swap trajectories; [`invert`]: real images in.
-//! - [`bezier`]: smooth traversal through a trajectory's latents.
+//! - [`bezier`]: smooth traversal through a trajectory's latents; [`metrics`]: CFRT and direction cosines.
 //! - [`vae`]: latents ↔ images; [`pipeline`]: loading a diffusers folder and running it all.
 //! - [`synthetic`]: chest X-ray and dermoscopy phantoms with known content and attributes.
 //!
@@ -18,6 +18,7 @@ pub mod clip;
 pub mod error;
 pub mod image;
 pub mod invert;
+pub mod metrics;
 pub mod nn;
 pub mod pipeline;
 pub mod quantize;
