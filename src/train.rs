@@ -39,13 +39,7 @@ impl LabeledImages {
             let p = Phantom::sample(kind, seed, i as u64);
             let img = p.render(size);
             out.channels = img.channels;
-            // Interleaved HWC → planar CHW in [-1, 1].
-            let plane = size * size;
-            let mut chw = vec![0f32; img.channels * plane];
-            for (k, v) in img.data.iter().enumerate() {
-                chw[(k % img.channels) * plane + k / img.channels] = v * 2.0 - 1.0;
-            }
-            out.pixels.push(chw);
+            out.pixels.push(img.to_planar(img.channels));
             let labels = p.labels();
             out.names = labels.iter().map(|(n, _)| n.to_string()).collect();
             out.labels.push(labels.iter().map(|(_, on)| *on as u8 as f32).collect());
@@ -219,18 +213,10 @@ pub struct CaptionedImages {
 pub fn render_captioned(n: usize, seed: u64, size: usize, mut progress: impl FnMut(usize)) -> CaptionedImages {
     let mut out =
         CaptionedImages { pixels: Vec::with_capacity(n), captions: Vec::with_capacity(n), texts: vec![], size };
-    let plane = size * size;
     for i in 0..n {
         let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
         let phantom = Phantom::sample(kind, seed, (i / 2) as u64);
-        let img = phantom.render(size);
-        let mut chw = vec![0f32; 3 * plane];
-        for p in 0..plane {
-            for c in 0..3 {
-                chw[c * plane + p] = img.data[p * img.channels + c % img.channels] * 2.0 - 1.0;
-            }
-        }
-        out.pixels.push(chw);
+        out.pixels.push(phantom.render(size).to_planar(3));
         let caption = phantom.caption();
         let idx = out.texts.iter().position(|t| *t == caption).unwrap_or_else(|| {
             out.texts.push(caption);

@@ -7,12 +7,7 @@ use traverse::train::load_classifier;
 
 fn input(p: &Phantom, size: usize, device: &Device) -> Tensor<4> {
     let img = p.render(size);
-    let plane = size * size;
-    let mut chw = vec![0f32; img.channels * plane];
-    for (k, v) in img.data.iter().enumerate() {
-        chw[(k % img.channels) * plane + k / img.channels] = v * 2.0 - 1.0;
-    }
-    Tensor::from_data(TensorData::new(chw, [1, img.channels, size, size]), device)
+    Tensor::from_data(TensorData::new(img.to_planar(img.channels), [1, img.channels, size, size]), device)
 }
 
 #[test]

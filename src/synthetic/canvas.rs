@@ -212,6 +212,19 @@ impl Canvas {
         }
     }
 
+    /// Network input: planar `[channels, size, size]` values in [-1, 1]. A grayscale canvas asked for more
+    /// channels repeats its one channel (chest X-rays as RGB).
+    pub fn to_planar(&self, channels: usize) -> Vec<f32> {
+        let plane = self.size * self.size;
+        let mut chw = vec![0f32; channels * plane];
+        for p in 0..plane {
+            for c in 0..channels {
+                chw[c * plane + p] = self.data[p * self.channels + c % self.channels] * 2.0 - 1.0;
+            }
+        }
+        chw
+    }
+
     /// 8-bit pixels (clamped), channels interleaved.
     pub fn to_u8(&self) -> Vec<u8> {
         self.data.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
