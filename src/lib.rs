@@ -6,7 +6,8 @@
 //! - [`tokenizer`], [`clip`]: prompt → text embedding.
 //! - [`unet`], [`scheduler`], [`rng`]: noise → latents by guided DDIM.
 //! - [`swap`]: the paper's prompt-swap trajectories; [`invert`]: real images in.
-//! - [`bezier`]: smooth traversal through a trajectory's latents; [`metrics`]: CFRT and direction cosines.
+//! - [`bezier`]: smooth traversal through a trajectory's latents; [`metrics`]: CFRT and direction cosines;
+//!   [`evaluate`]: the paper's Table 2 on a model with attribute classifiers.
 //! - [`vae`]: latents ↔ images; [`pipeline`]: loading a diffusers folder and running it all.
 //! - [`synthetic`]: chest X-ray and dermoscopy phantoms with known content and attributes.
 //!
@@ -16,6 +17,7 @@ pub mod bezier;
 pub mod classifier;
 pub mod clip;
 pub mod error;
+pub mod evaluate;
 pub mod image;
 pub mod invert;
 pub mod metrics;

@@ -10,11 +10,14 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use traverse::bezier;
+use traverse::classifier::{AttributeClassifier, ClassifierConfig};
 use traverse::image::{contact_sheet, rgb_to_tensor, tensor_to_rgb};
 use traverse::invert::{invert, psnr, rms_error};
 use traverse::pipeline::StableDiffusion;
 use traverse::rng::initial_latents;
 use traverse::swap::{SwapResult, SwapSampler, SwapSettings};
+use traverse::synthetic::Kind;
+use traverse::train::load_classifier;
 use traverse::{Error, Result};
 
 #[derive(Parser)]
@@ -38,6 +41,8 @@ enum Command {
     TrainClassifier(TrainClassifierArgs),
     /// Train (or resume) the embedded mini model on phantoms: tokenizer, text encoder, VAE, U-Net.
     TrainMini(TrainMiniArgs),
+    /// Score trajectories as the paper's Table 2 (CFRT) and Fig. 5 (direction cosines) with a classifier.
+    Evaluate(EvaluateArgs),
     /// Write an int8 copy of a model folder and report its size and image fidelity against the original.
     Quantize(QuantizeArgs),
 }
@@ -56,9 +61,49 @@ struct QuantizeArgs {
     /// DDIM steps of each comparison image.
     #[arg(long, default_value_t = 20)]
     check_steps: usize,
-    /// Prompt of the comparison images.
-    #[arg(long, default_value = "Chest x-ray with no significant findings")]
-    prompt: String,
+    /// Prompts of the comparison images (repeatable; ignored with --classifiers).
+    #[arg(long = "prompt", default_value = "Chest x-ray with no significant findings")]
+    prompts: Vec<String>,
+    /// Attribute classifiers (a folder with chest/ and derm/): compare the phantom families' prompts and
+    /// report how often the classifiers' decisions agree between f32 and int8 images.
+    #[arg(long)]
+    classifiers: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Phantom family: its prompts and classifier.
+    #[arg(long, value_enum)]
+    kind: KindArg,
+    /// Classifier folder (default: public/classifiers/<kind>).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// Neutral images (seeds --seed, --seed + 1, …) per setting.
+    #[arg(long, default_value_t = 20)]
+    subjects: usize,
+    /// First seed.
+    #[arg(long, default_value_t = 1000)]
+    seed: u64,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f64,
+    /// Swap points.
+    #[arg(long, value_delimiter = ',', default_values_t = traverse::swap::PAPER_SWAP_POINTS)]
+    swap_points: Vec<usize>,
+    /// Bézier control points per trajectory.
+    #[arg(long, default_value_t = bezier::PAPER_CONTROL_POINTS)]
+    controls: usize,
+    /// Interpolated images per trajectory (0: skip).
+    #[arg(long, default_value_t = bezier::PAPER_SAMPLES)]
+    interpolations: usize,
+    /// Report (JSON).
+    #[arg(long, default_value = "evaluation.json")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -79,8 +124,11 @@ struct TrainMiniArgs {
     #[arg(long, default_value_t = 1500)]
     text_steps: usize,
     /// Autoencoder steps, batch 8.
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = 3000)]
     vae_steps: usize,
+    /// Side of the random crops the autoencoder trains on (a multiple of 8, at most --size).
+    #[arg(long, default_value_t = 64)]
+    vae_crop: usize,
     /// U-Net steps, batch 16.
     #[arg(long, default_value_t = 20000)]
     unet_steps: usize,
@@ -252,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::TrainClassifier(a) => train_classifier(a, &device),
         Command::TrainMini(a) => train_mini(a, &device),
         Command::Quantize(a) => quantize(a, &device),
+        Command::Evaluate(a) => evaluate_cmd(a, &device),
     }
 }
 
@@ -285,24 +334,16 @@ fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
 
 fn tensor_bytes(t: &Tensor<4>) -> Result<(Vec<u8>, Vec<usize>)> {
     let data = t.to_data().convert::<f32>();
-    let values = data.as_slice::<f32>().map_err(|e| Error::Image(format!("{e:?}")))?;
+    let values = data.as_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
     Ok((values.iter().flat_map(|v| v.to_le_bytes()).collect(), t.dims().to_vec()))
 }
 
 fn write_safetensors(path: &Path, tensors: &[(String, Tensor<4>)], meta: HashMap<String, String>) -> Result<()> {
-    let owned = tensors.iter().map(|(k, t)| Ok((k.clone(), tensor_bytes(t)?))).collect::<Result<Vec<_>>>()?;
-    let views = owned
+    let owned = tensors
         .iter()
-        .map(|(k, (b, s))| {
-            Ok((
-                k.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .map_err(|e| Error::Image(e.to_string()))?,
-            ))
-        })
+        .map(|(k, t)| tensor_bytes(t).map(|(bytes, shape)| (k.clone(), safetensors::Dtype::F32, shape, bytes)))
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Image(e.to_string()))?;
-    write(path, &bytes)
+    write(path, &traverse::weights::serialize(&path.display().to_string(), owned, Some(meta))?)
 }
 
 /// Reads 4-D f32 tensors by name from a safetensors file (after checking its header).
@@ -519,6 +560,16 @@ fn interpolate(a: InterpolateArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
+impl KindArg {
+    /// Folder name of the family's classifier under public/classifiers.
+    fn dir(self) -> &'static str {
+        match self {
+            KindArg::Chest => "chest",
+            KindArg::Derm => "derm",
+        }
+    }
+}
+
 impl From<KindArg> for traverse::synthetic::Kind {
     fn from(k: KindArg) -> Self {
         match k {
@@ -595,40 +646,129 @@ fn quantize_folder(from: &Path, to: &Path) -> Result<(u64, u64)> {
     Ok((before, after))
 }
 
+/// An attribute classifier with its config.
+type Classifier = (AttributeClassifier, ClassifierConfig);
+
 fn quantize(a: QuantizeArgs, device: &Device) -> Result<()> {
+    use traverse::evaluate::{classify, settings};
     let (before, after) = quantize_folder(&a.model, &a.out)?;
     let full = StableDiffusion::load(&a.model, None, device)?;
     let int8 = StableDiffusion::load(&a.out, None, device)?;
+    // Prompt groups, each with the classifier (if any) that labels its images.
+    let mut groups: Vec<(Vec<String>, Option<Classifier>)> = Vec::new();
+    match &a.classifiers {
+        Some(root) => {
+            for (dir, kind) in [("chest", Kind::Chest), ("derm", Kind::Derm)] {
+                let prompts = settings(kind)?
+                    .into_iter()
+                    .flat_map(|s| std::iter::once(s.neutral).chain(s.styles.into_iter().map(|(_, p)| p)))
+                    .collect();
+                groups.push((prompts, Some(load_classifier(&root.join(dir), device)?)));
+            }
+        }
+        None => groups.push((a.prompts.clone(), None)),
+    }
     let size = full.default_image_size();
     let [h, w] = full.latent_size(size, size)?;
     let settings = SwapSettings { steps: a.check_steps, guidance: 7.5, swap_points: vec![], max_batch: 1 };
-    let mut psnrs = Vec::new();
-    for seed in 0..a.check_seeds {
-        let init = initial_latents(seed, full.unet_config.in_channels, h, w, device);
-        let image = |sd: &StableDiffusion| -> Result<Tensor<4>> {
-            let z = SwapSampler::new(sd, init.clone(), &a.prompt, &[], "", &settings)?.run().neutral;
-            Ok(sd.vae.decode(z))
-        };
-        psnrs.push(psnr(image(&full)?, image(&int8)?) as f64);
+    let (mut psnrs, mut agree, mut decisions) = (Vec::new(), 0usize, 0usize);
+    let pb = bar(groups.iter().map(|g| g.0.len()).sum::<usize>() * a.check_seeds as usize, "compare");
+    for (prompts, classifier) in &groups {
+        for prompt in prompts {
+            for seed in 0..a.check_seeds {
+                let init = initial_latents(seed, full.unet_config.in_channels, h, w, device);
+                let image = |sd: &StableDiffusion| -> Result<Tensor<4>> {
+                    let z = SwapSampler::new(sd, init.clone(), prompt, &[], "", &settings)?.run().neutral;
+                    Ok(sd.vae.decode(z))
+                };
+                let (x, y) = (image(&full)?, image(&int8)?);
+                psnrs.push(psnr(x.clone(), y.clone()) as f64);
+                if let Some((model, config)) = classifier {
+                    let (p, q) = (classify(model, config, x)?, classify(model, config, y)?);
+                    decisions += p[0].len();
+                    agree += p[0].iter().zip(&q[0]).filter(|(p, q)| (**p >= 0.5) == (**q >= 0.5)).count();
+                }
+                pb.inc(1);
+            }
+        }
     }
+    pb.finish();
     let mean = psnrs.iter().sum::<f64>() / psnrs.len().max(1) as f64;
+    let agreement = (decisions > 0).then(|| agree as f64 / decisions as f64);
+    let prompts: Vec<&String> = groups.iter().flat_map(|g| &g.0).collect();
     let report = json!({"model": a.model.display().to_string(), "weights_bytes_f32": before, "weights_bytes_int8": after,
-        "format": "int8-per-channel-symmetric (see src/quantize.rs)", "check": {"prompt": a.prompt, "steps": a.check_steps,
-        "guidance": 7.5, "seeds": a.check_seeds, "psnr_db": psnrs, "mean_psnr_db": mean}});
+        "format": "int8-per-channel-symmetric (see src/quantize.rs)", "check": {"prompts": prompts, "steps": a.check_steps,
+        "guidance": 7.5, "seeds": a.check_seeds, "psnr_db": psnrs, "mean_psnr_db": mean,
+        "min_psnr_db": psnrs.iter().copied().fold(f64::INFINITY, f64::min),
+        "classifier_decisions": decisions, "classifier_agreement": agreement}});
     write(&a.out.join("quantization.json"), serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
     println!(
-        "int8 weights: {:.2} MB (from {:.2} MB); decoded images vs f32 over {} seeds: mean PSNR {mean:.2} dB",
+        "int8 weights: {:.2} MB (from {:.2} MB); {} decoded images vs f32: mean PSNR {mean:.2} dB{}",
         after as f64 / 1e6,
         before as f64 / 1e6,
-        a.check_seeds
+        psnrs.len(),
+        agreement
+            .map(|g| format!(", classifier agreement {:.1} % of {decisions} decisions", 100.0 * g))
+            .unwrap_or_default()
     );
+    Ok(())
+}
+
+fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
+    use traverse::evaluate::{Evaluation, evaluate, settings};
+    let (sd, _) = load_model(&a.model, device)?;
+    let dir = a.classifier.clone().unwrap_or_else(|| PathBuf::from("public/classifiers").join(a.kind.dir()));
+    let (classifier, config) = load_classifier(&dir, device)?;
+    let eval = Evaluation {
+        subjects: a.subjects,
+        seed: a.seed,
+        swap: SwapSettings::validated(&SwapSettings {
+            steps: a.steps,
+            guidance: a.guidance,
+            swap_points: a.swap_points.clone(),
+            max_batch: 16,
+        })?,
+        controls: a.controls,
+        interpolations: a.interpolations,
+    };
+    let mut scores = Vec::new();
+    for setting in settings(a.kind.into())? {
+        let pb = bar(a.subjects, &setting.name);
+        scores.extend(evaluate(&sd, &classifier, &config, &setting, &eval, |_| pb.inc(1))?);
+        pb.finish();
+    }
+    println!(
+        "| setting | style | CFRT (swap images) | CFRT (interpolations) | samples | positive at t = {:?} |",
+        eval.swap.swap_points
+    );
+    println!("|---|---|---|---|---|---|");
+    for s in &scores {
+        let interp = s.cfrt_interpolated.map(|c| format!("{c:.2}")).unwrap_or_else(|| "–".into());
+        let rates: Vec<String> = s.positive_rate.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "| {} | {} | {:.2} | {interp} | {} | {} |",
+            s.setting,
+            s.attribute,
+            s.cfrt,
+            s.samples,
+            rates.join(" ")
+        );
+    }
+    let report = json!({"command": "evaluate", "model": a.model.model.display().to_string(), "classifier": dir.display().to_string(),
+        "subjects": a.subjects, "seed": a.seed, "steps": a.steps, "guidance": a.guidance, "swap_points": eval.swap.swap_points,
+        "controls": a.controls, "interpolations": a.interpolations, "scores": scores});
+    write(&a.out, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
+    println!("wrote {}", a.out.display());
     Ok(())
 }
 
 fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
     use traverse::recipe::{Preset, Recipe, train};
-    if !a.size.is_multiple_of(8) || a.images == 0 || a.checkpoint_every == 0 {
-        return Err(Error::arg("need --size a multiple of 8, --images ≥ 1, --checkpoint-every ≥ 1"));
+    if !a.size.is_multiple_of(8) || !a.vae_crop.is_multiple_of(8) || a.vae_crop == 0 || a.vae_crop > a.size {
+        return Err(Error::arg("need --size and --vae-crop multiples of 8 with 8 ≤ --vae-crop ≤ --size"));
+    }
+    if a.images == 0 || a.checkpoint_every == 0 {
+        return Err(Error::arg("need --images ≥ 1 and --checkpoint-every ≥ 1"));
     }
     let recipe = Recipe {
         preset: Preset::Mini,
@@ -637,6 +777,7 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
         seed: a.seed,
         text_steps: a.text_steps,
         vae_steps: a.vae_steps,
+        vae_crop: a.vae_crop,
         unet_steps: a.unet_steps,
         batches: [32, 8, 16],
         checkpoint_every: a.checkpoint_every,

@@ -16,6 +16,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
+use crate::weights::serialize;
 
 /// Suffix of the scale tensor stored beside each int8 tensor.
 pub const SCALE_SUFFIX: &str = ".qscale";
@@ -35,19 +36,6 @@ fn floats(what: &str, name: &str, view: &TensorView) -> Result<Vec<f32>> {
         Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         other => return Err(bad(what, format!("tensor {name} has dtype {other:?}, expected a float"))),
     })
-}
-
-fn serialize(
-    what: &str,
-    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
-    meta: Option<HashMap<String, String>>,
-) -> Result<Vec<u8>> {
-    let views = tensors
-        .iter()
-        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| bad(what, e.to_string()))?;
-    safetensors::serialize(views, meta).map_err(|e| bad(what, e.to_string()))
 }
 
 /// Quantizes a safetensors file (f32/f16/bf16) to the int8 format.

@@ -123,6 +123,8 @@ pub struct Recipe {
     pub vae_steps: usize,
     /// U-Net steps.
     pub unet_steps: usize,
+    /// Side of the random crops the autoencoder trains on (≤ `size`).
+    pub vae_crop: usize,
     /// Batch sizes of the three stages.
     pub batches: [usize; 3],
     /// Checkpoint interval.
@@ -181,6 +183,7 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
     let vae_settings = VaeTraining {
         steps: r.vae_steps,
         batch: r.batches[1],
+        crop: r.vae_crop,
         learning_rate: 4e-4,
         kl_weight: 1e-6,
         seed: r.seed,

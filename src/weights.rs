@@ -255,6 +255,22 @@ pub fn load_into<M: ModuleSnapshot>(
     Err(Error::WeightMismatch { model: model.to_string(), details })
 }
 
+/// A safetensors file of `(name, dtype, shape, little-endian bytes)` tensors with optional header metadata;
+/// `what` names the file in errors.
+pub fn serialize(
+    what: &str,
+    tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+    meta: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let bad = |e: safetensors::SafeTensorError| Error::Safetensors { what: what.to_string(), message: e.to_string() };
+    let views = tensors
+        .iter()
+        .map(|(n, d, s, b)| safetensors::tensor::TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    safetensors::serialize(views, meta).map_err(bad)
+}
+
 /// Saves `module` as a safetensors file with PyTorch layouts and diffusers' names (`renames`: regex
 /// replacements from our module paths), the inverse of [`load_into`].
 #[cfg(not(target_arch = "wasm32"))]

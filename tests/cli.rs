@@ -102,16 +102,22 @@ fn quantize_writes_a_loadable_int8_folder_with_a_report() {
         "--out",
         out.to_str().unwrap(),
         "--check-seeds",
-        "2",
+        "1",
         "--check-steps",
         "4",
+        "--classifiers",
+        classifiers().to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let report = manifest_named(&out, "quantization.json");
+    // Chest: neutral + 2 styles, 2 labels each; dermoscopy: MEL and NV neutrals + 4 styles each, 5 labels each.
+    assert_eq!(report["check"]["classifier_decisions"], 3 * 2 + 10 * 5);
+    let agreement = report["check"]["classifier_agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&agreement));
     let (f32_bytes, int8_bytes) =
         (report["weights_bytes_f32"].as_f64().unwrap(), report["weights_bytes_int8"].as_f64().unwrap());
     assert!(int8_bytes < 0.5 * f32_bytes, "{int8_bytes} vs {f32_bytes}");
-    assert_eq!(report["check"]["psnr_db"].as_array().unwrap().len(), 2);
+    assert_eq!(report["check"]["psnr_db"].as_array().unwrap().len(), 13);
     assert!(report["check"]["mean_psnr_db"].as_f64().unwrap().is_finite());
     // The quantized folder generates like any other model folder.
     let generated = tmp.0.join("gen");
@@ -127,6 +133,54 @@ fn quantize_writes_a_loadable_int8_folder_with_a_report() {
         generated.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+}
+
+fn classifiers() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("public/classifiers")
+}
+
+#[test]
+fn evaluate_scores_every_style_of_a_family() {
+    let tmp = TempDir::new("eval");
+    let report = tmp.0.join("evaluation.json");
+    let model = fixtures().join("tiny-sd");
+    let run = traverse(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--kind",
+        "chest",
+        "--classifier",
+        classifiers().join("chest").to_str().unwrap(),
+        "--subjects",
+        "2",
+        "--steps",
+        "6",
+        "--swap-points",
+        "2,4,6",
+        "--controls",
+        "3",
+        "--interpolations",
+        "4",
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("| chest | pleural_effusion |"), "{stdout}");
+    let report = manifest_named(&tmp.0, "evaluation.json");
+    let scores = report["scores"].as_array().unwrap();
+    let styles: Vec<&str> = scores.iter().map(|s| s["attribute"].as_str().unwrap()).collect();
+    assert_eq!(styles, ["pleural_effusion", "support_devices"]);
+    for s in scores {
+        assert_eq!(s["samples"], 2 * 3);
+        for key in ["cfrt", "cfrt_interpolated"] {
+            assert!((0.0..=1.0).contains(&s[key].as_f64().unwrap()), "{key}: {s}");
+        }
+        let cos = s["cosines"].as_array().unwrap();
+        assert_eq!(cos.len(), 3);
+        assert!((cos[1][1].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    }
 }
 
 #[test]

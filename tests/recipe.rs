@@ -18,6 +18,7 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
         seed: 4,
         text_steps: 2,
         vae_steps: 2,
+        vae_crop: 8,
         unet_steps: 2,
         batches: [4, 2, 2],
         checkpoint_every: 1,
@@ -34,6 +35,12 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
     let mut again = vec![];
     train(&recipe, &device(), &dir.0, |stage, step, _| again.push((stage.to_string(), step))).unwrap();
     assert_eq!(again, vec![("unet".to_string(), 2)]);
+    for stage in ["text_encoder", "vae", "unet"] {
+        let csv = std::fs::read_to_string(dir.0.join(stage).join("loss.csv")).unwrap();
+        assert_eq!(csv.lines().count(), if stage == "unet" { 3 } else { 2 }, "{stage}: {csv}");
+        let svg = std::fs::read_to_string(dir.0.join(stage).join("loss.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{stage} plot");
+    }
 
     let sd = StableDiffusion::load(&dir.0, None, &device()).unwrap();
     let [h, w] = sd.latent_size(16, 16).unwrap();

@@ -1,0 +1,292 @@
+//! The paper's quantitative evaluation (section 3.2: Table 2 and Fig. 5) of a model on the phantom families:
+//! from many seeds, one prompt-swap run per neutral prompt with every style prompt, images classified by the
+//! family's attribute classifier, then CFRT (Eq. 3) per style over the swap images and over the Bézier
+//! samples, and the mean cosine similarity of trajectory directions.
+//!
+//! Prompts are the phantoms' own captions ([`Phantom::caption`]), so they match what the embedded model was
+//! trained on. Labels of generated images come from the classifier (probability ≥ 0.5).
+
+use burn::prelude::*;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use serde::Serialize;
+
+use crate::bezier;
+use crate::classifier::{AttributeClassifier, ClassifierConfig};
+use crate::error::{Error, Result};
+use crate::metrics::{CfrtSample, cfrt, direction_cosines};
+use crate::pipeline::StableDiffusion;
+use crate::rng::initial_latents;
+use crate::swap::{SwapSampler, SwapSettings};
+use crate::synthetic::{Kind, Phantom};
+
+/// One row group of Table 2: a neutral prompt, the class label it keeps (dermoscopy: MEL or NV) and the
+/// style prompts, each turning on one attribute.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setting {
+    /// Row name, e.g. "chest" or "derm MEL".
+    pub name: String,
+    /// The neutral prompt.
+    pub neutral: String,
+    /// Classifier label that must not change (the diagnosis), with its value in the neutral prompt.
+    pub class: Option<(String, bool)>,
+    /// (classifier label, prompt) per style.
+    pub styles: Vec<(String, String)>,
+}
+
+/// The family's settings: chest X-rays (healthy, no devices → effusion / devices); dermoscopy with MEL and
+/// with NV (no artifacts → hair / gel bubbles / ink / ruler).
+pub fn settings(kind: Kind) -> Result<Vec<Setting>> {
+    let mut base = Phantom::sample(kind, 0, 0);
+    for (name, _) in base.labels() {
+        base = base.with_attribute(name, false)?;
+    }
+    let classes: Vec<(String, Option<bool>)> = match kind {
+        Kind::Chest => vec![("chest".into(), None)],
+        Kind::Derm => vec![("derm MEL".into(), Some(true)), ("derm NV".into(), Some(false))],
+    };
+    let class_label = "melanoma";
+    classes
+        .into_iter()
+        .map(|(name, class)| {
+            let neutral = match class {
+                Some(on) => base.with_attribute(class_label, on)?,
+                None => base.clone(),
+            };
+            let styles = neutral
+                .labels()
+                .into_iter()
+                .filter(|(label, _)| class.is_none() || *label != class_label)
+                .map(|(label, _)| Ok((label.to_string(), neutral.with_attribute(label, true)?.caption())))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Setting {
+                name,
+                neutral: neutral.caption(),
+                class: class.map(|on| (class_label.to_string(), on)),
+                styles,
+            })
+        })
+        .collect()
+}
+
+/// How many samples, and how they are made.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Neutral images (seeds `seed`, `seed + 1`, …).
+    pub subjects: usize,
+    /// First seed.
+    pub seed: u64,
+    /// Sampler settings (the paper's: 50 DDIM steps, swap points 5…45).
+    pub swap: SwapSettings,
+    /// Bézier control points per trajectory (the paper: 7).
+    pub controls: usize,
+    /// Interpolated images per trajectory (the paper: 50); 0 skips the interpolation rows.
+    pub interpolations: usize,
+}
+
+/// Scores of one style in one setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct StyleScore {
+    /// Setting name.
+    pub setting: String,
+    /// Attribute label of the style.
+    pub attribute: String,
+    /// The style prompt.
+    pub prompt: String,
+    /// CFRT over the swap images (one sample per subject and swap point).
+    pub cfrt: f64,
+    /// CFRT over the interpolated images, when computed.
+    pub cfrt_interpolated: Option<f64>,
+    /// Samples behind `cfrt`.
+    pub samples: usize,
+    /// Fraction of swap images the classifier calls positive for the attribute, per swap point.
+    pub positive_rate: Vec<f64>,
+    /// Mean over subjects of the direction cosine matrix (Fig. 5), swap points in order.
+    pub cosines: Vec<Vec<f64>>,
+}
+
+/// Classifier probabilities `[labels]` of each image of `images` `[B, 3, H, W]` (in [-1, 1]), resized to the
+/// classifier's input and reduced to gray for one-channel classifiers.
+pub fn classify(
+    classifier: &AttributeClassifier,
+    config: &ClassifierConfig,
+    images: Tensor<4>,
+) -> Result<Vec<Vec<f32>>> {
+    let [b, c, h, w] = images.dims();
+    let mut x = images;
+    if (h, w) != (config.image_size, config.image_size) {
+        let size = [config.image_size, config.image_size];
+        x = interpolate(x, InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size(size));
+    }
+    x = match (c, config.in_channels) {
+        (3, 1) => x.mean_dim(1),
+        (a, e) if a == e => x,
+        (a, e) => return Err(Error::arg(format!("classifier takes {e}-channel images, got {a} channels"))),
+    };
+    let p = classifier.predict(x).into_data().convert::<f32>();
+    let p = p.as_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+    Ok(p.chunks(config.labels.len()).take(b).map(<[f32]>::to_vec).collect())
+}
+
+fn flat(t: &Tensor<4>) -> Result<Vec<f32>> {
+    let d = t.clone().into_data().convert::<f32>();
+    d.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+}
+
+/// Per image: probabilities of the classifier's labels.
+type Probs = Vec<Vec<f32>>;
+
+/// Runs `eval` for `setting`; `progress(subject)` is called after each subject.
+pub fn evaluate(
+    sd: &StableDiffusion,
+    classifier: &AttributeClassifier,
+    config: &ClassifierConfig,
+    setting: &Setting,
+    eval: &Evaluation,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<StyleScore>> {
+    let index =
+        |label: &str| {
+            config.labels.iter().position(|l| l == label).ok_or_else(|| {
+                Error::arg(format!("the classifier has no label {label:?} (it has {:?})", config.labels))
+            })
+        };
+    let styles: Vec<usize> = setting.styles.iter().map(|(l, _)| index(l)).collect::<Result<_>>()?;
+    let class = setting.class.as_ref().map(|(l, _)| index(l)).transpose()?;
+    let prompts: Vec<String> = setting.styles.iter().map(|(_, p)| p.clone()).collect();
+    let size = sd.default_image_size();
+    let [h, w] = sd.latent_size(size, size)?;
+    let decode = |latents: &[Tensor<4>]| -> Result<Probs> {
+        let mut out = Vec::with_capacity(latents.len());
+        for chunk in latents.chunks(16) {
+            let images = sd.vae.decode(Tensor::cat(chunk.to_vec(), 0));
+            out.extend(classify(classifier, config, images)?);
+        }
+        Ok(out)
+    };
+
+    let n_styles = styles.len();
+    let mut swap_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
+    let mut interp_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
+    let mut positives: Vec<Vec<usize>> = vec![vec![0; eval.swap.swap_points.len()]; n_styles];
+    let mut cosines: Vec<Vec<Vec<Vec<f64>>>> = vec![Vec::new(); n_styles];
+    for subject in 0..eval.subjects {
+        let seed = eval.seed.wrapping_add(subject as u64);
+        let init = initial_latents(seed, sd.unet_config.in_channels, h, w, sd.device());
+        let res = SwapSampler::new(sd, init, &setting.neutral, &prompts, "", &eval.swap)?.run();
+        let neutral = decode(std::slice::from_ref(&res.neutral))?.remove(0);
+        let swapped: Vec<Probs> = res.trajectories.iter().map(|t| decode(&t.latents)).collect::<Result<_>>()?;
+        let samples = |edits: &[Probs], k: usize, a: usize| sample(&neutral, edits, k, a, &styles, class);
+        for a in 0..n_styles {
+            for k in 0..res.swap_points.len() {
+                swap_samples[a].push(samples(&swapped, k, a));
+                positives[a][k] += usize::from(swapped[a][k][styles[a]] >= 0.5);
+            }
+            let z0 = flat(&res.neutral)?;
+            let zs: Vec<Vec<f32>> = res.trajectories[a].latents.iter().map(flat).collect::<Result<_>>()?;
+            cosines[a].push(direction_cosines(&z0, &zs));
+        }
+        if eval.interpolations > 0 {
+            let curves: Vec<Probs> = res
+                .trajectories
+                .iter()
+                .map(|t| {
+                    let all: Vec<Tensor<4>> = std::iter::once(res.neutral.clone()).chain(t.latents.clone()).collect();
+                    let idx = bezier::control_indices(all.len(), eval.controls)?;
+                    let controls: Vec<Tensor<4>> = idx.iter().map(|&i| all[i].clone()).collect();
+                    decode(&bezier::interpolate(&controls, eval.interpolations)?)
+                })
+                .collect::<Result<_>>()?;
+            for (a, out) in interp_samples.iter_mut().enumerate() {
+                out.extend((0..eval.interpolations).map(|k| samples(&curves, k, a)));
+            }
+        }
+        progress(subject);
+    }
+    Ok((0..n_styles)
+        .map(|a| StyleScore {
+            setting: setting.name.clone(),
+            attribute: setting.styles[a].0.clone(),
+            prompt: setting.styles[a].1.clone(),
+            cfrt: cfrt(&swap_samples[a]),
+            cfrt_interpolated: (eval.interpolations > 0).then(|| cfrt(&interp_samples[a])),
+            samples: swap_samples[a].len(),
+            positive_rate: positives[a].iter().map(|&p| p as f64 / eval.subjects.max(1) as f64).collect(),
+            cosines: mean_matrix(&cosines[a]),
+        })
+        .collect())
+}
+
+/// The CFRT sample of style `a` at position `k` of every style's edits.
+fn sample(neutral: &[f32], edits: &[Probs], k: usize, a: usize, styles: &[usize], class: Option<usize>) -> CfrtSample {
+    let label = styles[a];
+    let edited = &edits[a][k];
+    // Every classifier output except the attribute under test and the class label must keep its decision.
+    let others = |p: &[f32]| -> Vec<bool> {
+        (0..p.len()).filter(|&i| i != label && Some(i) != class).map(|i| p[i] >= 0.5).collect()
+    };
+    CfrtSample {
+        f_neutral: neutral[label] as f64,
+        f_edited: edited[label] as f64,
+        f_other_edits: (0..edits.len()).filter(|&j| j != a).map(|j| edits[j][k][label] as f64).collect(),
+        class: class.map_or((true, true), |c| (neutral[c] >= 0.5, edited[c] >= 0.5)),
+        other_attributes: (others(neutral), others(edited)),
+    }
+}
+
+fn mean_matrix(ms: &[Vec<Vec<f64>>]) -> Vec<Vec<f64>> {
+    let Some(first) = ms.first() else { return Vec::new() };
+    let mut sum = first.clone();
+    for m in &ms[1..] {
+        for (row, r) in sum.iter_mut().zip(m) {
+            row.iter_mut().zip(r).for_each(|(s, v)| *s += v);
+        }
+    }
+    sum.iter_mut().flatten().for_each(|s| *s /= ms.len() as f64);
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_use_the_phantom_captions() {
+        let chest = settings(Kind::Chest).unwrap();
+        assert_eq!(chest.len(), 1);
+        assert_eq!(chest[0].neutral, "Chest x-ray with no significant findings");
+        let styles: Vec<&str> = chest[0].styles.iter().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(styles, ["Chest X-ray of a subject with pleural effusion", "Chest x-ray showing Support Devices"]);
+        let derm = settings(Kind::Derm).unwrap();
+        assert_eq!(derm.len(), 2);
+        assert_eq!(derm[1].neutral, "a dermoscopic image with melanocytic nevus (NV)");
+        assert_eq!(derm[0].class, Some(("melanoma".to_string(), true)));
+        let labels: Vec<&str> = derm[0].styles.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["hair", "gel_bubbles", "ink", "ruler"]);
+        assert_eq!(derm[0].styles[3].1, "a dermoscopic image with melanoma (MEL) showing ruler");
+    }
+
+    #[test]
+    fn a_sample_compares_the_edit_with_the_other_edits() {
+        // Two styles (labels 1 and 2), class label 0; one position.
+        let neutral = vec![0.9, 0.1, 0.1];
+        let edits = vec![vec![vec![0.9, 0.8, 0.2]], vec![vec![0.2, 0.3, 0.7]]];
+        let s = sample(&neutral, &edits, 0, 0, &[1, 2], Some(0));
+        assert_eq!((s.f_neutral, s.f_edited), (0.1f32 as f64, 0.8f32 as f64));
+        assert_eq!(s.f_other_edits, vec![0.3f32 as f64]);
+        assert_eq!(s.class, (true, true));
+        assert_eq!(s.other_attributes, (vec![false], vec![false]));
+        assert_eq!(cfrt(&[s]), 1.0);
+        // The second style's edit flipped the class: not counted.
+        let s = sample(&neutral, &edits, 0, 1, &[1, 2], Some(0));
+        assert_eq!(s.class, (true, false));
+        assert_eq!(cfrt(&[s]), 0.0);
+    }
+
+    #[test]
+    fn mean_of_matrices() {
+        let m = mean_matrix(&[vec![vec![1.0, 0.0]], vec![vec![0.0, 1.0]]]);
+        assert_eq!(m, vec![vec![0.5, 0.5]]);
+        assert!(mean_matrix(&[]).is_empty());
+    }
+}
