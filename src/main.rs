@@ -135,6 +135,9 @@ struct TrainMiniArgs {
     /// Checkpoint interval in steps.
     #[arg(long, default_value_t = 200)]
     checkpoint_every: usize,
+    /// A shipped model folder (e.g. public/model) to resume from when --out has lost its checkpoints.
+    #[arg(long)]
+    resume_from: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -621,29 +624,29 @@ fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-/// Copies a model folder, quantizing the weight files the pipeline loads; returns (bytes before, after).
-fn quantize_folder(from: &Path, to: &Path) -> Result<(u64, u64)> {
+/// Copies a model folder, quantizing every safetensors file; returns (path in the folder, bytes before,
+/// bytes after) per quantized file.
+fn quantize_folder(from: &Path, to: &Path, prefix: &str) -> Result<Vec<(String, u64, u64)>> {
     create_dir(to)?;
-    let (mut before, mut after) = (0, 0);
-    let entries = std::fs::read_dir(from).map_err(|source| Error::Io { path: from.to_path_buf(), source })?;
+    let mut sizes = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(from)
+        .and_then(|d| d.collect::<std::io::Result<Vec<_>>>())
+        .map_err(|source| Error::Io { path: from.to_path_buf(), source })?;
+    entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        let entry = entry.map_err(|source| Error::Io { path: from.to_path_buf(), source })?;
         let (src, name) = (entry.path(), entry.file_name().to_string_lossy().to_string());
         if src.is_dir() {
-            let (b, a) = quantize_folder(&src, &to.join(&name))?;
-            (before, after) = (before + b, after + a);
-        } else if name.ends_with(".safetensors")
-            && (name.starts_with("model") || name.starts_with("diffusion_pytorch_model"))
-        {
+            sizes.extend(quantize_folder(&src, &to.join(&name), &format!("{prefix}{name}/"))?);
+        } else if name.ends_with(".safetensors") {
             let bytes = std::fs::read(&src).map_err(|source| Error::Io { path: src.clone(), source })?;
             let q = traverse::quantize::quantize(&src.display().to_string(), &bytes)?;
-            (before, after) = (before + bytes.len() as u64, after + q.len() as u64);
+            sizes.push((format!("{prefix}{name}"), bytes.len() as u64, q.len() as u64));
             write(&to.join(&name), &q)?;
         } else if (name.ends_with(".json") && name != "train_state.json") || name.ends_with(".txt") {
             std::fs::copy(&src, to.join(&name)).map_err(|source| Error::Io { path: src.clone(), source })?;
         }
     }
-    Ok((before, after))
+    Ok(sizes)
 }
 
 /// An attribute classifier with its config.
@@ -651,7 +654,8 @@ type Classifier = (AttributeClassifier, ClassifierConfig);
 
 fn quantize(a: QuantizeArgs, device: &Device) -> Result<()> {
     use traverse::evaluate::{classify, settings};
-    let (before, after) = quantize_folder(&a.model, &a.out)?;
+    let files = quantize_folder(&a.model, &a.out, "")?;
+    let (before, after) = files.iter().fold((0, 0), |(b, a), f| (b + f.1, a + f.2));
     let full = StableDiffusion::load(&a.model, None, device)?;
     let int8 = StableDiffusion::load(&a.out, None, device)?;
     // Prompt groups, each with the classifier (if any) that labels its images.
@@ -697,6 +701,7 @@ fn quantize(a: QuantizeArgs, device: &Device) -> Result<()> {
     let agreement = (decisions > 0).then(|| agree as f64 / decisions as f64);
     let prompts: Vec<&String> = groups.iter().flat_map(|g| &g.0).collect();
     let report = json!({"model": a.model.display().to_string(), "weights_bytes_f32": before, "weights_bytes_int8": after,
+        "files": files.iter().map(|(p, b, a)| json!({"path": p, "bytes_before": b, "bytes_int8": a})).collect::<Vec<_>>(),
         "format": "int8-per-channel-symmetric (see src/quantize.rs)", "check": {"prompts": prompts, "steps": a.check_steps,
         "guidance": 7.5, "seeds": a.check_seeds, "psnr_db": psnrs, "mean_psnr_db": mean,
         "min_psnr_db": psnrs.iter().copied().fold(f64::INFINITY, f64::min),
@@ -763,7 +768,7 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
 }
 
 fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
-    use traverse::recipe::{Preset, Recipe, train};
+    use traverse::recipe::{Preset, Recipe, seed_from, train};
     if !a.size.is_multiple_of(8) || !a.vae_crop.is_multiple_of(8) || a.vae_crop == 0 || a.vae_crop > a.size {
         return Err(Error::arg("need --size and --vae-crop multiples of 8 with 8 ≤ --vae-crop ≤ --size"));
     }
@@ -782,6 +787,9 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
         batches: [32, 8, 16],
         checkpoint_every: a.checkpoint_every,
     };
+    if let Some(shipped) = &a.resume_from {
+        seed_from(shipped, &a.out)?;
+    }
     // Per stage: when its first step ended, and which step that was (timing starts after the warm-up step).
     let mut first = (String::new(), Instant::now(), 0usize);
     train(&recipe, device, &a.out, |stage, step, loss| {

@@ -139,6 +139,60 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
         .map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
+/// Stages of a run: the folder of each, and the checkpoint file that resumes it.
+const STAGES: [(&str, &str); 3] = [
+    ("text_encoder", "contrastive.safetensors"),
+    ("vae", "diffusion_pytorch_model.safetensors"),
+    ("unet", "diffusion_pytorch_model.safetensors"),
+];
+
+/// Prepares `out` to resume from a shipped model folder (`scripts/ship_model.sh` output, int8 or not) when
+/// the training checkpoints are lost: the tokenizer and every stage that `out` lacks are copied (weights
+/// dequantized), with the loss log and the step reached. The contrastive text/image pair is
+/// `training/contrastive.safetensors` there. Stages already in `out` are left alone.
+pub fn seed_from(shipped: &Path, out: &Path) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let copy = |from: &Path, to: &Path| -> Result<()> {
+        let bytes = std::fs::read(from).map_err(io(from))?;
+        let bytes = if from.extension().is_some_and(|e| e == "safetensors") {
+            crate::quantize::dequantize(&from.display().to_string(), &bytes)?
+        } else {
+            bytes
+        };
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::write(to, bytes).map_err(io(to))
+    };
+    if !out.join("tokenizer/tokenizer.json").is_file() {
+        for file in ["tokenizer.json", "tokenizer_config.json"] {
+            copy(&shipped.join("tokenizer").join(file), &out.join("tokenizer").join(file))?;
+        }
+    }
+    for (stage, weights) in STAGES {
+        if out.join(stage).join("train_state.json").is_file() {
+            continue;
+        }
+        let log = shipped.join("training").join(format!("{stage}-loss.csv"));
+        let text = std::fs::read_to_string(&log).map_err(io(&log))?;
+        let last = text.lines().filter_map(|l| l.split_once(',')?.0.parse::<usize>().ok()).max();
+        let step = last.map_or(0, |s| s + 1);
+        let source = if stage == "text_encoder" {
+            copy(&shipped.join(stage).join("model.safetensors"), &out.join(stage).join("model.safetensors"))?;
+            shipped.join("training").join(weights)
+        } else {
+            shipped.join(stage).join(weights)
+        };
+        copy(&source, &out.join(stage).join(weights))?;
+        copy(&log, &out.join(stage).join("loss.csv"))?;
+        write_json(&out.join(stage).join("train_state.json"), &json!({ "step": step }))?;
+    }
+    Ok(())
+}
+
 /// Runs (or resumes) every stage into the diffusers folder `out`. `progress(stage, step, loss)` sees each step.
 pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl FnMut(&str, usize, f32)) -> Result<()> {
     let r = recipe;

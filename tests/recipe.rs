@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use traverse::pipeline::StableDiffusion;
-use traverse::recipe::{Preset, Recipe, train};
+use traverse::quantize::quantize;
+use traverse::recipe::{Preset, Recipe, seed_from, train};
 use traverse::swap::{SwapSampler, SwapSettings};
 
 #[test]
@@ -41,6 +42,33 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
         let svg = std::fs::read_to_string(dir.0.join(stage).join("loss.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{stage} plot");
     }
+
+    // Checkpoints lost: a shipped copy (int8 weights, losses and the contrastive pair under training/) seeds a
+    // fresh folder, and training resumes where the shipped run stopped instead of starting over.
+    let shipped = TempDir::new("shipped");
+    std::fs::create_dir_all(shipped.0.join("training")).unwrap();
+    for sub in ["tokenizer", "text_encoder", "vae", "unet"] {
+        std::fs::create_dir_all(shipped.0.join(sub)).unwrap();
+        for entry in std::fs::read_dir(dir.0.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            let bytes = std::fs::read(&path).unwrap();
+            let (to, bytes) = match name.as_str() {
+                "loss.csv" => (shipped.0.join("training").join(format!("{sub}-loss.csv")), bytes),
+                "contrastive.safetensors" => (shipped.0.join("training").join(&name), quantize(&name, &bytes).unwrap()),
+                n if n.ends_with(".safetensors") => (shipped.0.join(sub).join(&name), quantize(&name, &bytes).unwrap()),
+                "train_state.json" | "loss.svg" => continue,
+                _ => (shipped.0.join(sub).join(&name), bytes),
+            };
+            std::fs::write(to, bytes).unwrap();
+        }
+    }
+    let fresh = TempDir::new("fresh");
+    seed_from(&shipped.0, &fresh.0).unwrap();
+    let mut resumed = vec![];
+    recipe.unet_steps = 4;
+    train(&recipe, &device(), &fresh.0, |stage, step, _| resumed.push((stage.to_string(), step))).unwrap();
+    assert_eq!(resumed, vec![("unet".to_string(), 3)]);
 
     let sd = StableDiffusion::load(&dir.0, None, &device()).unwrap();
     let [h, w] = sd.latent_size(16, 16).unwrap();

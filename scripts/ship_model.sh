@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Ships a trained mini model (from `traverse train-mini --out DIR`): int8 copy in public/model with its
+# quantization report, the loss curves, the CFRT evaluation of both phantom families, and the README's
+# trajectory images. Every figure in public/model/MODEL_CARD.md comes from the files this writes.
+#
+#   bash scripts/ship_model.sh ~/.cache/traverse/train-mini [subjects]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRAINED="${1:?usage: ship_model.sh TRAINED_DIR [subjects]}"
+SUBJECTS="${2:-20}"
+CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
+export CARGO_TARGET_DIR="$CACHE/target"
+cargo build --locked --release --bin traverse
+BIN="$CARGO_TARGET_DIR/release/traverse"
+OUT=public/model
+
+rm -rf "$OUT"
+"$BIN" quantize --model "$TRAINED" --out "$OUT" --check-seeds 4 --check-steps 50 --classifiers public/classifiers
+mkdir -p "$OUT/training"
+# The contrastive text/image pair is for resuming training (`train-mini --resume-from public/model`) only.
+mv "$OUT/text_encoder/contrastive.safetensors" "$OUT/training/"
+for stage in text_encoder vae unet; do
+  cp "$TRAINED/$stage/loss.csv" "$OUT/training/$stage-loss.csv"
+  cp "$TRAINED/$stage/loss.svg" "$OUT/training/$stage-loss.svg"
+done
+
+for kind in chest derm; do
+  "$BIN" evaluate --model "$OUT" --kind "$kind" --subjects "$SUBJECTS" --out "$OUT/evaluation-$kind.json" \
+    | tee "$OUT/evaluation-$kind.md"
+done
+
+# README images: one trajectory per family (rows: styles; columns: neutral, then swap points 5…45).
+"$BIN" generate --model "$OUT" --seed 7 --out "$CACHE/ship/chest" \
+  --neutral "Chest x-ray with no significant findings" \
+  --style "Chest X-ray of a subject with pleural effusion" --style "Chest x-ray showing Support Devices"
+"$BIN" generate --model "$OUT" --seed 7 --out "$CACHE/ship/derm" \
+  --neutral "a dermoscopic image with melanocytic nevus (NV)" \
+  --style "a dermoscopic image with melanocytic nevus (NV) showing hair" \
+  --style "a dermoscopic image with melanocytic nevus (NV) showing gel bubbles" \
+  --style "a dermoscopic image with melanocytic nevus (NV) showing ink" \
+  --style "a dermoscopic image with melanocytic nevus (NV) showing ruler"
+"$BIN" interpolate --model "$OUT" --latents "$CACHE/ship/chest/latents.safetensors" --samples 20 \
+  --out "$CACHE/ship/chest-bezier"
+cp "$CACHE/ship/chest/sheet.png" docs/trajectory-chest.png
+cp "$CACHE/ship/derm/sheet.png" docs/trajectory-derm.png
+cp "$CACHE/ship/chest-bezier/sheet.png" docs/bezier-chest.png
+echo "shipped $OUT; see $OUT/quantization.json, $OUT/evaluation-*.md and docs/*.png"
