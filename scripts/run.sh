@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's run command, until the web page lands: builds the CLI and runs one prompt-swap trajectory
-# and its Bézier traversal on the small model the repository ships (random weights: a pipeline check,
-# not pictures of anything). Pass --model DIR to use a real diffusers SD-1.x folder instead.
+# The README's run command, until the web page lands: builds the CLI and runs prompt-swap trajectories and
+# a Bézier traversal with the embedded model (public/model, trained on synthetic phantoms; see its
+# MODEL_CARD.md). Pass --model DIR to use a real diffusers SD-1.x folder instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
@@ -10,10 +10,14 @@ TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 rustup toolchain install "$TOOLCHAIN" --profile minimal
 cargo build --locked --release --bin traverse
 BIN="$CARGO_TARGET_DIR/release/traverse"
-MODEL=tests/fixtures/tiny-sd
+MODEL=public/model
 if [ "${1:-}" = "--model" ]; then MODEL="$2"; fi
 "$BIN" generate --model "$MODEL" --seed 42 --out out/generate \
   --neutral "Chest x-ray with no significant findings" \
   --style "Chest X-ray of a subject with pleural effusion" --style "Chest x-ray showing Support Devices"
+"$BIN" generate --model "$MODEL" --seed 42 --out out/generate-derm \
+  --neutral "a dermoscopic image with melanocytic nevus (NV)" \
+  --style "a dermoscopic image with melanocytic nevus (NV) showing hair" \
+  --style "a dermoscopic image with melanocytic nevus (NV) showing ruler"
 "$BIN" interpolate --model "$MODEL" --latents out/generate/latents.safetensors --out out/interpolate
-echo "see out/generate/sheet.png, out/generate/manifest.json and out/interpolate/sheet.png"
+echo "see out/generate/sheet.png, out/generate-derm/sheet.png, out/generate/manifest.json and out/interpolate/sheet.png"

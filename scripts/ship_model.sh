@@ -7,14 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAINED="${1:?usage: ship_model.sh TRAINED_DIR [subjects]}"
-SUBJECTS="${2:-20}"
+SUBJECTS="${2:-6}"
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 export CARGO_TARGET_DIR="$CACHE/target"
 cargo build --locked --release --bin traverse
 BIN="$CARGO_TARGET_DIR/release/traverse"
 OUT=public/model
 
-rm -rf "$OUT"
+# Everything but the hand-written model card is regenerated.
+find "$OUT" -mindepth 1 -maxdepth 1 ! -name MODEL_CARD.md -exec rm -rf {} + 2>/dev/null || true
 "$BIN" quantize --model "$TRAINED" --out "$OUT" --check-seeds 4 --check-steps 50 --classifiers public/classifiers
 mkdir -p "$OUT/training"
 # The contrastive text/image pair is for resuming training (`train-mini --resume-from public/model`) only.
