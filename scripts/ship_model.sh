@@ -15,7 +15,8 @@ BIN="$CARGO_TARGET_DIR/release/traverse"
 OUT=public/model
 
 # Everything but the hand-written model card is regenerated.
-find "$OUT" -mindepth 1 -maxdepth 1 ! -name MODEL_CARD.md -exec rm -rf {} + 2>/dev/null || true
+mkdir -p "$OUT"
+find "$OUT" -mindepth 1 -maxdepth 1 ! -name MODEL_CARD.md -exec rm -rf {} +
 "$BIN" quantize --model "$TRAINED" --out "$OUT" --check-seeds 4 --check-steps 50 --classifiers public/classifiers
 mkdir -p "$OUT/training"
 # The contrastive text/image pair is for resuming training (`train-mini --resume-from public/model`) only.
