@@ -34,6 +34,9 @@ pub struct Setting {
     pub styles: Vec<(String, String)>,
 }
 
+/// The dermoscopy label that is a diagnosis, kept by every edit, rather than an attribute to turn on.
+pub const CLASS_LABEL: &str = "melanoma";
+
 /// The family's settings: chest X-rays (healthy, no devices → effusion / devices); dermoscopy with MEL and
 /// with NV (no artifacts → hair / gel bubbles / ink / ruler).
 pub fn settings(kind: Kind) -> Result<Vec<Setting>> {
@@ -45,7 +48,7 @@ pub fn settings(kind: Kind) -> Result<Vec<Setting>> {
         Kind::Chest => vec![("chest".into(), None)],
         Kind::Derm => vec![("derm MEL".into(), Some(true)), ("derm NV".into(), Some(false))],
     };
-    let class_label = "melanoma";
+    let class_label = CLASS_LABEL;
     classes
         .into_iter()
         .map(|(name, class)| {
@@ -215,6 +218,95 @@ pub fn evaluate(
             cosines: mean_matrix(&cosines[a]),
         })
         .collect())
+}
+
+/// What the autoencoder lets through, per attribute: how often the classifier sees the attribute in real
+/// phantoms that have it and in their VAE reconstructions (encode to the latent mean, decode). A generated
+/// image can show only what the autoencoder can reconstruct, so the second rate bounds what any U-Net
+/// trained on these latents can reach.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoencoderCeiling {
+    /// Classifier label.
+    pub attribute: String,
+    /// Phantoms checked (each subject with only this attribute turned on).
+    pub samples: usize,
+    /// Fraction of the phantoms the classifier calls positive.
+    pub phantom_positive: f64,
+    /// Fraction of their reconstructions the classifier calls positive.
+    pub reconstruction_positive: f64,
+    /// Mean PSNR of the reconstructions against the phantoms, in dB.
+    pub psnr_db: f64,
+}
+
+/// `n` phantoms of `kind` (dataset `seed`, from index `first`) with only attribute `label` turned on (the
+/// diagnosis kept as sampled), as a `[n, 3, size, size]` batch in [-1, 1].
+pub fn counterfactual_batch(
+    kind: Kind,
+    label: &str,
+    seed: u64,
+    first: usize,
+    n: usize,
+    size: usize,
+    device: &Device,
+) -> Result<Tensor<4>> {
+    let mut pixels = Vec::with_capacity(n * 3 * size * size);
+    for i in first..first + n {
+        let mut p = Phantom::sample(kind, seed, i as u64);
+        for (other, _) in p.labels() {
+            if other != label && other != CLASS_LABEL {
+                p = p.with_attribute(other, false)?;
+            }
+        }
+        pixels.extend(p.with_attribute(label, true)?.render(size).to_planar(3));
+    }
+    Ok(Tensor::from_data(TensorData::new(pixels, [n, 3, size, size]), device))
+}
+
+/// Measures [`AutoencoderCeiling`] for every label of `kind` on `subjects` phantoms (dataset `seed`, an
+/// unseen one by default), rendered at the model's image size. `examples(label, phantoms, reconstructions)`
+/// sees the first batch of each label (up to 8 images).
+pub fn autoencoder_ceiling(
+    sd: &StableDiffusion,
+    classifier: &AttributeClassifier,
+    config: &ClassifierConfig,
+    kind: Kind,
+    subjects: usize,
+    seed: u64,
+    mut examples: impl FnMut(&str, &Tensor<4>, &Tensor<4>) -> Result<()>,
+) -> Result<Vec<AutoencoderCeiling>> {
+    let size = sd.default_image_size();
+    let labels: Vec<&str> = Phantom::sample(kind, seed, 0).labels().into_iter().map(|(l, _)| l).collect();
+    let mut out = Vec::with_capacity(labels.len());
+    for label in labels {
+        let column =
+            config.labels.iter().position(|l| l == label).ok_or_else(|| {
+                Error::arg(format!("the classifier has no label {label:?} (it has {:?})", config.labels))
+            })?;
+        let (mut seen, mut kept, mut psnr_sum) = (0usize, 0usize, 0f64);
+        for first in (0..subjects).step_by(8) {
+            let n = (subjects - first).min(8);
+            let x = counterfactual_batch(kind, label, seed, first, n, size, sd.device())?;
+            let recon = sd.vae.decode(sd.vae.encode(x.clone()));
+            if first == 0 {
+                examples(label, &x, &recon)?;
+            }
+            for j in 0..n {
+                let pick = |t: &Tensor<4>| t.clone().slice([j..j + 1]);
+                psnr_sum += crate::invert::psnr(pick(&x), pick(&recon)) as f64;
+            }
+            seen += classify(classifier, config, x)?.iter().filter(|p| p[column] >= 0.5).count();
+            kept += classify(classifier, config, recon)?.iter().filter(|p| p[column] >= 0.5).count();
+        }
+        let rate = |k: usize| k as f64 / subjects.max(1) as f64;
+        out.push(AutoencoderCeiling {
+            attribute: label.to_string(),
+            samples: subjects,
+            phantom_positive: rate(seen),
+            reconstruction_positive: rate(kept),
+            psnr_db: psnr_sum / subjects.max(1) as f64,
+        });
+    }
+    Ok(out)
 }
 
 /// The CFRT sample of style `a` at position `k` of every style's edits.

@@ -101,6 +101,13 @@ struct EvaluateArgs {
     /// Interpolated images per trajectory (0: skip).
     #[arg(long, default_value_t = bezier::PAPER_SAMPLES)]
     interpolations: usize,
+    /// Phantoms (dataset --seed) checked through the autoencoder alone: how often the classifier still sees
+    /// each attribute after encode + decode, the ceiling for generated images (0: skip).
+    #[arg(long, default_value_t = 32)]
+    ceiling_subjects: usize,
+    /// PNG of example phantoms beside their reconstructions, one row per attribute.
+    #[arg(long)]
+    ceiling_sheet: Option<PathBuf>,
     /// Report (JSON).
     #[arg(long, default_value = "evaluation.json")]
     out: PathBuf,
@@ -129,6 +136,9 @@ struct TrainMiniArgs {
     /// Side of the random crops the autoencoder trains on (a multiple of 8, at most --size).
     #[arg(long, default_value_t = 64)]
     vae_crop: usize,
+    /// Weight of the autoencoder's edge loss (L1 on the reconstruction error's pixel differences; 0: off).
+    #[arg(long, default_value_t = 1.0)]
+    vae_edge_weight: f64,
     /// U-Net steps, batch 16.
     #[arg(long, default_value_t = 20000)]
     unet_steps: usize,
@@ -563,16 +573,6 @@ fn interpolate(a: InterpolateArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-impl KindArg {
-    /// Folder name of the family's classifier under public/classifiers.
-    fn dir(self) -> &'static str {
-        match self {
-            KindArg::Chest => "chest",
-            KindArg::Derm => "derm",
-        }
-    }
-}
-
 impl From<KindArg> for traverse::synthetic::Kind {
     fn from(k: KindArg) -> Self {
         match k {
@@ -655,7 +655,13 @@ type Classifier = (AttributeClassifier, ClassifierConfig);
 fn quantize(a: QuantizeArgs, device: &Device) -> Result<()> {
     use traverse::evaluate::{classify, settings};
     let files = quantize_folder(&a.model, &a.out, "")?;
-    let (before, after) = files.iter().fold((0, 0), |(b, a), f| (b + f.1, a + f.2));
+    // Sizes count what a pipeline loads (diffusers' weight names); other files, such as the recipe's
+    // contrastive checkpoint, are quantized too but listed apart.
+    let loaded = |path: &str| {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        name.starts_with("model.") || name.starts_with("model-") || name.starts_with("diffusion_pytorch_model")
+    };
+    let (before, after) = files.iter().filter(|f| loaded(&f.0)).fold((0, 0), |(b, a), f| (b + f.1, a + f.2));
     let full = StableDiffusion::load(&a.model, None, device)?;
     let int8 = StableDiffusion::load(&a.out, None, device)?;
     // Prompt groups, each with the classifier (if any) that labels its images.
@@ -701,14 +707,15 @@ fn quantize(a: QuantizeArgs, device: &Device) -> Result<()> {
     let agreement = (decisions > 0).then(|| agree as f64 / decisions as f64);
     let prompts: Vec<&String> = groups.iter().flat_map(|g| &g.0).collect();
     let report = json!({"model": a.model.display().to_string(), "weights_bytes_f32": before, "weights_bytes_int8": after,
-        "files": files.iter().map(|(p, b, a)| json!({"path": p, "bytes_before": b, "bytes_int8": a})).collect::<Vec<_>>(),
+        "files": files.iter().map(|(p, b, a)| json!({"path": p, "bytes_before": b, "bytes_int8": a,
+            "loaded_by_pipeline": loaded(p)})).collect::<Vec<_>>(),
         "format": "int8-per-channel-symmetric (see src/quantize.rs)", "check": {"prompts": prompts, "steps": a.check_steps,
         "guidance": 7.5, "seeds": a.check_seeds, "psnr_db": psnrs, "mean_psnr_db": mean,
         "min_psnr_db": psnrs.iter().copied().fold(f64::INFINITY, f64::min),
         "classifier_decisions": decisions, "classifier_agreement": agreement}});
     write(&a.out.join("quantization.json"), serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
     println!(
-        "int8 weights: {:.2} MB (from {:.2} MB); {} decoded images vs f32: mean PSNR {mean:.2} dB{}",
+        "int8 weights the pipeline loads: {:.2} MB (from {:.2} MB); {} decoded images vs f32: mean PSNR {mean:.2} dB{}",
         after as f64 / 1e6,
         before as f64 / 1e6,
         psnrs.len(),
@@ -720,9 +727,10 @@ fn quantize(a: QuantizeArgs, device: &Device) -> Result<()> {
 }
 
 fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
-    use traverse::evaluate::{Evaluation, evaluate, settings};
+    use traverse::evaluate::{Evaluation, autoencoder_ceiling, evaluate, settings};
     let (sd, _) = load_model(&a.model, device)?;
-    let dir = a.classifier.clone().unwrap_or_else(|| PathBuf::from("public/classifiers").join(a.kind.dir()));
+    let dir =
+        a.classifier.clone().unwrap_or_else(|| PathBuf::from("public/classifiers").join(Kind::from(a.kind).name()));
     let (classifier, config) = load_classifier(&dir, device)?;
     let eval = Evaluation {
         subjects: a.subjects,
@@ -736,32 +744,63 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
         controls: a.controls,
         interpolations: a.interpolations,
     };
+    // Contact sheet rows: for each attribute, up to 4 phantoms, then their reconstructions.
+    let mut sheet = Vec::new();
+    let ceiling =
+        autoencoder_ceiling(&sd, &classifier, &config, a.kind.into(), a.ceiling_subjects, a.seed, |_, x, r| {
+            let n = x.dims()[0].min(4);
+            for t in [x, r] {
+                for j in 0..n {
+                    sheet.push(tensor_to_rgb(t.clone().slice([j..j + 1]))?);
+                }
+            }
+            Ok(())
+        })?;
+    if let Some(path) = &a.ceiling_sheet {
+        let columns = (2 * a.ceiling_subjects.min(4)).max(1);
+        save_png(&contact_sheet(&sheet, columns), path)?;
+    }
+    if a.ceiling_subjects > 0 {
+        println!("| attribute | phantoms positive | VAE reconstructions positive | reconstruction PSNR (dB) |");
+        println!("|---|---|---|---|");
+        for c in &ceiling {
+            println!(
+                "| {} | {:.2} | {:.2} | {:.1} |",
+                c.attribute, c.phantom_positive, c.reconstruction_positive, c.psnr_db
+            );
+        }
+    }
     let mut scores = Vec::new();
-    for setting in settings(a.kind.into())? {
+    // --subjects 0 measures only the autoencoder ceiling.
+    let settings = if a.subjects > 0 { settings(a.kind.into())? } else { Vec::new() };
+    for setting in settings {
         let pb = bar(a.subjects, &setting.name);
         scores.extend(evaluate(&sd, &classifier, &config, &setting, &eval, |_| pb.inc(1))?);
         pb.finish();
     }
-    println!(
-        "| setting | style | CFRT (swap images) | CFRT (interpolations) | samples | positive at t = {:?} |",
-        eval.swap.swap_points
-    );
-    println!("|---|---|---|---|---|---|");
-    for s in &scores {
-        let interp = s.cfrt_interpolated.map(|c| format!("{c:.2}")).unwrap_or_else(|| "–".into());
-        let rates: Vec<String> = s.positive_rate.iter().map(|r| format!("{r:.2}")).collect();
+    if !scores.is_empty() {
         println!(
-            "| {} | {} | {:.2} | {interp} | {} | {} |",
-            s.setting,
-            s.attribute,
-            s.cfrt,
-            s.samples,
-            rates.join(" ")
+            "| setting | style | CFRT (swap images) | CFRT (interpolations) | samples | positive at t = {:?} |",
+            eval.swap.swap_points
         );
+        println!("|---|---|---|---|---|---|");
+        for s in &scores {
+            let interp = s.cfrt_interpolated.map(|c| format!("{c:.2}")).unwrap_or_else(|| "–".into());
+            let rates: Vec<String> = s.positive_rate.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "| {} | {} | {:.2} | {interp} | {} | {} |",
+                s.setting,
+                s.attribute,
+                s.cfrt,
+                s.samples,
+                rates.join(" ")
+            );
+        }
     }
     let report = json!({"command": "evaluate", "model": a.model.model.display().to_string(), "classifier": dir.display().to_string(),
         "subjects": a.subjects, "seed": a.seed, "steps": a.steps, "guidance": a.guidance, "swap_points": eval.swap.swap_points,
-        "controls": a.controls, "interpolations": a.interpolations, "scores": scores});
+        "controls": a.controls, "interpolations": a.interpolations, "scores": scores,
+        "autoencoder_ceiling": {"subjects": a.ceiling_subjects, "dataset_seed": a.seed, "attributes": ceiling}});
     write(&a.out, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
     println!("wrote {}", a.out.display());
     Ok(())
@@ -783,6 +822,7 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
         text_steps: a.text_steps,
         vae_steps: a.vae_steps,
         vae_crop: a.vae_crop,
+        vae_edge_weight: a.vae_edge_weight,
         unet_steps: a.unet_steps,
         batches: [32, 8, 16],
         checkpoint_every: a.checkpoint_every,

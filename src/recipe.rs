@@ -125,6 +125,8 @@ pub struct Recipe {
     pub unet_steps: usize,
     /// Side of the random crops the autoencoder trains on (≤ `size`).
     pub vae_crop: usize,
+    /// Weight of the autoencoder's edge loss ([`VaeTraining::edge_weight`]).
+    pub vae_edge_weight: f64,
     /// Batch sizes of the three stages.
     pub batches: [usize; 3],
     /// Checkpoint interval.
@@ -240,6 +242,7 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
         crop: r.vae_crop,
         learning_rate: 4e-4,
         kl_weight: 1e-6,
+        edge_weight: r.vae_edge_weight,
         seed: r.seed,
         checkpoint_every: r.checkpoint_every,
     };

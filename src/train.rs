@@ -240,8 +240,11 @@ pub struct VaeTraining {
     pub crop: usize,
     /// AdamW learning rate.
     pub learning_rate: f64,
-    /// Weight of the KL term (SD's VAE: ~1e-6).
+    /// Weight of the KL term against the pixel loss, both summed (SD's VAE: 1e-6).
     pub kl_weight: f64,
+    /// Weight of an L1 loss on the reconstruction error's horizontal and vertical differences: it penalizes
+    /// blurred edges, which plain L1 + MSE barely notices on one- or two-pixel lines (hair, ink, tubes).
+    pub edge_weight: f64,
     /// Seed of batch order, weights and sampling noise.
     pub seed: u64,
     /// Save the model every this many steps.
@@ -412,15 +415,29 @@ pub fn train_vae(
         }
         let x = Tensor::<4>::from_data(TensorData::new(x, [settings.batch, 3, crop, crop]), &train_device);
         let (mean, logvar) = model.encode_distribution(x.clone());
+        let latent_share = mean.dims()[1..].iter().product::<usize>() as f64 / plane as f64;
         let eps = mean.random_like(burn::tensor::Distribution::Normal(0.0, 1.0));
         let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
         let recon = model.decode_raw(z);
         let diff = recon - x;
-        let rec = diff.clone().abs().mean() + diff.powf_scalar(2.0).mean();
+        let rec = diff.clone().abs().mean() + diff.clone().powf_scalar(2.0).mean();
         let kl = (mean.powf_scalar(2.0) + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
-        let loss = rec.clone() + kl * settings.kl_weight * plane as f64;
+        // SD's weighting is on sums (pixel loss summed + kl_weight × KL summed over latent elements); with
+        // both terms as means that is kl_weight × latent elements / pixel values, not a larger weight that
+        // would push the posterior to the prior and erase fine detail from the latents.
+        let mut loss = rec.clone() + kl * settings.kl_weight * latent_share;
+        if settings.edge_weight > 0.0 && crop > 1 {
+            let b = settings.batch;
+            let along = |dim: usize| {
+                let (mut lo, mut hi) = ([0..b, 0..3, 0..crop, 0..crop], [0..b, 0..3, 0..crop, 0..crop]);
+                (lo[dim], hi[dim]) = (0..crop - 1, 1..crop);
+                (diff.clone().slice(hi) - diff.clone().slice(lo)).abs().mean()
+            };
+            loss = loss + (along(2) + along(3)) * settings.edge_weight;
+        }
+        // The logged loss stays L1 + MSE, comparable across runs with other edge weights.
         let value = rec.into_scalar::<f32>();
-        model = descend(model, &mut optim, loss, settings.learning_rate);
+        model = descend(model, &mut optim, loss, decayed(settings.learning_rate, step, settings.steps));
         log(step, value);
         ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every)?;
     }
@@ -519,11 +536,19 @@ pub fn train_unet(
         let t: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
         let loss = (model.forward_timesteps(noisy, &t, &ctx) - target).powf_scalar(2.0).mean();
         let value = loss.clone().into_scalar::<f32>();
-        model = descend(model, &mut optim, loss, settings.learning_rate);
+        model = descend(model, &mut optim, loss, decayed(settings.learning_rate, step, settings.steps));
         log(step, value);
         ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every)?;
     }
     Ok(model.valid())
+}
+
+/// Learning rate at `step` of a `steps`-step run: `lr`, then a linear decay to a tenth of it over the last
+/// quarter (a function of the step alone, so a resumed run follows the same schedule).
+fn decayed(lr: f64, step: usize, steps: usize) -> f64 {
+    let tail = (steps as f64 * 0.25).max(1.0);
+    let left = (steps.saturating_sub(step)) as f64 / tail;
+    lr * (0.1 + 0.9 * left.min(1.0))
 }
 
 /// CLIP's contrastive objective on phantoms, as SD's text encoder was trained: the text tower is the CLIP text
@@ -688,6 +713,16 @@ mod tests {
     }
 
     #[test]
+    fn learning_rate_decays_over_the_last_quarter() {
+        assert_eq!(decayed(1.0, 0, 100), 1.0);
+        assert_eq!(decayed(1.0, 75, 100), 1.0);
+        assert!((decayed(1.0, 90, 100) - 0.46).abs() < 1e-12);
+        assert!((decayed(1.0, 100, 100) - 0.1).abs() < 1e-12);
+        // Resuming to a longer run moves the decay to that run's end.
+        assert_eq!(decayed(1.0, 90, 200), 1.0);
+    }
+
+    #[test]
     fn vae_checkpoints_are_diffusers_folders_and_resume() {
         let device = Device::flex();
         let config = crate::vae::AutoencoderKLConfig {
@@ -706,6 +741,7 @@ mod tests {
             crop: 8,
             learning_rate: 1e-3,
             kl_weight: 1e-6,
+            edge_weight: 1.0,
             seed: 1,
             checkpoint_every: 1,
         };

@@ -162,6 +162,10 @@ fn evaluate_scores_every_style_of_a_family() {
         "3",
         "--interpolations",
         "4",
+        "--ceiling-subjects",
+        "3",
+        "--ceiling-sheet",
+        tmp.0.join("ceiling.png").to_str().unwrap(),
         "--out",
         report.to_str().unwrap(),
     ]);
@@ -181,6 +185,21 @@ fn evaluate_scores_every_style_of_a_family() {
         assert_eq!(cos.len(), 3);
         assert!((cos[1][1].as_f64().unwrap() - 1.0).abs() < 1e-9);
     }
+    // The autoencoder ceiling: one row per attribute, and a sheet of 3 phantoms + 3 reconstructions per row.
+    let ceiling = report["autoencoder_ceiling"]["attributes"].as_array().unwrap();
+    let labels: Vec<&str> = ceiling.iter().map(|c| c["attribute"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["pleural_effusion", "support_devices"]);
+    for c in ceiling {
+        assert_eq!(c["samples"], 3);
+        for key in ["phantom_positive", "reconstruction_positive"] {
+            assert!((0.0..=1.0).contains(&c[key].as_f64().unwrap()), "{key}: {c}");
+        }
+        assert!(c["psnr_db"].as_f64().unwrap().is_finite());
+    }
+    let sheet = image::open(tmp.0.join("ceiling.png")).unwrap();
+    // Cells are separated by 2-pixel gaps.
+    let cell = (sheet.width() + 2) / 6;
+    assert_eq!((sheet.width() + 2, sheet.height() + 2), (6 * cell, 2 * cell));
 }
 
 #[test]

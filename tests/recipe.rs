@@ -20,6 +20,7 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
         text_steps: 2,
         vae_steps: 2,
         vae_crop: 8,
+        vae_edge_weight: 1.0,
         unet_steps: 2,
         batches: [4, 2, 2],
         checkpoint_every: 1,

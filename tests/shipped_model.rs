@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use traverse::evaluate::{Evaluation, evaluate, settings};
+use traverse::evaluate::{Evaluation, autoencoder_ceiling, evaluate, settings};
 use traverse::pipeline::StableDiffusion;
 use traverse::swap::SwapSettings;
 use traverse::synthetic::Kind;
@@ -42,11 +42,7 @@ fn the_shipped_model_fits_the_browser_budget() {
 fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
     let device = Device::flex();
     let sd = StableDiffusion::load(&public("model"), None, &device).unwrap();
-    let dir = match kind {
-        Kind::Chest => "classifiers/chest",
-        Kind::Derm => "classifiers/derm",
-    };
-    let (classifier, config) = load_classifier(&public(dir), &device).unwrap();
+    let (classifier, config) = load_classifier(&public("classifiers").join(kind.name()), &device).unwrap();
     let eval = Evaluation {
         subjects,
         // Far from the evaluation's seeds (1000…) and from the README's (7).
@@ -62,6 +58,19 @@ fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
         }
     }
     out
+}
+
+/// The autoencoder's ceiling: fraction of reconstructed phantoms (unseen dataset seed) in which the classifier
+/// still sees each attribute, for the labels of `kind`.
+fn ceiling(kind: Kind, subjects: usize) -> Vec<(String, f64, f64)> {
+    let device = Device::flex();
+    let sd = StableDiffusion::load(&public("model"), None, &device).unwrap();
+    let (classifier, config) = load_classifier(&public("classifiers").join(kind.name()), &device).unwrap();
+    autoencoder_ceiling(&sd, &classifier, &config, kind, subjects, 90_000, |_, _, _| Ok(()))
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.attribute, c.phantom_positive, c.reconstruction_positive))
+        .collect()
 }
 
 fn check(kind: Kind, subjects: usize, min_rate: f64) {

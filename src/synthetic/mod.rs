@@ -25,6 +25,16 @@ pub enum Kind {
     Derm,
 }
 
+impl Kind {
+    /// Short lowercase name (as serialized): the folder of the family's classifier under public/classifiers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Chest => "chest",
+            Kind::Derm => "derm",
+        }
+    }
+}
+
 /// Train / validation / test, in the proportions of the paper's Table 3 (72.3 % / 12.7 % / 15.0 %).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
