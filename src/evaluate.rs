@@ -291,7 +291,7 @@ pub fn autoencoder_ceiling(
                 examples(label, &x, &recon)?;
             }
             for j in 0..n {
-                let pick = |t: &Tensor<4>| t.clone().slice([j..j + 1]);
+                let pick = |t: &Tensor<4>| t.clone().narrow(0, j, 1);
                 psnr_sum += crate::invert::psnr(pick(&x), pick(&recon)) as f64;
             }
             seen += classify(classifier, config, x)?.iter().filter(|p| p[column] >= 0.5).count();

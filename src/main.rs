@@ -751,7 +751,7 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
             let n = x.dims()[0].min(4);
             for t in [x, r] {
                 for j in 0..n {
-                    sheet.push(tensor_to_rgb(t.clone().slice([j..j + 1]))?);
+                    sheet.push(tensor_to_rgb(t.clone().narrow(0, j, 1))?);
                 }
             }
             Ok(())

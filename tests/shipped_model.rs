@@ -91,3 +91,27 @@ fn chest_attributes_grow_along_the_trajectory() {
 fn skin_artifacts_grow_along_the_trajectory() {
     check(Kind::Derm, 4, 0.5);
 }
+
+fn check_ceiling(kind: Kind, subjects: usize, attributes: &[&str], min_rate: f64) {
+    for (attribute, phantom, reconstruction) in ceiling(kind, subjects) {
+        eprintln!(
+            "{attribute}: classifier positive on {phantom:.2} of phantoms, {reconstruction:.2} of reconstructions"
+        );
+        assert!(phantom >= 0.9, "{attribute}: the classifier sees it in only {phantom:.2} of the phantoms");
+        if attributes.contains(&attribute.as_str()) {
+            assert!(reconstruction >= min_rate, "{attribute}: only {reconstruction:.2} of reconstructions keep it");
+        }
+    }
+}
+
+#[test]
+fn the_autoencoder_keeps_pleural_effusion() {
+    check_ceiling(Kind::Chest, 8, &["pleural_effusion"], 0.75);
+}
+
+#[test]
+#[ignore = "the shipped autoencoder (2000 steps) loses thin devices and the skin artifacts: see public/model/MODEL_CARD.md"]
+fn the_autoencoder_keeps_every_attribute() {
+    check_ceiling(Kind::Chest, 8, &["pleural_effusion", "support_devices"], 0.5);
+    check_ceiling(Kind::Derm, 8, &["melanoma", "hair", "gel_bubbles", "ink", "ruler"], 0.5);
+}
