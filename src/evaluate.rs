@@ -48,24 +48,23 @@ pub fn settings(kind: Kind) -> Result<Vec<Setting>> {
         Kind::Chest => vec![("chest".into(), None)],
         Kind::Derm => vec![("derm MEL".into(), Some(true)), ("derm NV".into(), Some(false))],
     };
-    let class_label = CLASS_LABEL;
     classes
         .into_iter()
         .map(|(name, class)| {
             let neutral = match class {
-                Some(on) => base.with_attribute(class_label, on)?,
+                Some(on) => base.with_attribute(CLASS_LABEL, on)?,
                 None => base.clone(),
             };
             let styles = neutral
                 .labels()
                 .into_iter()
-                .filter(|(label, _)| class.is_none() || *label != class_label)
+                .filter(|(label, _)| class.is_none() || *label != CLASS_LABEL)
                 .map(|(label, _)| Ok((label.to_string(), neutral.with_attribute(label, true)?.caption())))
                 .collect::<Result<Vec<_>>>()?;
             Ok(Setting {
                 name,
                 neutral: neutral.caption(),
-                class: class.map(|on| (class_label.to_string(), on)),
+                class: class.map(|on| (CLASS_LABEL.to_string(), on)),
                 styles,
             })
         })
@@ -131,6 +130,15 @@ pub fn classify(
     Ok(p.chunks(config.labels.len()).take(b).map(<[f32]>::to_vec).collect())
 }
 
+/// Position of `label` among the classifier's outputs.
+fn label_column(config: &ClassifierConfig, label: &str) -> Result<usize> {
+    config
+        .labels
+        .iter()
+        .position(|l| l == label)
+        .ok_or_else(|| Error::arg(format!("the classifier has no label {label:?} (it has {:?})", config.labels)))
+}
+
 fn flat(t: &Tensor<4>) -> Result<Vec<f32>> {
     let d = t.clone().into_data().convert::<f32>();
     d.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
@@ -148,12 +156,7 @@ pub fn evaluate(
     eval: &Evaluation,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<StyleScore>> {
-    let index =
-        |label: &str| {
-            config.labels.iter().position(|l| l == label).ok_or_else(|| {
-                Error::arg(format!("the classifier has no label {label:?} (it has {:?})", config.labels))
-            })
-        };
+    let index = |label: &str| label_column(config, label);
     let styles: Vec<usize> = setting.styles.iter().map(|(l, _)| index(l)).collect::<Result<_>>()?;
     let class = setting.class.as_ref().map(|(l, _)| index(l)).transpose()?;
     let prompts: Vec<String> = setting.styles.iter().map(|(_, p)| p.clone()).collect();
@@ -278,10 +281,7 @@ pub fn autoencoder_ceiling(
     let labels: Vec<&str> = Phantom::sample(kind, seed, 0).labels().into_iter().map(|(l, _)| l).collect();
     let mut out = Vec::with_capacity(labels.len());
     for label in labels {
-        let column =
-            config.labels.iter().position(|l| l == label).ok_or_else(|| {
-                Error::arg(format!("the classifier has no label {label:?} (it has {:?})", config.labels))
-            })?;
+        let column = label_column(config, label)?;
         let (mut seen, mut kept, mut psnr_sum) = (0usize, 0usize, 0f64);
         for first in (0..subjects).step_by(8) {
             let n = (subjects - first).min(8);

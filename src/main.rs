@@ -748,7 +748,7 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
     let mut sheet = Vec::new();
     let ceiling =
         autoencoder_ceiling(&sd, &classifier, &config, a.kind.into(), a.ceiling_subjects, a.seed, |_, x, r| {
-            let n = x.dims()[0].min(4);
+            let n = if a.ceiling_sheet.is_some() { x.dims()[0].min(4) } else { 0 };
             for t in [x, r] {
                 for j in 0..n {
                     sheet.push(tensor_to_rgb(t.clone().narrow(0, j, 1))?);

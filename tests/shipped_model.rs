@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use traverse::classifier::{AttributeClassifier, ClassifierConfig};
 use traverse::evaluate::{Evaluation, autoencoder_ceiling, evaluate, settings};
 use traverse::pipeline::StableDiffusion;
 use traverse::swap::SwapSettings;
@@ -37,12 +38,18 @@ fn the_shipped_model_fits_the_browser_budget() {
     assert!(bytes <= 16_000_000, "public/model's weights are {bytes} bytes, over the 16 MB budget");
 }
 
-/// Fraction of `subjects` seeds whose image the classifier calls positive, per style, at the first and the
-/// last swap point.
-fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
+/// The shipped model and the family's shipped classifier, on the CPU.
+fn load(kind: Kind) -> (StableDiffusion, AttributeClassifier, ClassifierConfig) {
     let device = Device::flex();
     let sd = StableDiffusion::load(&public("model"), None, &device).unwrap();
     let (classifier, config) = load_classifier(&public("classifiers").join(kind.name()), &device).unwrap();
+    (sd, classifier, config)
+}
+
+/// Fraction of `subjects` seeds whose image the classifier calls positive, per style, at the first and the
+/// last swap point.
+fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
+    let (sd, classifier, config) = load(kind);
     let eval = Evaluation {
         subjects,
         // Far from the evaluation's seeds (1000…) and from the README's (7).
@@ -63,9 +70,7 @@ fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
 /// The autoencoder's ceiling: fraction of reconstructed phantoms (unseen dataset seed) in which the classifier
 /// still sees each attribute, for the labels of `kind`.
 fn ceiling(kind: Kind, subjects: usize) -> Vec<(String, f64, f64)> {
-    let device = Device::flex();
-    let sd = StableDiffusion::load(&public("model"), None, &device).unwrap();
-    let (classifier, config) = load_classifier(&public("classifiers").join(kind.name()), &device).unwrap();
+    let (sd, classifier, config) = load(kind);
     autoencoder_ceiling(&sd, &classifier, &config, kind, subjects, 90_000, |_, _, _| Ok(()))
         .unwrap()
         .into_iter()
