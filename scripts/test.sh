@@ -8,10 +8,11 @@ CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 mkdir -p "$CACHE"
 export CARGO_TERM_COLOR=never
 
-# The toolchain, components and wasm32 target pinned in rust-toolchain.toml (a no-op once installed).
+# The toolchain pinned in rust-toolchain.toml with its wasm32 target, trunk, wasm-bindgen, wasm-opt,
+# and chromium (each a no-op once installed).
 command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
-TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
-rustup toolchain install "$TOOLCHAIN" --profile minimal -c clippy -c rustfmt -t wasm32-unknown-unknown
+
+source scripts/setup-web.sh chromium
 
 echo "== formatting and lints"
 cargo fmt --check
@@ -20,6 +21,9 @@ CARGO_TARGET_DIR="$CACHE/target" cargo clippy --locked --all-targets -- -D warni
 echo "== native tests (library, parity with diffusers, error handling, CLI)"
 CARGO_TARGET_DIR="$CACHE/target" cargo test --locked 2>&1
 
-echo "== the library builds for the browser (wasm32, WebGPU backend)"
-CARGO_TARGET_DIR="$CACHE/target-wasm" cargo check --locked --lib --target wasm32-unknown-unknown --no-default-features 2>&1
-echo "wasm32 check passed"
+echo "== the browser build lints clean (wasm32, WebGPU backend, the page)"
+CARGO_TARGET_DIR="$CACHE/target-wasm" cargo clippy --locked --lib --target wasm32-unknown-unknown \
+  --no-default-features --features web -- -D warnings 2>&1
+
+echo "== the page, end to end in headless Chromium (software WebGPU)"
+bash scripts/test-web.sh 2>&1

@@ -68,6 +68,20 @@ impl ClassifierConfig {
     }
 }
 
+/// Loads a classifier saved as `config.json` + `model.safetensors` from their contents (the CLI reads them
+/// from a folder, the browser fetches them).
+pub fn load(
+    config_json: &str,
+    weights: crate::weights::WeightFile,
+    device: &Device,
+) -> Result<(AttributeClassifier, ClassifierConfig)> {
+    let config = ClassifierConfig::from_json(config_json)?;
+    let mut model = config.init(device)?;
+    let names = crate::weights::NameMap { remaps: &[], ignore: &[] };
+    crate::weights::load_into(&mut model, "classifier", vec![weights], &names)?;
+    Ok((model, config))
+}
+
 impl AttributeClassifier {
     /// Images `[B, C, S, S]` in [-1, 1] → logits `[B, labels]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {

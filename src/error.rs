@@ -46,6 +46,14 @@ pub enum Error {
     /// An image could not be read or written.
     #[error("image error: {0}")]
     Image(String),
+    /// A file could not be fetched over the network (browser).
+    #[error("cannot fetch {url}: {message}")]
+    Fetch {
+        /// What was asked for.
+        url: String,
+        /// Why it failed.
+        message: String,
+    },
     /// The compute device failed (e.g. a lost GPU device).
     #[error("device error: {0}")]
     Device(String),

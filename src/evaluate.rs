@@ -114,7 +114,20 @@ pub fn classify(
     config: &ClassifierConfig,
     images: Tensor<4>,
 ) -> Result<Vec<Vec<f32>>> {
-    let [b, c, h, w] = images.dims();
+    let b = images.dims()[0];
+    let p = probabilities(classifier, config, images)?.into_data().convert::<f32>();
+    let p = p.as_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+    Ok(p.chunks(config.labels.len()).take(b).map(<[f32]>::to_vec).collect())
+}
+
+/// [`classify`] without reading the result back: `[B, labels]` probabilities on the images' device (the
+/// browser reads them asynchronously).
+pub fn probabilities(
+    classifier: &AttributeClassifier,
+    config: &ClassifierConfig,
+    images: Tensor<4>,
+) -> Result<Tensor<2>> {
+    let [_, c, h, w] = images.dims();
     let mut x = images;
     if (h, w) != (config.image_size, config.image_size) {
         let size = [config.image_size, config.image_size];
@@ -125,13 +138,11 @@ pub fn classify(
         (a, e) if a == e => x,
         (a, e) => return Err(Error::arg(format!("classifier takes {e}-channel images, got {a} channels"))),
     };
-    let p = classifier.predict(x).into_data().convert::<f32>();
-    let p = p.as_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
-    Ok(p.chunks(config.labels.len()).take(b).map(<[f32]>::to_vec).collect())
+    Ok(classifier.predict(x))
 }
 
 /// Position of `label` among the classifier's outputs.
-fn label_column(config: &ClassifierConfig, label: &str) -> Result<usize> {
+pub fn label_column(config: &ClassifierConfig, label: &str) -> Result<usize> {
     config
         .labels
         .iter()
@@ -145,7 +156,7 @@ fn flat(t: &Tensor<4>) -> Result<Vec<f32>> {
 }
 
 /// Per image: probabilities of the classifier's labels.
-type Probs = Vec<Vec<f32>>;
+pub type Probs = Vec<Vec<f32>>;
 
 /// Runs `eval` for `setting`; `progress(subject)` is called after each subject.
 pub fn evaluate(
@@ -182,7 +193,7 @@ pub fn evaluate(
         let res = SwapSampler::new(sd, init, &setting.neutral, &prompts, "", &eval.swap)?.run();
         let neutral = decode(std::slice::from_ref(&res.neutral))?.remove(0);
         let swapped: Vec<Probs> = res.trajectories.iter().map(|t| decode(&t.latents)).collect::<Result<_>>()?;
-        let samples = |edits: &[Probs], k: usize, a: usize| sample(&neutral, edits, k, a, &styles, class);
+        let samples = |edits: &[Probs], k: usize, a: usize| cfrt_sample(&neutral, edits, k, a, &styles, class);
         for a in 0..n_styles {
             for k in 0..res.swap_points.len() {
                 swap_samples[a].push(samples(&swapped, k, a));
@@ -310,7 +321,17 @@ pub fn autoencoder_ceiling(
 }
 
 /// The CFRT sample of style `a` at position `k` of every style's edits.
-fn sample(neutral: &[f32], edits: &[Probs], k: usize, a: usize, styles: &[usize], class: Option<usize>) -> CfrtSample {
+/// One CFRT sample (Eq. 3) from classifier probabilities: `neutral` of the neutral image, `edits[a][k]` of
+/// style `a` at swap point `k`; `styles[a]` is style `a`'s label column and `class` the diagnosis column that
+/// must not change. Every other style's image at the same swap point is an "other edit".
+pub fn cfrt_sample(
+    neutral: &[f32],
+    edits: &[Probs],
+    k: usize,
+    a: usize,
+    styles: &[usize],
+    class: Option<usize>,
+) -> CfrtSample {
     let label = styles[a];
     let edited = &edits[a][k];
     // Every classifier output except the attribute under test and the class label must keep its decision.
@@ -363,14 +384,14 @@ mod tests {
         // Two styles (labels 1 and 2), class label 0; one position.
         let neutral = vec![0.9, 0.1, 0.1];
         let edits = vec![vec![vec![0.9, 0.8, 0.2]], vec![vec![0.2, 0.3, 0.7]]];
-        let s = sample(&neutral, &edits, 0, 0, &[1, 2], Some(0));
+        let s = cfrt_sample(&neutral, &edits, 0, 0, &[1, 2], Some(0));
         assert_eq!((s.f_neutral, s.f_edited), (0.1f32 as f64, 0.8f32 as f64));
         assert_eq!(s.f_other_edits, vec![0.3f32 as f64]);
         assert_eq!(s.class, (true, true));
         assert_eq!(s.other_attributes, (vec![false], vec![false]));
         assert_eq!(cfrt(&[s]), 1.0);
         // The second style's edit flipped the class: not counted.
-        let s = sample(&neutral, &edits, 0, 1, &[1, 2], Some(0));
+        let s = cfrt_sample(&neutral, &edits, 0, 1, &[1, 2], Some(0));
         assert_eq!(s.class, (true, false));
         assert_eq!(cfrt(&[s]), 0.0);
     }

@@ -10,9 +10,11 @@
 //!   [`evaluate`]: the paper's Table 2 on a model with attribute classifiers.
 //! - [`vae`]: latents ↔ images; [`pipeline`]: loading a diffusers folder and running it all.
 //! - [`synthetic`]: chest X-ray and dermoscopy phantoms with known content and attributes.
+//! - [`app`]: the browser page (links, built-in examples, readouts; the WebGPU engine and the view on wasm32).
 //!
 //! One model definition serves the CLI, the tests and the browser (burn's runtime `Device`).
 
+pub mod app;
 pub mod bezier;
 pub mod classifier;
 pub mod clip;

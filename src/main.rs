@@ -139,6 +139,12 @@ struct TrainMiniArgs {
     /// Weight of the autoencoder's edge loss (L1 on the reconstruction error's pixel differences; 0: off).
     #[arg(long, default_value_t = 1.0)]
     vae_edge_weight: f64,
+    /// Decoder-only autoencoder steps after --vae-steps (the encoder, and so every latent, stays fixed).
+    #[arg(long, default_value_t = 0)]
+    vae_decoder_steps: usize,
+    /// In the decoder-only steps, extra loss weight of the pixels an attribute draws (0: unweighted).
+    #[arg(long, default_value_t = 10.0)]
+    vae_attribute_weight: f64,
     /// U-Net steps, batch 16.
     #[arg(long, default_value_t = 20000)]
     unet_steps: usize,
@@ -657,10 +663,7 @@ fn quantize(a: QuantizeArgs, device: &Device) -> Result<()> {
     let files = quantize_folder(&a.model, &a.out, "")?;
     // Sizes count what a pipeline loads (diffusers' weight names); other files, such as the recipe's
     // contrastive checkpoint, are quantized too but listed apart.
-    let loaded = |path: &str| {
-        let name = path.rsplit('/').next().unwrap_or(path);
-        name.starts_with("model.") || name.starts_with("model-") || name.starts_with("diffusion_pytorch_model")
-    };
+    let loaded = traverse::pipeline::is_pipeline_weights;
     let (before, after) = files.iter().filter(|f| loaded(&f.0)).fold((0, 0), |(b, a), f| (b + f.1, a + f.2));
     let full = StableDiffusion::load(&a.model, None, device)?;
     let int8 = StableDiffusion::load(&a.out, None, device)?;
@@ -823,6 +826,8 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
         vae_steps: a.vae_steps,
         vae_crop: a.vae_crop,
         vae_edge_weight: a.vae_edge_weight,
+        vae_decoder_steps: a.vae_decoder_steps,
+        vae_attribute_weight: a.vae_attribute_weight,
         unet_steps: a.unet_steps,
         batches: [32, 8, 16],
         checkpoint_every: a.checkpoint_every,

@@ -18,6 +18,29 @@ use crate::weights::{NameMap, WeightFile};
 /// Largest JSON file (config, index) we read.
 const MAX_JSON_BYTES: u64 = 16 << 20;
 
+/// The config files every folder has, relative to its root.
+pub const CONFIG_FILES: [&str; 4] =
+    ["text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"];
+
+/// Tokenizer files, of which a folder has `tokenizer.json` or `vocab.json` + `merges.txt`.
+pub const TOKENIZER_FILES: [&str; 4] =
+    ["tokenizer/tokenizer.json", "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/tokenizer_config.json"];
+
+/// Each model's subfolder and the base name of its safetensors file(s), as diffusers names them.
+pub const WEIGHTS: [(&str, &str); 3] =
+    [("text_encoder", "model"), ("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model")];
+
+/// Whether `path` (relative to the folder root, `/`-separated) holds weights a pipeline loads: one of the
+/// [`WEIGHTS`] files in its subfolder, single-file or sharded, any variant.
+pub fn is_pipeline_weights(path: &str) -> bool {
+    WEIGHTS.iter().any(|(dir, base)| {
+        path.strip_prefix(dir)
+            .and_then(|p| p.strip_prefix('/'))
+            .and_then(|p| p.strip_prefix(base))
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
+    })
+}
+
 /// Where a model folder's files come from: a directory, or files already fetched into memory (browser).
 pub trait ModelSource {
     /// Whether `path` (relative to the folder root, `/`-separated) exists.
@@ -167,10 +190,11 @@ impl StableDiffusion {
 
     /// Loads a diffusers folder from any [`ModelSource`].
     pub fn from_source(src: &dyn ModelSource, variant: Option<&str>, device: &Device) -> Result<Self> {
-        let text_config = ClipTextConfig::from_json(&read_json(src, "text_encoder/config.json")?)?;
-        let unet_config = UNet2DConditionConfig::from_json(&read_json(src, "unet/config.json")?)?;
-        let vae_config = AutoencoderKLConfig::from_json(&read_json(src, "vae/config.json")?)?;
-        let scheduler = DdimConfig::from_json(&read_json(src, "scheduler/scheduler_config.json")?)?;
+        let [text, unet, vae, scheduler] = CONFIG_FILES;
+        let text_config = ClipTextConfig::from_json(&read_json(src, text)?)?;
+        let unet_config = UNet2DConditionConfig::from_json(&read_json(src, unet)?)?;
+        let vae_config = AutoencoderKLConfig::from_json(&read_json(src, vae)?)?;
+        let scheduler = DdimConfig::from_json(&read_json(src, scheduler)?)?;
         if unet_config.context_dim() != text_config.hidden_size {
             return Err(Error::config(
                 "unet/config.json",
@@ -186,6 +210,7 @@ impl StableDiffusion {
         }
         let opt = |p: &str| -> Result<Option<Vec<u8>>> {
             let path = format!("tokenizer/{p}");
+            debug_assert!(TOKENIZER_FILES.contains(&path.as_str()));
             if src.exists(&path) {
                 src.read(&path, crate::tokenizer::MAX_TOKENIZER_BYTES as u64).map(Some)
             } else {
@@ -204,9 +229,10 @@ impl StableDiffusion {
                 "model_max_length exceeds the text encoder's max_position_embeddings",
             ));
         }
-        let text_encoder = load(src, text_config.init(device)?, "text_encoder", "model", variant, &clip::NAMES)?;
-        let unet = load(src, unet_config.init(device)?, "unet", "diffusion_pytorch_model", variant, &unet::NAMES)?;
-        let vae = load(src, vae_config.init(device)?, "vae", "diffusion_pytorch_model", variant, &vae::NAMES)?;
+        let [(text_dir, text_base), (unet_dir, unet_base), (vae_dir, vae_base)] = WEIGHTS;
+        let text_encoder = load(src, text_config.init(device)?, text_dir, text_base, variant, &clip::NAMES)?;
+        let unet = load(src, unet_config.init(device)?, unet_dir, unet_base, variant, &unet::NAMES)?;
+        let vae = load(src, vae_config.init(device)?, vae_dir, vae_base, variant, &vae::NAMES)?;
         Ok(Self { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler, device: device.clone() })
     }
 

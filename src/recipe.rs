@@ -127,6 +127,10 @@ pub struct Recipe {
     pub vae_crop: usize,
     /// Weight of the autoencoder's edge loss ([`VaeTraining::edge_weight`]).
     pub vae_edge_weight: f64,
+    /// Decoder-only steps after the autoencoder's ([`VaeTraining::decoder_steps`]).
+    pub vae_decoder_steps: usize,
+    /// Extra weight of attribute pixels in those steps ([`VaeTraining::attribute_weight`]).
+    pub vae_attribute_weight: f64,
     /// Batch sizes of the three stages.
     pub batches: [usize; 3],
     /// Checkpoint interval.
@@ -243,12 +247,12 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
         learning_rate: 4e-4,
         kl_weight: 1e-6,
         edge_weight: r.vae_edge_weight,
+        decoder_steps: r.vae_decoder_steps,
+        attribute_weight: r.vae_attribute_weight,
         seed: r.seed,
         checkpoint_every: r.checkpoint_every,
     };
-    let vae = train_vae(&vae_config, &pool.pixels, r.size, &vae_settings, device, &out.join("vae"), |s, l| {
-        progress("vae", s, l)
-    })?;
+    let vae = train_vae(&vae_config, &pool, &vae_settings, device, &out.join("vae"), |s, l| progress("vae", s, l))?;
 
     // Latents of the pool, and the scaling factor that gives them unit variance (as SD's 0.18215 does).
     let f = vae_config.downsampling();

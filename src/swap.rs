@@ -135,6 +135,11 @@ impl<'a> SwapSampler<'a> {
         (self.step, self.settings.steps)
     }
 
+    /// The neutral (trunk) latent as it stands; reading it back waits for the steps so far.
+    pub fn trunk(&self) -> &Tensor<4> {
+        &self.trunk
+    }
+
     /// Whether every step has run.
     pub fn is_done(&self) -> bool {
         self.step >= self.settings.steps

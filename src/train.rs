@@ -188,12 +188,7 @@ pub fn save_classifier(model: &AttributeClassifier, config: &ClassifierConfig, d
 pub fn load_classifier(dir: &Path, device: &Device) -> Result<(AttributeClassifier, ClassifierConfig)> {
     let path = dir.join("config.json");
     let json = std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?;
-    let config = ClassifierConfig::from_json(&json)?;
-    let mut model = config.init(device)?;
-    let names = crate::weights::NameMap { remaps: &[], ignore: &[] };
-    let file = crate::weights::WeightFile::Path(dir.join("model.safetensors"));
-    crate::weights::load_into(&mut model, "classifier", vec![file], &names)?;
-    Ok((model, config))
+    crate::classifier::load(&json, crate::weights::WeightFile::Path(dir.join("model.safetensors")), device)
 }
 
 /// Phantoms of both families as 3-channel `[3, size, size]` images in [-1, 1] (chest X-rays replicated to
@@ -207,16 +202,42 @@ pub struct CaptionedImages {
     pub texts: Vec<String>,
     /// Size in pixels.
     pub size: usize,
+    /// Per image, `[size, size]`: 1 where the attributes change the pixel (the image against its
+    /// counterfactual with every attribute but the diagnosis off), else 0.
+    pub attribute_masks: Vec<Vec<f32>>,
 }
 
 /// Renders `n` phantoms, alternating chest and dermoscopy (dataset `seed`).
 pub fn render_captioned(n: usize, seed: u64, size: usize, mut progress: impl FnMut(usize)) -> CaptionedImages {
-    let mut out =
-        CaptionedImages { pixels: Vec::with_capacity(n), captions: Vec::with_capacity(n), texts: vec![], size };
+    let mut out = CaptionedImages {
+        pixels: Vec::with_capacity(n),
+        captions: Vec::with_capacity(n),
+        texts: vec![],
+        size,
+        attribute_masks: Vec::with_capacity(n),
+    };
     for i in 0..n {
         let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
         let phantom = Phantom::sample(kind, seed, (i / 2) as u64);
-        out.pixels.push(phantom.render(size).to_planar(3));
+        let pixels = phantom.render(size).to_planar(3);
+        let mut plain = phantom.clone();
+        for (label, _) in phantom.labels() {
+            if label != crate::evaluate::CLASS_LABEL {
+                // Every label of the phantom's own family exists, so this cannot fail.
+                plain = plain.with_attribute(label, false).unwrap_or(plain);
+            }
+        }
+        let plain = plain.render(size).to_planar(3);
+        let plane = size * size;
+        out.attribute_masks.push(
+            (0..plane)
+                .map(|i| {
+                    let changed = (0..3).any(|c| (pixels[c * plane + i] - plain[c * plane + i]).abs() > 0.02);
+                    f32::from(u8::from(changed))
+                })
+                .collect(),
+        );
+        out.pixels.push(pixels);
         let caption = phantom.caption();
         let idx = out.texts.iter().position(|t| *t == caption).unwrap_or_else(|| {
             out.texts.push(caption);
@@ -245,6 +266,12 @@ pub struct VaeTraining {
     /// Weight of an L1 loss on the reconstruction error's horizontal and vertical differences: it penalizes
     /// blurred edges, which plain L1 + MSE barely notices on one- or two-pixel lines (hair, ink, tubes).
     pub edge_weight: f64,
+    /// Steps after `steps` that fine-tune the decoder alone, as Stability's ft-MSE decoder was: the encoder
+    /// and so the latents stay as they are, and a U-Net trained on them stays valid.
+    pub decoder_steps: usize,
+    /// In the decoder steps, extra weight of the pixels an attribute changes (thin hair, ink, bubbles and
+    /// rulers cover a few percent of an image, so an unweighted loss spends little on them).
+    pub attribute_weight: f64,
     /// Seed of batch order, weights and sampling noise.
     pub seed: u64,
     /// Save the model every this many steps.
@@ -385,13 +412,13 @@ pub fn plot_loss(csv: &Path, svg: &Path) -> Result<()> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn train_vae(
     config: &crate::vae::AutoencoderKLConfig,
-    pool: &[Vec<f32>],
-    size: usize,
+    pool: &CaptionedImages,
     settings: &VaeTraining,
     device: &Device,
     dir: &Path,
     mut log: impl FnMut(usize, f32),
 ) -> Result<crate::vae::AutoencoderKL> {
+    let size = pool.size;
     let train_device = device.clone().autodiff();
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
@@ -401,10 +428,14 @@ pub fn train_vae(
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
     let crop = settings.crop.clamp(1, size);
     let plane = 3 * crop * crop;
-    for step in start..settings.steps {
+    let total = settings.steps + settings.decoder_steps;
+    for step in start..total {
+        let decoder_only = step >= settings.steps;
         let mut x = Vec::with_capacity(settings.batch * plane);
+        let mut mask = Vec::with_capacity(settings.batch * crop * crop);
         for _ in 0..settings.batch {
-            let image = &pool[rng.random_range(0..pool.len())];
+            let i = rng.random_range(0..pool.pixels.len());
+            let (image, m) = (&pool.pixels[i], &pool.attribute_masks[i]);
             let (top, left) = (rng.random_range(0..=size - crop), rng.random_range(0..=size - crop));
             for c in 0..3 {
                 for y in top..top + crop {
@@ -412,20 +443,39 @@ pub fn train_vae(
                     x.extend_from_slice(&image[row..row + crop]);
                 }
             }
+            for y in top..top + crop {
+                mask.extend_from_slice(&m[y * size + left..y * size + left + crop]);
+            }
         }
         let x = Tensor::<4>::from_data(TensorData::new(x, [settings.batch, 3, crop, crop]), &train_device);
-        let (mean, logvar) = model.encode_distribution(x.clone());
+        // Decoder steps encode outside autodiff (an unused encoder graph would be kept, step after step),
+        // so no gradient reaches the encoder and it, and every latent, stays as trained.
+        let encoder = if decoder_only { Some(model.clone().valid()) } else { None };
+        let (mean, logvar) = match &encoder {
+            Some(e) => {
+                let (m, l) = e.encode_distribution(x.clone().without_autodiff());
+                (m.autodiff(), l.autodiff())
+            }
+            None => model.encode_distribution(x.clone()),
+        };
         let latent_share = mean.dims()[1..].iter().product::<usize>() as f64 / plane as f64;
         let eps = mean.random_like(burn::tensor::Distribution::Normal(0.0, 1.0));
         let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
         let recon = model.decode_raw(z);
         let diff = recon - x;
-        let rec = diff.clone().abs().mean() + diff.clone().powf_scalar(2.0).mean();
-        let kl = (mean.powf_scalar(2.0) + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
-        // SD's weighting is on sums (pixel loss summed + kl_weight × KL summed over latent elements); with
-        // both terms as means that is kl_weight × latent elements / pixel values, not a larger weight that
-        // would push the posterior to the prior and erase fine detail from the latents.
-        let mut loss = rec.clone() + kl * settings.kl_weight * latent_share;
+        let per_pixel = diff.clone().abs() + diff.clone().powf_scalar(2.0);
+        let rec = per_pixel.clone().mean();
+        let mut loss = if decoder_only {
+            let m = Tensor::<4>::from_data(TensorData::new(mask, [settings.batch, 1, crop, crop]), &train_device);
+            let w = m * settings.attribute_weight + 1.0;
+            (per_pixel * w.clone()).mean() / w.mean()
+        } else {
+            let kl = (mean.powf_scalar(2.0) + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
+            // SD's weighting is on sums (pixel loss summed + kl_weight × KL summed over latent elements); with
+            // both terms as means that is kl_weight × latent elements / pixel values, not a larger weight that
+            // would push the posterior to the prior and erase fine detail from the latents.
+            rec.clone() + kl * settings.kl_weight * latent_share
+        };
         if settings.edge_weight > 0.0 && crop > 1 {
             let b = settings.batch;
             let along = |dim: usize| {
@@ -435,11 +485,16 @@ pub fn train_vae(
             };
             loss = loss + (along(2) + along(3)) * settings.edge_weight;
         }
-        // The logged loss stays L1 + MSE, comparable across runs with other edge weights.
+        // The logged loss stays the unweighted L1 + MSE, comparable across runs and stages.
         let value = rec.into_scalar::<f32>();
-        model = descend(model, &mut optim, loss, decayed(settings.learning_rate, step, settings.steps));
+        let lr = if decoder_only {
+            decayed(settings.learning_rate, step - settings.steps, settings.decoder_steps)
+        } else {
+            decayed(settings.learning_rate, step, settings.steps)
+        };
+        model = descend(model, &mut optim, loss, lr);
         log(step, value);
-        ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every)?;
+        ckpt.after_step(&model, step, value, total, settings.checkpoint_every)?;
     }
     Ok(model.valid())
 }
@@ -732,7 +787,7 @@ mod tests {
             norm_num_groups: 4,
             ..Default::default()
         };
-        let pool = render_captioned(4, 3, 16, |_| {}).pixels;
+        let pool = render_captioned(4, 3, 16, |_| {});
         let dir = std::env::temp_dir().join(format!("traverse-vae-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut settings = VaeTraining {
@@ -742,13 +797,15 @@ mod tests {
             learning_rate: 1e-3,
             kl_weight: 1e-6,
             edge_weight: 1.0,
+            decoder_steps: 0,
+            attribute_weight: 10.0,
             seed: 1,
             checkpoint_every: 1,
         };
-        train_vae(&config, &pool, 16, &settings, &device, &dir, |_, _| {}).unwrap();
+        train_vae(&config, &pool, &settings, &device, &dir, |_, _| {}).unwrap();
         settings.steps = 3;
         let mut steps = vec![];
-        let model = train_vae(&config, &pool, 16, &settings, &device, &dir, |s, _| steps.push(s)).unwrap();
+        let model = train_vae(&config, &pool, &settings, &device, &dir, |s, _| steps.push(s)).unwrap();
         assert_eq!(steps, vec![2], "the second run resumes at step 2");
         // The checkpoint loads through the diffusers-folder loader and decodes like the returned model.
         let json = std::fs::read_to_string(dir.join("config.json")).unwrap();
@@ -759,8 +816,35 @@ mod tests {
         let a = model.decode_raw(z.clone()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         let b = loaded.decode_raw(z).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         assert_eq!(a, b);
+
+        // Decoder steps change the decoder only: the latents of an image stay bit-identical.
+        let x = Tensor::<4>::from_data(TensorData::new(pool.pixels[1].clone(), [1, 3, 16, 16]), &device);
+        let latents = |m: &crate::vae::AutoencoderKL| {
+            m.encode_distribution(x.clone()).0.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+        };
+        settings.decoder_steps = 2;
+        let mut steps = vec![];
+        let tuned = train_vae(&config, &pool, &settings, &device, &dir, |s, _| steps.push(s)).unwrap();
+        assert_eq!(steps, vec![3, 4]);
+        assert_eq!(latents(&tuned), latents(&model));
+        let c = tuned.decode_raw(Tensor::<4>::ones([1, 4, 4, 4], &device));
+        assert_ne!(c.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), a, "the decoder learned");
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn attribute_masks_cover_what_the_attributes_draw() {
+        let pool = render_captioned(8, 5, 64, |_| {});
+        for (i, m) in pool.attribute_masks.iter().enumerate() {
+            let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
+            let phantom = Phantom::sample(kind, 5, (i / 2) as u64);
+            let any = phantom.labels().iter().any(|(l, on)| *on && *l != crate::evaluate::CLASS_LABEL);
+            let covered = m.iter().sum::<f32>();
+            assert_eq!(covered > 0.0, any, "image {i}: mask covers {covered} pixels, attributes on: {any}");
+            assert!(covered < m.len() as f32, "image {i}: an attribute never changes every pixel");
+        }
+    }
+
     #[test]
     fn unet_trains_and_checkpoints_as_a_diffusers_folder() {
         let device = Device::flex();

@@ -21,6 +21,8 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
         vae_steps: 2,
         vae_crop: 8,
         vae_edge_weight: 1.0,
+        vae_decoder_steps: 0,
+        vae_attribute_weight: 10.0,
         unet_steps: 2,
         batches: [4, 2, 2],
         checkpoint_every: 1,

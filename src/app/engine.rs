@@ -1,0 +1,381 @@
+//! The browser side of the engine: WebGPU through burn, model files fetched into memory, and a prompt-swap
+//! run that yields to the page between steps and reads results back asynchronously (a browser cannot block
+//! on the GPU).
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use burn::prelude::*;
+use js_sys::{Function, Promise, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::app::params::Traversal;
+use crate::app::readout::{StyleReadout, readouts};
+use crate::classifier::{AttributeClassifier, ClassifierConfig};
+use crate::error::{Error, Result};
+use crate::pipeline::{CONFIG_FILES, MemorySource, StableDiffusion, TOKENIZER_FILES, WEIGHTS};
+use crate::rng::initial_latents;
+use crate::swap::{SwapSampler, SwapSettings};
+use crate::weights::{WeightFile, inspect};
+
+/// Largest single file fetched (a browser tab cannot hold much more than this in wasm32 memory).
+const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Largest model, as f32 on the GPU, that the page will try to load.
+const MAX_MODEL_F32_BYTES: u64 = 3 << 29;
+/// Largest JSON or tokenizer file.
+const MAX_SMALL_BYTES: u64 = 16 << 20;
+
+/// The WebGPU adapter and the burn device on it.
+pub struct Gpu {
+    /// burn's device; models and tensors live here.
+    pub device: Device,
+    /// Adapter vendor and architecture, for the status line.
+    pub adapter: String,
+    /// The adapter's largest storage buffer binding, which bounds the largest weight tensor.
+    pub max_binding: u64,
+}
+
+fn js_err(what: &str, e: JsValue) -> Error {
+    let text = e.as_string().or_else(|| Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string()));
+    Error::Device(format!("{what}: {}", text.unwrap_or_else(|| format!("{e:?}"))))
+}
+
+fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
+    Reflect::get(obj, &key.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+/// Finds a WebGPU adapter (a clear error when the browser has none) and initialises burn on it.
+pub async fn webgpu() -> Result<Gpu> {
+    let window = web_sys::window().ok_or_else(|| Error::Device("no window".into()))?;
+    let gpu = get(&window.navigator(), "gpu").ok_or_else(|| {
+        Error::Device(
+            "this browser has no WebGPU (navigator.gpu is missing): use a recent Chrome, Edge or Safari, \
+             or Firefox with WebGPU enabled, over https or localhost"
+                .into(),
+        )
+    })?;
+    let request: Function = get(&gpu, "requestAdapter")
+        .and_then(|f| f.dyn_into().ok())
+        .ok_or_else(|| Error::Device("navigator.gpu.requestAdapter is missing".into()))?;
+    let promise: Promise = request
+        .call0(&gpu)
+        .map_err(|e| js_err("requestAdapter", e))?
+        .dyn_into()
+        .map_err(|e| js_err("requestAdapter", e))?;
+    let adapter = JsFuture::from(promise).await.map_err(|e| js_err("requestAdapter", e))?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return Err(Error::Device(
+            "WebGPU is present but offers no adapter (blocked GPU, or disabled by the browser's settings)".into(),
+        ));
+    }
+    let info = get(&adapter, "info");
+    let field = |k: &str| info.as_ref().and_then(|i| get(i, k)).and_then(|v| v.as_string()).unwrap_or_default();
+    let name = [field("vendor"), field("architecture"), field("description")]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let max_binding = get(&adapter, "limits")
+        .and_then(|l| get(&l, "maxStorageBufferBindingSize"))
+        .and_then(|v| v.as_f64())
+        .unwrap_or(128.0 * 1024.0 * 1024.0) as u64;
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| Error::Device(format!("burn could not start on the WebGPU adapter: {e}")))?;
+    Ok(Gpu { device, adapter: if name.is_empty() { "unnamed adapter".into() } else { name }, max_binding })
+}
+
+/// Fetches `url`; `Ok(None)` when the server says it does not exist (404).
+async fn fetch(url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+    let fail = |message: String| Error::Fetch { url: url.to_string(), message };
+    let window = web_sys::window().ok_or_else(|| fail("no window".into()))?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|e| fail(js_err("network", e).to_string()))?
+        .dyn_into()
+        .map_err(|_| fail("not a response".into()))?;
+    if response.status() == 404 {
+        return Ok(None);
+    }
+    if !response.ok() {
+        return Err(fail(format!("HTTP {} {}", response.status(), response.status_text())));
+    }
+    let declared = response.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        return Err(fail(format!("{n} bytes, over the {limit}-byte limit")));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| fail(js_err("body", e).to_string()))?)
+        .await
+        .map_err(|e| fail(js_err("body", e).to_string()))?;
+    let bytes = Uint8Array::new(&buffer);
+    if bytes.length() as u64 > limit {
+        return Err(fail(format!("{} bytes, over the {limit}-byte limit", bytes.length())));
+    }
+    Ok(Some(bytes.to_vec()))
+}
+
+async fn fetch_required(url: &str, limit: u64) -> Result<Vec<u8>> {
+    fetch(url, limit).await?.ok_or_else(|| Error::Fetch { url: url.to_string(), message: "not found (404)".into() })
+}
+
+/// Loads a diffusers folder served at `base` (single-file or sharded safetensors), checking every weight
+/// tensor against the adapter's buffer limit before anything reaches the GPU. `progress(file)` is called
+/// before each fetch.
+pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -> Result<StableDiffusion> {
+    let mut files = HashMap::new();
+    for path in CONFIG_FILES {
+        progress(path);
+        files.insert(path.to_string(), fetch_required(&format!("{base}/{path}"), MAX_SMALL_BYTES).await?);
+    }
+    for path in TOKENIZER_FILES {
+        progress(path);
+        if let Some(bytes) = fetch(&format!("{base}/{path}"), MAX_SMALL_BYTES).await? {
+            files.insert(path.to_string(), bytes);
+        }
+    }
+    let mut f32_bytes = 0u64;
+    for (dir, name) in WEIGHTS {
+        let single = format!("{dir}/{name}.safetensors");
+        progress(&single);
+        let paths = match fetch(&format!("{base}/{single}"), MAX_FILE_BYTES).await? {
+            Some(bytes) => {
+                files.insert(single.clone(), bytes);
+                vec![single]
+            }
+            None => {
+                let index = format!("{dir}/{name}.safetensors.index.json");
+                let json = fetch_required(&format!("{base}/{index}"), MAX_SMALL_BYTES).await?;
+                let shards = shard_names(&index, &json)?;
+                for shard in &shards {
+                    progress(shard);
+                    files
+                        .insert(shard.clone(), fetch_required(&format!("{base}/{dir}/{shard}"), MAX_FILE_BYTES).await?);
+                }
+                files.insert(index, json);
+                shards.into_iter().map(|s| format!("{dir}/{s}")).collect()
+            }
+        };
+        for path in paths {
+            let file = WeightFile::Bytes { name: path.clone(), bytes: files[&path].clone() };
+            for (tensor, info) in inspect(&file)? {
+                let bytes = info.shape.iter().product::<usize>() as u64 * 4;
+                if bytes > gpu.max_binding {
+                    return Err(Error::Device(format!(
+                        "{path}: tensor {tensor} needs {bytes} bytes as f32, over this GPU's \
+                         {}-byte buffer limit; use a smaller model",
+                        gpu.max_binding
+                    )));
+                }
+                f32_bytes += bytes;
+            }
+        }
+    }
+    if f32_bytes > MAX_MODEL_F32_BYTES {
+        return Err(Error::Device(format!(
+            "the model needs {} MB as f32, more than a browser tab can hold ({} MB)",
+            f32_bytes >> 20,
+            MAX_MODEL_F32_BYTES >> 20
+        )));
+    }
+    StableDiffusion::from_source(&MemorySource(files), None, &gpu.device)
+}
+
+fn shard_names(index: &str, json: &[u8]) -> Result<Vec<String>> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| Error::Config { what: index.into(), message: e.to_string() })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::Config { what: index.into(), message: "no weight_map".into() })?;
+    let mut names: Vec<String> = map.values().filter_map(|s| s.as_str().map(String::from)).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() || names.iter().any(|s| s.contains('/') || s.contains('\\') || s.starts_with('.')) {
+        return Err(Error::Config { what: index.into(), message: "shard names must be plain file names".into() });
+    }
+    Ok(names)
+}
+
+/// Loads the attribute classifiers of one image family from `{base}/config.json` and `model.safetensors`;
+/// `None` when the folder is absent (the page then shows images without readouts).
+pub async fn load_classifier(base: &str, device: &Device) -> Result<Option<(AttributeClassifier, ClassifierConfig)>> {
+    let Some(config) = fetch(&format!("{base}/config.json"), MAX_SMALL_BYTES).await? else { return Ok(None) };
+    let weights = fetch_required(&format!("{base}/model.safetensors"), MAX_FILE_BYTES).await?;
+    let config = String::from_utf8(config).map_err(|e| Error::Config { what: base.into(), message: e.to_string() })?;
+    let file = WeightFile::Bytes { name: format!("{base}/model.safetensors"), bytes: weights };
+    crate::classifier::load(&config, file, device).map(Some)
+}
+
+/// Waits for the browser's next frame, so the page repaints between GPU steps.
+pub async fn next_frame() {
+    let promise = Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.request_animation_frame(&resolve);
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    let data = t.into_data_async().await.map_err(|e| Error::Device(format!("reading a result back: {e:?}")))?;
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+}
+
+/// One decoded image: a PNG data URL and the classifiers' probabilities (empty without classifiers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picture {
+    /// `data:image/png;base64,…`
+    pub url: String,
+    /// Probability per classifier label.
+    pub probs: Vec<f32>,
+}
+
+/// A finished run: pictures, readouts, and the latents the traversal slider decodes on demand.
+pub struct Run {
+    /// The settings it ran with.
+    pub traversal: Traversal,
+    /// The neutral image.
+    pub neutral: Picture,
+    /// Per style: the image at each swap point.
+    pub swaps: Vec<Vec<Picture>>,
+    /// Per style: probabilities, CFRT flips, direction cosines.
+    pub readouts: Vec<StyleReadout>,
+    /// Classifier labels, in the order of [`Picture::probs`].
+    pub labels: Vec<String>,
+    /// Per style: the neutral latent then one per swap point.
+    latents: Vec<Vec<Tensor<4>>>,
+    /// Per style: the Bézier curve's latents, made when first shown.
+    curves: HashMap<usize, Vec<Tensor<4>>>,
+    /// Pictures already decoded, by (style, frame).
+    frames: HashMap<(usize, usize), Picture>,
+    /// Seconds spent sampling and decoding.
+    pub seconds: f64,
+    /// Guided latent evaluations and U-Net calls.
+    pub unet: (usize, usize),
+}
+
+/// The models a run needs.
+pub struct Models<'a> {
+    /// The diffusion model.
+    pub sd: &'a StableDiffusion,
+    /// The family's attribute classifiers, if shipped.
+    pub classifier: Option<&'a (AttributeClassifier, ClassifierConfig)>,
+}
+
+impl Models<'_> {
+    async fn pictures(&self, latents: Vec<Tensor<4>>) -> Result<Vec<Picture>> {
+        let mut out = Vec::with_capacity(latents.len());
+        for chunk in latents.chunks(4) {
+            let images = self.sd.vae.decode(Tensor::cat(chunk.to_vec(), 0));
+            let [b, _, h, w] = images.dims();
+            let probs = match self.classifier {
+                Some((c, config)) => {
+                    let p = crate::evaluate::probabilities(c, config, images.clone())?;
+                    let values = read(p).await?;
+                    values.chunks(config.labels.len()).map(<[f32]>::to_vec).collect()
+                }
+                None => vec![Vec::new(); b],
+            };
+            let pixels = read(images).await?;
+            for (i, probs) in probs.into_iter().enumerate() {
+                let plane = 3 * h * w;
+                let rgb = crate::image::to_rgb(&pixels[i * plane..(i + 1) * plane], h, w)?;
+                out.push(Picture { url: png_url(&rgb)?, probs });
+            }
+            next_frame().await;
+        }
+        Ok(out)
+    }
+}
+
+/// Encodes an image as a PNG data URL.
+pub fn png_url(rgb: &::image::RgbImage) -> Result<String> {
+    let mut png = Vec::new();
+    rgb.write_to(&mut std::io::Cursor::new(&mut png), ::image::ImageFormat::Png)
+        .map_err(|e| Error::Image(e.to_string()))?;
+    Ok(format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png)))
+}
+
+fn performance_now() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
+}
+
+/// Runs the prompt swap for `t`, reporting `progress(step, steps)` after each DDIM step.
+pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(usize, usize)) -> Result<Run> {
+    let start = performance_now();
+    let sd = models.sd;
+    let size = sd.default_image_size();
+    let [h, w] = sd.latent_size(size, size)?;
+    let init = initial_latents(t.seed, sd.unet_config.in_channels, h, w, sd.device());
+    let settings =
+        SwapSettings { steps: t.steps, guidance: t.guidance, swap_points: t.swap_points.clone(), max_batch: 16 };
+    let mut sampler = SwapSampler::new(sd, init, &t.neutral, &t.styles, "", &settings)?;
+    while !sampler.is_done() {
+        sampler.step();
+        // A tiny read-back paces the queue, so progress is real and the page stays responsive.
+        read(sampler.trunk().clone().slice([0..1, 0..1, 0..1, 0..1])).await?;
+        let (done, all) = sampler.progress();
+        progress(done, all);
+        next_frame().await;
+    }
+    let res = sampler.finish();
+    let neutral = models.pictures(vec![res.neutral.clone()]).await?.remove(0);
+    let mut swaps = Vec::new();
+    for tr in &res.trajectories {
+        swaps.push(models.pictures(tr.latents.clone()).await?);
+    }
+    let z0 = read(res.neutral.clone()).await?;
+    let mut flat = Vec::new();
+    for tr in &res.trajectories {
+        let mut zs = Vec::new();
+        for z in &tr.latents {
+            zs.push(read(z.clone()).await?);
+        }
+        flat.push(zs);
+    }
+    let labels = models.classifier.map(|(_, c)| c.labels.clone()).unwrap_or_default();
+    let edits: Vec<Vec<Vec<f32>>> = swaps.iter().map(|row| row.iter().map(|p| p.probs.clone()).collect()).collect();
+    let readouts = readouts(&labels, &t.neutral, &t.styles, &neutral.probs, &edits, &z0, &flat);
+    let latents = res
+        .trajectories
+        .iter()
+        .map(|tr| std::iter::once(res.neutral.clone()).chain(tr.latents.iter().cloned()).collect())
+        .collect();
+    Ok(Run {
+        traversal: t.clone(),
+        neutral,
+        swaps,
+        readouts,
+        labels,
+        latents,
+        curves: HashMap::new(),
+        frames: HashMap::new(),
+        seconds: (performance_now() - start) / 1000.0,
+        unet: (res.unet_evaluations, res.unet_batches),
+    })
+}
+
+impl Run {
+    /// Frame `frame` of style `style`'s Bézier traversal (control points as the paper: both ends kept, the
+    /// rest spread by index), decoded on first request.
+    pub async fn frame(&mut self, models: &Models<'_>, style: usize, frame: usize) -> Result<Picture> {
+        if let Some(p) = self.frames.get(&(style, frame)) {
+            return Ok(p.clone());
+        }
+        let all = self.latents.get(style).ok_or_else(|| Error::arg(format!("no style {style}")))?;
+        if !self.curves.contains_key(&style) {
+            let idx = crate::bezier::control_indices(all.len(), self.traversal.controls)?;
+            let controls: Vec<Tensor<4>> = idx.iter().map(|&i| all[i].clone()).collect();
+            self.curves.insert(style, crate::bezier::interpolate(&controls, self.traversal.samples)?);
+        }
+        let latent = self.curves[&style]
+            .get(frame)
+            .cloned()
+            .ok_or_else(|| Error::arg(format!("frame {frame} is past the {} samples", self.traversal.samples)))?;
+        let p = models.pictures(vec![latent]).await?.remove(0);
+        self.frames.insert((style, frame), p.clone());
+        Ok(p)
+    }
+}

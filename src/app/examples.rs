@@ -1,0 +1,112 @@
+//! The built-in teaching examples: the paper's Table 2 settings (a neutral prompt and one style prompt per
+//! attribute) on the embedded phantom model, with what to look for in each.
+
+use crate::evaluate::{self, Setting};
+use crate::synthetic::Kind;
+
+/// One built-in example.
+#[derive(Debug, Clone)]
+pub struct Example {
+    /// Identifier used in links (`?example=`).
+    pub id: &'static str,
+    /// Title shown in the picker.
+    pub title: &'static str,
+    /// What the example teaches.
+    pub blurb: &'static str,
+    /// Image family (picks the classifiers).
+    pub kind: Kind,
+    /// Neutral prompt and the style prompt of each attribute, with its classifier label.
+    pub setting: Setting,
+}
+
+/// Every built-in example, in the picker's order.
+pub fn all() -> Vec<Example> {
+    let texts = [
+        (
+            "chest",
+            "Chest X-ray: pleural effusion, support devices",
+            "The same subject as the swap point t grows: the costophrenic angle blunts and a basal opacity with \
+             a meniscus rises (effusion), or tubes, lines and electrodes appear (devices), while ribs, heart \
+             and habitus stay.",
+        ),
+        (
+            "derm-mel",
+            "Dermoscopy, melanoma: hair, gel bubbles, ink, ruler",
+            "An asymmetric, multi-coloured lesion; each style prompt adds one acquisition artifact while the \
+             diagnosis should stay melanoma. Watch the classifier readouts for edits that leak into the \
+             diagnosis.",
+        ),
+        (
+            "derm-nv",
+            "Dermoscopy, nevus: hair, gel bubbles, ink, ruler",
+            "A symmetric, uniformly brown nevus with the same four artifacts. The embedded model draws rulers \
+             well; its small autoencoder loses most thin hair, bubbles and ink (see the model card).",
+        ),
+    ];
+    let mut settings: Vec<(Kind, Setting)> = Vec::new();
+    for kind in [Kind::Chest, Kind::Derm] {
+        // The settings come from fixed phantoms and always exist; an error here is a programming error
+        // caught by the tests, so the picker just shows fewer examples.
+        settings.extend(evaluate::settings(kind).unwrap_or_default().into_iter().map(|s| (kind, s)));
+    }
+    texts
+        .into_iter()
+        .zip(settings)
+        .map(|((id, title, blurb), (kind, setting))| Example { id, title, blurb, kind, setting })
+        .collect()
+}
+
+/// The classifier label a style prompt turns on: the one named in the style but not in the neutral prompt
+/// (labels are matched as words, `pleural_effusion` as "pleural effusion"). `None` when there is no single one.
+pub fn attribute_of<'a>(labels: &'a [String], neutral: &str, style: &str) -> Option<&'a str> {
+    // Space-separated lowercase words with a space at each end, so " ink " cannot match inside "pink".
+    let words = |s: &str| {
+        let w: Vec<String> = s
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect();
+        format!(" {} ", w.join(" "))
+    };
+    let (neutral, style) = (words(neutral), words(style));
+    let mut found = labels.iter().filter(|l| {
+        let label = words(&l.replace('_', " "));
+        style.contains(&label) && !neutral.contains(&label)
+    });
+    let first = found.next()?;
+    found.next().is_none().then_some(first.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_are_the_evaluation_settings() {
+        let all = all();
+        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), ["chest", "derm-mel", "derm-nv"]);
+        assert_eq!(all[0].setting.name, "chest");
+        assert_eq!(all[1].setting.name, "derm MEL");
+        assert_eq!(all[2].setting.name, "derm NV");
+        assert_eq!(all[0].setting.styles.len(), 2);
+        assert_eq!(all[2].setting.styles.len(), 4);
+    }
+
+    #[test]
+    fn each_style_names_its_own_attribute() {
+        for ex in all() {
+            let labels: Vec<String> = match ex.kind {
+                Kind::Chest => vec!["pleural_effusion".into(), "support_devices".into()],
+                Kind::Derm => ["melanoma", "hair", "gel_bubbles", "ink", "ruler"].map(String::from).to_vec(),
+            };
+            for (label, prompt) in &ex.setting.styles {
+                assert_eq!(attribute_of(&labels, &ex.setting.neutral, prompt), Some(label.as_str()), "{prompt}");
+            }
+        }
+        let labels = vec!["hair".to_string(), "ruler".to_string()];
+        assert_eq!(attribute_of(&labels, "x", "hair and ruler"), None);
+        assert_eq!(attribute_of(&labels, "with hair", "with hair"), None);
+        assert_eq!(attribute_of(&["ink".to_string()], "skin", "pink skin"), None);
+    }
+}

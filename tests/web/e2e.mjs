@@ -1,0 +1,145 @@
+// End-to-end tests of the page in headless Chromium with software WebGPU (SwiftShader).
+//
+//   node tests/web/e2e.mjs DIST CLI_OUT
+//
+// DIST is `trunk build --release`'s output; CLI_OUT is a `traverse generate` run with the same settings as
+// LINK below (scripts/test-web.sh makes both). The page's images must match the CLI's (CPU) images: the same
+// link gives the same images on CPU and GPU. Error paths: a bad link, a missing model, no WebGPU.
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const [dist, cliOut] = process.argv.slice(2);
+if (!dist || !cliOut) {
+  console.error("usage: node e2e.mjs DIST CLI_OUT");
+  process.exit(2);
+}
+// Must match scripts/test-web.sh's `traverse generate` arguments.
+export const LINK = "?example=chest&seed=42&steps=3&t=1,3&samples=3&frame=1";
+const TIMEOUT_MS = 25 * 60 * 1000;
+
+const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css",
+  ".json": "application/json", ".png": "image/png", ".md": "text/markdown" };
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, "http://localhost");
+  const root = url.pathname.startsWith("/cli/") ? cliOut : dist;
+  const rel = decodeURIComponent(url.pathname.replace(/^\/cli\//, "/")).replace(/^\/+/, "") || "index.html";
+  const file = path.resolve(root, rel);
+  if (!file.startsWith(path.resolve(root)) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+    res.writeHead(404).end("not found");
+    return;
+  }
+  res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" });
+  fs.createReadStream(file).pipe(res);
+});
+await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+const base = `http://127.0.0.1:${server.address().port}/`;
+
+const common = ["--headless", "--no-sandbox", "--no-first-run", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--disable-quic"];
+const webgpu = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"];
+let failures = 0;
+function check(ok, what) {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  if (!ok) failures++;
+}
+
+async function withPage(flags, fn) {
+  const dir = fs.mkdtempSync("/tmp/traverse-chromium-");
+  const browser = await chromium.launchPersistentContext(dir, {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: [...common, ...flags], headless: true,
+  });
+  const page = browser.pages()[0] ?? (await browser.newPage());
+  page.on("console", (m) => m.type() === "error" && console.log(`  [console] ${m.text()}`));
+  try {
+    await fn(page);
+  } finally {
+    await browser.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const state = (page) => page.getAttribute("#status", "data-state");
+async function settle(page, ms = TIMEOUT_MS) {
+  await page.waitForFunction(() => {
+    const s = document.querySelector("#status")?.dataset.state;
+    return document.querySelector("#fatal")?.textContent || s === "failed" ||
+      (s === "ready" && document.querySelector("#frame-image"));
+  }, null, { timeout: ms, polling: 500 });
+}
+
+// Pixels of same-origin image URLs, read through a canvas in the page.
+async function pixels(page, urls) {
+  return page.evaluate(async (urls) => Promise.all(urls.map(async (u) => {
+    const img = new Image();
+    img.src = u;
+    await img.decode();
+    const c = document.createElement("canvas");
+    [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0);
+    return Array.from(g.getImageData(0, 0, c.width, c.height).data);
+  })), urls);
+}
+function psnr(a, b) {
+  if (a.length !== b.length) return -1;
+  let se = 0;
+  for (let i = 0; i < a.length; i++) if (i % 4 !== 3) se += (a[i] - b[i]) ** 2;
+  const mse = se / (a.length * 0.75);
+  return mse === 0 ? Infinity : 10 * Math.log10(255 ** 2 / mse);
+}
+
+try {
+  // 1. The shared link runs on the GPU and reproduces the CLI's images.
+  await withPage(webgpu, async (page) => {
+    const t0 = Date.now();
+    await page.goto(base + LINK);
+    await settle(page);
+    const fatal = await page.textContent("#fatal");
+    check(!fatal && (await state(page)) === "ready", `the page runs the link (${((Date.now() - t0) / 1000).toFixed(0)} s): ${fatal || await page.textContent("#status")}`);
+    const rows = await page.$$eval(".trajectory", (rs) => rs.map((r) => Array.from(r.querySelectorAll("img")).map((i) => i.src)));
+    check(rows.length === 2 && rows.every((r) => r.length === 3), `two trajectories of neutral + 2 swap images (${rows.map((r) => r.length)})`);
+    const names = ["neutral", "style0_t1", "style0_t3", "neutral", "style1_t1", "style1_t3"];
+    const page_px = await pixels(page, rows.flat());
+    const cli_px = await pixels(page, names.map((n) => `${base}cli/${n}.png`));
+    const scores = page_px.map((p, i) => psnr(p, cli_px[i]));
+    check(scores.every((s) => s >= 30), `GPU images match the CLI's CPU images: PSNR ${scores.map((s) => s.toFixed(1)).join(", ")} dB (≥ 30)`);
+    const probs = await page.$$eval(".trajectory .prob", (ps) => ps.map((p) => p.textContent));
+    check(probs.length === 4 && probs.every((p) => /\d+%/.test(p)), `classifier readouts under each swap image (${probs.join(" | ")})`);
+    const summary = await page.$$eval(".summary", (s) => s.map((x) => x.textContent));
+    check(summary.length === 2 && summary.every((s) => /CFRT \d\.\d\d/.test(s)), `CFRT per trajectory (${summary.join(" | ")})`);
+    check(page.url().includes("seed=42") && page.url().includes("frame=1"), `the address keeps the settings (${page.url()})`);
+    const first = await page.getAttribute("#frame-image", "src");
+    await page.fill("#frame", "0").catch(() => {});
+    await page.$eval("#frame", (el) => { el.value = "0"; el.dispatchEvent(new Event("input", { bubbles: true })); });
+    await page.waitForFunction((f) => document.querySelector("#frame-image")?.getAttribute("src") !== f, first, { timeout: 300000 });
+    const zero = await pixels(page, [await page.getAttribute("#frame-image", "src")]);
+    const neutral = await pixels(page, [rows[0][0]]);
+    check(psnr(zero[0], neutral[0]) >= 40, `frame 0 of the traversal is the neutral image (PSNR ${psnr(zero[0], neutral[0]).toFixed(1)} dB)`);
+    check(page.url().includes("frame=0") === true, "moving the slider updates the link");
+  });
+
+  // 2. Bad links and a missing model are clear messages, not a blank page.
+  await withPage(webgpu, async (page) => {
+    await page.goto(base + "?example=chest&steps=abc&model=nowhere");
+    const notice = await page.textContent("#notice");
+    check(/URL parameter `steps`/.test(notice ?? ""), `a bad parameter is named (${notice})`);
+    await page.goto(base + "?model=nowhere");
+    await settle(page, 120000);
+    const status = await page.textContent("#status");
+    check((await state(page)) === "failed" && /nowhere\/text_encoder\/config\.json.*404/.test(status), `a missing model says which file (${status})`);
+  });
+
+  // 3. Without WebGPU the page says so.
+  await withPage([], async (page) => {
+    await page.goto(base);
+    await settle(page, 120000);
+    const status = await page.textContent("#status");
+    check((await state(page)) === "failed" && /WebGPU/.test(status), `no WebGPU is a clear message (${status})`);
+  });
+} finally {
+  server.close();
+}
+console.log(failures ? `${failures} web check(s) failed` : "all web checks passed");
+process.exit(failures ? 1 : 0);
