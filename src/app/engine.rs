@@ -130,6 +130,11 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
         files.insert(path.to_string(), fetch_required(&format!("{base}/{path}"), MAX_SMALL_BYTES).await?);
     }
     for path in TOKENIZER_FILES {
+        // A folder has tokenizer.json or vocab.json + merges.txt; asking for both would log 404s.
+        let has_json = files.contains_key("tokenizer/tokenizer.json");
+        if has_json && (path.ends_with("vocab.json") || path.ends_with("merges.txt")) {
+            continue;
+        }
         progress(path);
         if let Some(bytes) = fetch(&format!("{base}/{path}"), MAX_SMALL_BYTES).await? {
             files.insert(path.to_string(), bytes);

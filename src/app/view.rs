@@ -71,9 +71,11 @@ fn set_location_query(t: &Traversal) {
     }
 }
 
-async fn start(model: String) -> Result<Engine, String> {
+async fn start(model: String, phase: RwSignal<Phase>) -> Result<Engine, String> {
     let gpu = engine::webgpu().await.map_err(|e| e.to_string())?;
-    let sd = engine::load_model(&model, &gpu, |_| {}).await.map_err(|e| e.to_string())?;
+    let fetching = |file: &str| phase.set(Phase::Loading(format!("Fetching {model}/{file} …")));
+    let sd = engine::load_model(&model, &gpu, fetching).await.map_err(|e| e.to_string())?;
+    phase.set(Phase::Loading("Fetching the attribute classifiers …".into()));
     let chest = engine::load_classifier("classifiers/chest", &gpu.device).await.map_err(|e| e.to_string())?;
     let derm = engine::load_classifier("classifiers/derm", &gpu.device).await.map_err(|e| e.to_string())?;
     Ok(Engine { gpu, sd, model, chest, derm })
@@ -88,7 +90,7 @@ pub fn App() -> impl IntoView {
         Err(e) => (Traversal::default(), Some(format!("{e}. Showing the default example instead."))),
     };
     let form = RwSignal::new(initial.clone());
-    let phase = RwSignal::new(Phase::Loading("Starting WebGPU…".into()));
+    let phase = RwSignal::new(Phase::Loading("Starting WebGPU …".into()));
     let adapter = RwSignal::new(String::new());
     let shown = RwSignal::new(None::<Shown>);
     let frame = RwSignal::new(None::<Picture>);
@@ -155,8 +157,8 @@ pub fn App() -> impl IntoView {
 
     spawn_local(async move {
         let model = initial.model.clone();
-        phase.set(Phase::Loading(format!("Starting WebGPU and fetching the model from {model}/ …")));
-        match start(model).await {
+        phase.set(Phase::Loading("Starting WebGPU …".into()));
+        match start(model, phase).await {
             Ok(e) => {
                 adapter.set(format!(
                     "{} · model {}/ ({}×{} px)",
