@@ -38,6 +38,11 @@ fn the_shipped_model_fits_the_browser_budget() {
     assert!(bytes <= 16_000_000, "public/model's weights are {bytes} bytes, over the 16 MB budget");
 }
 
+/// Held by every test that runs the model. Seen here: with these tests on parallel threads, burn's flex
+/// backend gave different classifier decisions (devices kept in 3/8 reconstructions instead of 8/8, the
+/// same every time alone), so they run one at a time until that is understood.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The shipped model and the family's shipped classifier, on the CPU.
 fn load(kind: Kind) -> (StableDiffusion, AttributeClassifier, ClassifierConfig) {
     let device = Device::flex();
@@ -49,6 +54,7 @@ fn load(kind: Kind) -> (StableDiffusion, AttributeClassifier, ClassifierConfig) 
 /// Fraction of `subjects` seeds whose image the classifier calls positive, per style, at the first and the
 /// last swap point.
 fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (sd, classifier, config) = load(kind);
     let eval = Evaluation {
         subjects,
@@ -70,6 +76,7 @@ fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
 /// The autoencoder's ceiling: fraction of reconstructed phantoms (unseen dataset seed) in which the classifier
 /// still sees each attribute, for the labels of `kind`.
 fn ceiling(kind: Kind, subjects: usize) -> Vec<(String, f64, f64)> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (sd, classifier, config) = load(kind);
     autoencoder_ceiling(&sd, &classifier, &config, kind, subjects, 90_000, |_, _, _| Ok(()))
         .unwrap()
@@ -92,7 +99,7 @@ fn chest_attributes_grow_along_the_trajectory() {
 }
 
 #[test]
-#[ignore = "the shipped U-Net (3400 steps) does not draw hair, ink or rulers yet: see public/model/MODEL_CARD.md"]
+#[ignore = "the shipped model draws no ink on melanoma and gel bubbles barely grow: see public/model/MODEL_CARD.md"]
 fn skin_artifacts_grow_along_the_trajectory() {
     check(Kind::Derm, 4, 0.5);
 }
@@ -110,12 +117,12 @@ fn check_ceiling(kind: Kind, subjects: usize, attributes: &[&str], min_rate: f64
 }
 
 #[test]
-fn the_autoencoder_keeps_pleural_effusion() {
+fn the_autoencoder_keeps_pleural_effusion_and_hair_well() {
     check_ceiling(Kind::Chest, 8, &["pleural_effusion"], 0.75);
+    check_ceiling(Kind::Derm, 8, &["hair"], 0.75);
 }
 
 #[test]
-#[ignore = "the shipped autoencoder (2000 steps) loses thin devices and the skin artifacts: see public/model/MODEL_CARD.md"]
 fn the_autoencoder_keeps_every_attribute() {
     check_ceiling(Kind::Chest, 8, &["pleural_effusion", "support_devices"], 0.5);
     check_ceiling(Kind::Derm, 8, &["melanoma", "hair", "gel_bubbles", "ink", "ruler"], 0.5);
