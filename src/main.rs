@@ -749,7 +749,9 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
     };
     // Contact sheet rows: for each attribute, up to 4 phantoms, then their reconstructions.
     let mut sheet = Vec::new();
-    let ceiling =
+    let ceiling = if a.ceiling_subjects == 0 {
+        Vec::new()
+    } else {
         autoencoder_ceiling(&sd, &classifier, &config, a.kind.into(), a.ceiling_subjects, a.seed, |_, x, r| {
             let n = if a.ceiling_sheet.is_some() { x.dims()[0].min(4) } else { 0 };
             for t in [x, r] {
@@ -758,8 +760,9 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
                 }
             }
             Ok(())
-        })?;
-    if let Some(path) = &a.ceiling_sheet {
+        })?
+    };
+    if let Some(path) = a.ceiling_sheet.as_ref().filter(|_| a.ceiling_subjects > 0) {
         let columns = (2 * a.ceiling_subjects.min(4)).max(1);
         save_png(&contact_sheet(&sheet, columns), path)?;
     }
@@ -800,10 +803,14 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
             );
         }
     }
-    let report = json!({"command": "evaluate", "model": a.model.model.display().to_string(), "classifier": dir.display().to_string(),
+    let mut report = json!({"command": "evaluate", "model": a.model.model.display().to_string(), "classifier": dir.display().to_string(),
         "subjects": a.subjects, "seed": a.seed, "steps": a.steps, "guidance": a.guidance, "swap_points": eval.swap.swap_points,
-        "controls": a.controls, "interpolations": a.interpolations, "scores": scores,
-        "autoencoder_ceiling": {"subjects": a.ceiling_subjects, "dataset_seed": a.seed, "attributes": ceiling}});
+        "controls": a.controls, "interpolations": a.interpolations, "scores": scores});
+    // --ceiling-subjects 0 skips the ceiling, so the report has no empty rows for it.
+    if a.ceiling_subjects > 0 {
+        report["autoencoder_ceiling"] =
+            json!({"subjects": a.ceiling_subjects, "dataset_seed": a.seed, "attributes": ceiling});
+    }
     write(&a.out, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
     println!("wrote {}", a.out.display());
     Ok(())

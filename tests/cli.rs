@@ -200,6 +200,33 @@ fn evaluate_scores_every_style_of_a_family() {
     // Cells are separated by 2-pixel gaps.
     let cell = (sheet.width() + 2) / 6;
     assert_eq!((sheet.width() + 2, sheet.height() + 2), (6 * cell, 2 * cell));
+
+    // --ceiling-subjects 0 leaves the ceiling out of the report rather than writing empty rows.
+    let run = traverse(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--kind",
+        "chest",
+        "--classifier",
+        classifiers().join("chest").to_str().unwrap(),
+        "--subjects",
+        "1",
+        "--steps",
+        "2",
+        "--swap-points",
+        "1,2",
+        "--interpolations",
+        "0",
+        "--ceiling-subjects",
+        "0",
+        "--out",
+        tmp.0.join("no-ceiling.json").to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report = manifest_named(&tmp.0, "no-ceiling.json");
+    assert!(report.get("autoencoder_ceiling").is_none(), "{report}");
+    assert_eq!(report["scores"].as_array().unwrap().len(), 2);
 }
 
 #[test]
