@@ -40,10 +40,7 @@ pub const CLASS_LABEL: &str = "melanoma";
 /// The family's settings: chest X-rays (healthy, no devices → effusion / devices); dermoscopy with MEL and
 /// with NV (no artifacts → hair / gel bubbles / ink / ruler).
 pub fn settings(kind: Kind) -> Result<Vec<Setting>> {
-    let mut base = Phantom::sample(kind, 0, 0);
-    for (name, _) in base.labels() {
-        base = base.with_attribute(name, false)?;
-    }
+    let base = Phantom::sample(kind, 0, 0).with_attributes_off(&[]);
     let classes: Vec<(String, Option<bool>)> = match kind {
         Kind::Chest => vec![("chest".into(), None)],
         Kind::Derm => vec![("derm MEL".into(), Some(true)), ("derm NV".into(), Some(false))],
@@ -265,12 +262,7 @@ pub fn counterfactual_batch(
 ) -> Result<Tensor<4>> {
     let mut pixels = Vec::with_capacity(n * 3 * size * size);
     for i in first..first + n {
-        let mut p = Phantom::sample(kind, seed, i as u64);
-        for (other, _) in p.labels() {
-            if other != label && other != CLASS_LABEL {
-                p = p.with_attribute(other, false)?;
-            }
-        }
+        let p = Phantom::sample(kind, seed, i as u64).with_attributes_off(&[label, CLASS_LABEL]);
         pixels.extend(p.with_attribute(label, true)?.render(size).to_planar(3));
     }
     Ok(Tensor::from_data(TensorData::new(pixels, [n, 3, size, size]), device))

@@ -103,6 +103,20 @@ struct ShardIndex {
     weight_map: std::collections::BTreeMap<String, String>,
 }
 
+/// The distinct shard file names of a sharded-weights index (`index` names it in errors), each checked to be a
+/// plain file name so an index cannot point outside its folder.
+pub fn shard_names(index: &str, json: &[u8]) -> Result<Vec<String>> {
+    let idx: ShardIndex = serde_json::from_slice(json).map_err(|e| Error::config(index, e))?;
+    let shards: BTreeSet<String> = idx.weight_map.into_values().collect();
+    if shards.is_empty() {
+        return Err(Error::config(index, "weight_map is empty"));
+    }
+    if let Some(s) = shards.iter().find(|s| s.contains('/') || s.contains('\\') || s.starts_with('.')) {
+        return Err(Error::config(index, format!("shard name {s:?} must be a plain file name")));
+    }
+    Ok(shards.into_iter().collect())
+}
+
 /// The safetensors files holding one model's weights, as diffusers names them: `{base}[.{variant}].safetensors`
 /// or the shards listed in `{base}.safetensors.index[.{variant}].json`.
 pub fn weight_files(src: &dyn ModelSource, dir: &str, base: &str, variant: Option<&str>) -> Result<Vec<String>> {
@@ -116,22 +130,8 @@ pub fn weight_files(src: &dyn ModelSource, dir: &str, base: &str, variant: Optio
         if !src.exists(&index) {
             continue;
         }
-        let idx: ShardIndex =
-            serde_json::from_slice(&src.read(&index, MAX_JSON_BYTES)?).map_err(|e| Error::config(&index, e))?;
-        let shards: BTreeSet<&String> = idx.weight_map.values().collect();
-        if shards.is_empty() {
-            return Err(Error::config(&index, "weight_map is empty"));
-        }
-        return shards
-            .into_iter()
-            .map(|s| {
-                if s.contains('/') || s.contains('\\') || s.starts_with('.') {
-                    Err(Error::config(&index, format!("shard name {s:?} must be a plain file name")))
-                } else {
-                    Ok(format!("{dir}/{s}"))
-                }
-            })
-            .collect();
+        let shards = shard_names(&index, &src.read(&index, MAX_JSON_BYTES)?)?;
+        return Ok(shards.into_iter().map(|s| format!("{dir}/{s}")).collect());
     }
     Err(Error::config(
         dir,
@@ -208,20 +208,19 @@ impl StableDiffusion {
         if unet_config.in_channels != vae_config.latent_channels {
             return Err(Error::config("unet/config.json", "in_channels differs from the VAE's latent_channels"));
         }
-        let opt = |p: &str| -> Result<Option<Vec<u8>>> {
-            let path = format!("tokenizer/{p}");
-            debug_assert!(TOKENIZER_FILES.contains(&path.as_str()));
-            if src.exists(&path) {
-                src.read(&path, crate::tokenizer::MAX_TOKENIZER_BYTES as u64).map(Some)
+        let opt = |path: &str| -> Result<Option<Vec<u8>>> {
+            if src.exists(path) {
+                src.read(path, crate::tokenizer::MAX_TOKENIZER_BYTES as u64).map(Some)
             } else {
                 Ok(None)
             }
         };
+        let [tokenizer_json, vocab_json, merges_txt, config_json] = TOKENIZER_FILES;
         let tokenizer = ClipTokenizer::from_files(&TokenizerFiles {
-            tokenizer_json: opt("tokenizer.json")?,
-            vocab_json: opt("vocab.json")?,
-            merges_txt: opt("merges.txt")?,
-            config_json: opt("tokenizer_config.json")?,
+            tokenizer_json: opt(tokenizer_json)?,
+            vocab_json: opt(vocab_json)?,
+            merges_txt: opt(merges_txt)?,
+            config_json: opt(config_json)?,
         })?;
         if tokenizer.max_length() > text_config.max_position_embeddings {
             return Err(Error::config(

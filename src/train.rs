@@ -220,14 +220,7 @@ pub fn render_captioned(n: usize, seed: u64, size: usize, mut progress: impl FnM
         let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
         let phantom = Phantom::sample(kind, seed, (i / 2) as u64);
         let pixels = phantom.render(size).to_planar(3);
-        let mut plain = phantom.clone();
-        for (label, _) in phantom.labels() {
-            if label != crate::evaluate::CLASS_LABEL {
-                // Every label of the phantom's own family exists, so this cannot fail.
-                plain = plain.with_attribute(label, false).unwrap_or(plain);
-            }
-        }
-        let plain = plain.render(size).to_planar(3);
+        let plain = phantom.with_attributes_off(&[crate::evaluate::CLASS_LABEL]).render(size).to_planar(3);
         let plane = size * size;
         out.attribute_masks.push(
             (0..plane)

@@ -165,13 +165,16 @@ pub fn read_header(path: &std::path::Path) -> Result<BTreeMap<String, TensorInfo
     check_header(&what, &header, total - 8 - n)
 }
 
+/// Checks the header of a file's bytes (`name` for messages) and returns its tensor table.
+pub fn inspect_bytes(name: &str, bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo>> {
+    let (header, data_len) = split_bytes(name, bytes)?;
+    check_header(name, header, data_len)
+}
+
 /// Checks a file's header and returns its tensor table.
 pub fn inspect(file: &WeightFile) -> Result<BTreeMap<String, TensorInfo>> {
     match file {
-        WeightFile::Bytes { name, bytes } => {
-            let (header, data_len) = split_bytes(name, bytes)?;
-            check_header(name, header, data_len)
-        }
+        WeightFile::Bytes { name, bytes } => inspect_bytes(name, bytes),
         #[cfg(not(target_arch = "wasm32"))]
         WeightFile::Path(p) => read_header(p),
     }

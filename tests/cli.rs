@@ -144,14 +144,15 @@ fn evaluate_scores_every_style_of_a_family() {
     let tmp = TempDir::new("eval");
     let report = tmp.0.join("evaluation.json");
     let model = fixtures().join("tiny-sd");
-    let run = traverse(&[
-        "evaluate",
-        "--model",
-        model.to_str().unwrap(),
-        "--kind",
-        "chest",
-        "--classifier",
-        classifiers().join("chest").to_str().unwrap(),
+    let classifier = classifiers().join("chest");
+    // `traverse evaluate` of the tiny model on the chest family, with `args` after that.
+    let evaluate_chest = |args: &[&str]| {
+        let mut all = vec!["evaluate", "--model", model.to_str().unwrap(), "--kind", "chest"];
+        all.extend(["--classifier", classifier.to_str().unwrap()]);
+        all.extend(args);
+        traverse(&all)
+    };
+    let run = evaluate_chest(&[
         "--subjects",
         "2",
         "--steps",
@@ -202,14 +203,7 @@ fn evaluate_scores_every_style_of_a_family() {
     assert_eq!((sheet.width() + 2, sheet.height() + 2), (6 * cell, 2 * cell));
 
     // --ceiling-subjects 0 leaves the ceiling out of the report rather than writing empty rows.
-    let run = traverse(&[
-        "evaluate",
-        "--model",
-        model.to_str().unwrap(),
-        "--kind",
-        "chest",
-        "--classifier",
-        classifiers().join("chest").to_str().unwrap(),
+    let run = evaluate_chest(&[
         "--subjects",
         "1",
         "--steps",

@@ -14,10 +14,10 @@ use crate::app::params::Traversal;
 use crate::app::readout::{StyleReadout, readouts};
 use crate::classifier::{AttributeClassifier, ClassifierConfig};
 use crate::error::{Error, Result};
-use crate::pipeline::{CONFIG_FILES, MemorySource, StableDiffusion, TOKENIZER_FILES, WEIGHTS};
+use crate::pipeline::{CONFIG_FILES, MemorySource, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names};
 use crate::rng::initial_latents;
 use crate::swap::{SwapSampler, SwapSettings};
-use crate::weights::{WeightFile, inspect};
+use crate::weights::{WeightFile, inspect_bytes};
 
 /// Largest single file fetched (a browser tab cannot hold much more than this in wasm32 memory).
 const MAX_FILE_BYTES: u64 = 1 << 30;
@@ -129,10 +129,10 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
         progress(path);
         files.insert(path.to_string(), fetch_required(&format!("{base}/{path}"), MAX_SMALL_BYTES).await?);
     }
+    let [tokenizer_json, vocab_json, merges_txt, _] = TOKENIZER_FILES;
     for path in TOKENIZER_FILES {
         // A folder has tokenizer.json or vocab.json + merges.txt; asking for both would log 404s.
-        let has_json = files.contains_key("tokenizer/tokenizer.json");
-        if has_json && (path.ends_with("vocab.json") || path.ends_with("merges.txt")) {
+        if files.contains_key(tokenizer_json) && (path == vocab_json || path == merges_txt) {
             continue;
         }
         progress(path);
@@ -153,18 +153,17 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
                 let index = format!("{dir}/{name}.safetensors.index.json");
                 let json = fetch_required(&format!("{base}/{index}"), MAX_SMALL_BYTES).await?;
                 let shards = shard_names(&index, &json)?;
-                for shard in &shards {
-                    progress(shard);
-                    files
-                        .insert(shard.clone(), fetch_required(&format!("{base}/{dir}/{shard}"), MAX_FILE_BYTES).await?);
+                let paths: Vec<String> = shards.iter().map(|s| format!("{dir}/{s}")).collect();
+                for path in &paths {
+                    progress(path);
+                    files.insert(path.clone(), fetch_required(&format!("{base}/{path}"), MAX_FILE_BYTES).await?);
                 }
                 files.insert(index, json);
-                shards.into_iter().map(|s| format!("{dir}/{s}")).collect()
+                paths
             }
         };
         for path in paths {
-            let file = WeightFile::Bytes { name: path.clone(), bytes: files[&path].clone() };
-            for (tensor, info) in inspect(&file)? {
+            for (tensor, info) in inspect_bytes(&path, &files[&path])? {
                 let bytes = info.shape.iter().product::<usize>() as u64 * 4;
                 if bytes > gpu.max_binding {
                     return Err(Error::Device(format!(
@@ -185,22 +184,6 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
         )));
     }
     StableDiffusion::from_source(&MemorySource(files), None, &gpu.device)
-}
-
-fn shard_names(index: &str, json: &[u8]) -> Result<Vec<String>> {
-    let v: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| Error::Config { what: index.into(), message: e.to_string() })?;
-    let map = v
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| Error::Config { what: index.into(), message: "no weight_map".into() })?;
-    let mut names: Vec<String> = map.values().filter_map(|s| s.as_str().map(String::from)).collect();
-    names.sort();
-    names.dedup();
-    if names.is_empty() || names.iter().any(|s| s.contains('/') || s.contains('\\') || s.starts_with('.')) {
-        return Err(Error::Config { what: index.into(), message: "shard names must be plain file names".into() });
-    }
-    Ok(names)
 }
 
 /// Loads the attribute classifiers of one image family from `{base}/config.json` and `model.safetensors`;
@@ -237,8 +220,9 @@ pub struct Picture {
     pub probs: Vec<f32>,
 }
 
-/// A finished run: pictures, readouts, and the latents the traversal slider decodes on demand.
-pub struct Run {
+/// What a finished run shows: plain data (no tensors), so the page can keep it in a signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
     /// The settings it ran with.
     pub traversal: Traversal,
     /// The neutral image.
@@ -249,16 +233,22 @@ pub struct Run {
     pub readouts: Vec<StyleReadout>,
     /// Classifier labels, in the order of [`Picture::probs`].
     pub labels: Vec<String>,
+    /// Seconds spent sampling and decoding.
+    pub seconds: f64,
+    /// Guided latent evaluations and U-Net calls.
+    pub unet: (usize, usize),
+}
+
+/// A finished run: its [`Outcome`], and the latents the traversal slider decodes on demand.
+pub struct Run {
+    /// What it shows.
+    pub outcome: Outcome,
     /// Per style: the neutral latent then one per swap point.
     latents: Vec<Vec<Tensor<4>>>,
     /// Per style: the Bézier curve's latents, made when first shown.
     curves: HashMap<usize, Vec<Tensor<4>>>,
     /// Pictures already decoded, by (style, frame).
     frames: HashMap<(usize, usize), Picture>,
-    /// Seconds spent sampling and decoding.
-    pub seconds: f64,
-    /// Guided latent evaluations and U-Net calls.
-    pub unet: (usize, usize),
 }
 
 /// The models a run needs.
@@ -348,18 +338,16 @@ pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(us
         .iter()
         .map(|tr| std::iter::once(res.neutral.clone()).chain(tr.latents.iter().cloned()).collect())
         .collect();
-    Ok(Run {
+    let outcome = Outcome {
         traversal: t.clone(),
         neutral,
         swaps,
         readouts,
         labels,
-        latents,
-        curves: HashMap::new(),
-        frames: HashMap::new(),
         seconds: (performance_now() - start) / 1000.0,
         unet: (res.unet_evaluations, res.unet_batches),
-    })
+    };
+    Ok(Run { outcome, latents, curves: HashMap::new(), frames: HashMap::new() })
 }
 
 impl Run {
@@ -371,14 +359,13 @@ impl Run {
         }
         let all = self.latents.get(style).ok_or_else(|| Error::arg(format!("no style {style}")))?;
         if !self.curves.contains_key(&style) {
-            let idx = crate::bezier::control_indices(all.len(), self.traversal.controls)?;
+            let idx = crate::bezier::control_indices(all.len(), self.outcome.traversal.controls)?;
             let controls: Vec<Tensor<4>> = idx.iter().map(|&i| all[i].clone()).collect();
-            self.curves.insert(style, crate::bezier::interpolate(&controls, self.traversal.samples)?);
+            self.curves.insert(style, crate::bezier::interpolate(&controls, self.outcome.traversal.samples)?);
         }
-        let latent = self.curves[&style]
-            .get(frame)
-            .cloned()
-            .ok_or_else(|| Error::arg(format!("frame {frame} is past the {} samples", self.traversal.samples)))?;
+        let latent = self.curves[&style].get(frame).cloned().ok_or_else(|| {
+            Error::arg(format!("frame {frame} is past the {} samples", self.outcome.traversal.samples))
+        })?;
         let p = models.pictures(vec![latent]).await?.remove(0);
         self.frames.insert((style, frame), p.clone());
         Ok(p)

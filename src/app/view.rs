@@ -7,10 +7,9 @@ use std::rc::Rc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::app::engine::{self, Gpu, Models, Picture, Run};
+use crate::app::engine::{self, Gpu, Models, Outcome, Picture, Run};
 use crate::app::examples::{self, Example};
 use crate::app::params::Traversal;
-use crate::app::readout::StyleReadout;
 use crate::classifier::{AttributeClassifier, ClassifierConfig};
 use crate::pipeline::StableDiffusion;
 use crate::synthetic::Kind;
@@ -49,18 +48,6 @@ impl Engine {
     }
 }
 
-/// What the view shows of a finished run (plain data, so it can live in signals).
-#[derive(Debug, Clone, PartialEq)]
-struct Shown {
-    traversal: Traversal,
-    neutral: Picture,
-    swaps: Vec<Vec<Picture>>,
-    readouts: Vec<StyleReadout>,
-    labels: Vec<String>,
-    seconds: f64,
-    unet: (usize, usize),
-}
-
 fn location_query() -> String {
     web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default()
 }
@@ -92,7 +79,7 @@ pub fn App() -> impl IntoView {
     let form = RwSignal::new(initial.clone());
     let phase = RwSignal::new(Phase::Loading("Starting WebGPU …".into()));
     let adapter = RwSignal::new(String::new());
-    let shown = RwSignal::new(None::<Shown>);
+    let shown = RwSignal::new(None::<Outcome>);
     let frame = RwSignal::new(None::<Picture>);
     let engine: StoredValue<Option<Rc<Engine>>, LocalStorage> = StoredValue::new_local(None);
     let run: StoredValue<Rc<RefCell<Option<Run>>>, LocalStorage> = StoredValue::new_local(Rc::new(RefCell::new(None)));
@@ -112,7 +99,7 @@ pub fn App() -> impl IntoView {
                 let (Some(e), cell) = (engine.get_value(), run.get_value()) else { break };
                 // The run is taken out while decoding, so no borrow is held across an await.
                 let Some(mut r) = cell.borrow_mut().take() else { break };
-                let kind = r.traversal.kind;
+                let kind = r.outcome.traversal.kind;
                 let result = r.frame(&e.models(kind), style, at).await;
                 *cell.borrow_mut() = Some(r);
                 match result {
@@ -137,15 +124,7 @@ pub fn App() -> impl IntoView {
             .await;
             match result {
                 Ok(r) => {
-                    shown.set(Some(Shown {
-                        traversal: r.traversal.clone(),
-                        neutral: r.neutral.clone(),
-                        swaps: r.swaps.clone(),
-                        readouts: r.readouts.clone(),
-                        labels: r.labels.clone(),
-                        seconds: r.seconds,
-                        unet: r.unet,
-                    }));
+                    shown.set(Some(r.outcome.clone()));
                     *run.get_value().borrow_mut() = Some(r);
                     phase.set(Phase::Ready);
                     show_frame(t.shown, t.frame);
@@ -343,7 +322,7 @@ fn percent(p: f64) -> String {
 
 #[component]
 fn Results(
-    shown: RwSignal<Option<Shown>>,
+    shown: RwSignal<Option<Outcome>>,
     frame: RwSignal<Option<Picture>>,
     form: RwSignal<Traversal>,
     show_frame: impl Fn(usize, usize) + Copy + Send + Sync + 'static,

@@ -189,6 +189,18 @@ impl Phantom {
         }
     }
 
+    /// The same subject with every attribute off except those named in `keep`, which stay as they are.
+    pub fn with_attributes_off(&self, keep: &[&str]) -> Self {
+        let mut p = self.clone();
+        for (name, _) in self.labels() {
+            if !keep.contains(&name) {
+                // `name` is one of this phantom's own labels, which `with_attribute` always knows.
+                p = p.with_attribute(name, false).unwrap_or(p);
+            }
+        }
+        p
+    }
+
     /// The same subject with one attribute set to `on` (a ground-truth counterfactual). Unknown names are
     /// an error.
     pub fn with_attribute(&self, name: &str, on: bool) -> crate::Result<Self> {
@@ -245,6 +257,23 @@ mod tests {
             let diff: f32 = on.render(64).data.iter().zip(&off.render(64).data).map(|(x, y)| (x - y).abs()).sum();
             assert!(diff > 1.0, "{kind:?} {name} must change the image");
             assert!(a.with_attribute("nonsense", true).is_err());
+        }
+    }
+
+    #[test]
+    fn attributes_go_off_except_the_kept_ones() {
+        for seed in 0..6 {
+            let mut p = Phantom::sample(Kind::Derm, seed, 0).with_attributes_off(&[]);
+            for name in ["melanoma", "hair", "ruler"] {
+                p = p.with_attribute(name, true).unwrap();
+            }
+            let off = p.with_attributes_off(&["melanoma"]);
+            let on: Vec<&str> = off.labels().into_iter().filter(|(_, on)| *on).map(|(l, _)| l).collect();
+            assert_eq!(on, ["melanoma"]);
+            assert_eq!(
+                off.with_attribute("hair", true).unwrap().with_attribute("ruler", true).unwrap().caption(),
+                p.caption()
+            );
         }
     }
 
