@@ -247,6 +247,16 @@ pub struct AutoencoderCeiling {
     pub reconstruction_positive: f64,
     /// Mean PSNR of the reconstructions against the phantoms, in dB.
     pub psnr_db: f64,
+    /// Of the checked phantoms (every label's batch) that lack this attribute, how many the classifier calls
+    /// positive: the classifier's false-positive rate on phantoms.
+    pub phantom_false_positive: f64,
+    /// The same on their reconstructions: how often the autoencoder's look alone makes this classifier fire.
+    pub reconstruction_false_positive: f64,
+}
+
+/// Phantom `index` of `kind` (dataset `seed`) with only attribute `label` turned on (the diagnosis kept).
+fn counterfactual(kind: Kind, label: &str, seed: u64, index: usize) -> Result<Phantom> {
+    Phantom::sample(kind, seed, index as u64).with_attributes_off(&[label, CLASS_LABEL]).with_attribute(label, true)
 }
 
 /// `n` phantoms of `kind` (dataset `seed`, from index `first`) with only attribute `label` turned on (the
@@ -262,8 +272,7 @@ pub fn counterfactual_batch(
 ) -> Result<Tensor<4>> {
     let mut pixels = Vec::with_capacity(n * 3 * size * size);
     for i in first..first + n {
-        let p = Phantom::sample(kind, seed, i as u64).with_attributes_off(&[label, CLASS_LABEL]);
-        pixels.extend(p.with_attribute(label, true)?.render(size).to_planar(3));
+        pixels.extend(counterfactual(kind, label, seed, i)?.render(size).to_planar(3));
     }
     Ok(Tensor::from_data(TensorData::new(pixels, [n, 3, size, size]), device))
 }
@@ -282,10 +291,11 @@ pub fn autoencoder_ceiling(
 ) -> Result<Vec<AutoencoderCeiling>> {
     let size = sd.default_image_size();
     let labels: Vec<&str> = Phantom::sample(kind, seed, 0).labels().into_iter().map(|(l, _)| l).collect();
-    let mut out = Vec::with_capacity(labels.len());
-    for label in labels {
-        let column = label_column(config, label)?;
-        let (mut seen, mut kept, mut psnr_sum) = (0usize, 0usize, 0f64);
+    let columns: Vec<usize> = labels.iter().map(|l| label_column(config, l)).collect::<Result<_>>()?;
+    // Per label: positives among phantoms and reconstructions that have it, and those that lack it.
+    let (mut pos, mut neg) = (vec![[0usize; 3]; labels.len()], vec![[0usize; 3]; labels.len()]);
+    let mut psnr = vec![0f64; labels.len()];
+    for (li, &label) in labels.iter().enumerate() {
         for first in (0..subjects).step_by(8) {
             let n = (subjects - first).min(8);
             let x = counterfactual_batch(kind, label, seed, first, n, size, sd.device())?;
@@ -295,21 +305,39 @@ pub fn autoencoder_ceiling(
             }
             for j in 0..n {
                 let pick = |t: &Tensor<4>| t.clone().narrow(0, j, 1);
-                psnr_sum += crate::invert::psnr(pick(&x), pick(&recon)) as f64;
+                psnr[li] += crate::invert::psnr(pick(&x), pick(&recon)) as f64;
             }
-            seen += classify(classifier, config, x)?.iter().filter(|p| p[column] >= 0.5).count();
-            kept += classify(classifier, config, recon)?.iter().filter(|p| p[column] >= 0.5).count();
+            let (px, pr) = (classify(classifier, config, x)?, classify(classifier, config, recon)?);
+            for j in 0..n {
+                let truth = counterfactual(kind, label, seed, first + j)?.labels();
+                for (k, &(_, on)) in truth.iter().enumerate() {
+                    // Positive rates come from the label's own batch only (that attribute alone turned on).
+                    let tally = match (on, k == li) {
+                        (true, true) => &mut pos[k],
+                        (false, _) => &mut neg[k],
+                        (true, false) => continue,
+                    };
+                    tally[0] += 1;
+                    tally[1] += usize::from(px[j][columns[k]] >= 0.5);
+                    tally[2] += usize::from(pr[j][columns[k]] >= 0.5);
+                }
+            }
         }
-        let rate = |k: usize| k as f64 / subjects.max(1) as f64;
-        out.push(AutoencoderCeiling {
+    }
+    let rate = |k: usize, of: usize| if of == 0 { 0.0 } else { k as f64 / of as f64 };
+    Ok(labels
+        .iter()
+        .enumerate()
+        .map(|(k, label)| AutoencoderCeiling {
             attribute: label.to_string(),
             samples: subjects,
-            phantom_positive: rate(seen),
-            reconstruction_positive: rate(kept),
-            psnr_db: psnr_sum / subjects.max(1) as f64,
-        });
-    }
-    Ok(out)
+            phantom_positive: rate(pos[k][1], pos[k][0]),
+            reconstruction_positive: rate(pos[k][2], pos[k][0]),
+            psnr_db: psnr[k] / subjects.max(1) as f64,
+            phantom_false_positive: rate(neg[k][1], neg[k][0]),
+            reconstruction_false_positive: rate(neg[k][2], neg[k][0]),
+        })
+        .collect())
 }
 
 /// The CFRT sample of style `a` at position `k` of every style's edits.

@@ -192,7 +192,9 @@ fn evaluate_scores_every_style_of_a_family() {
     assert_eq!(labels, ["pleural_effusion", "support_devices"]);
     for c in ceiling {
         assert_eq!(c["samples"], 3);
-        for key in ["phantom_positive", "reconstruction_positive"] {
+        for key in
+            ["phantom_positive", "reconstruction_positive", "phantom_false_positive", "reconstruction_false_positive"]
+        {
             assert!((0.0..=1.0).contains(&c[key].as_f64().unwrap()), "{key}: {c}");
         }
         assert!(c["psnr_db"].as_f64().unwrap().is_finite());
