@@ -179,9 +179,6 @@ struct TrainClassifierArgs {
     /// AdamW learning rate.
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
-    /// Largest sigma in pixels of the Gaussian blur applied to half the training images (0: no blur).
-    #[arg(long, default_value_t = 1.5)]
-    blur: f64,
     /// Output folder (config.json, model.safetensors, loss.csv, scores.json).
     #[arg(long)]
     out: PathBuf,
@@ -595,8 +592,8 @@ fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
     use traverse::classifier::ClassifierConfig;
     use traverse::synthetic::Split;
     use traverse::train::{ClassifierTraining, LabeledImages, evaluate, save_classifier, train_classifier};
-    if a.n < 20 || !(32..=512).contains(&a.size) || a.steps == 0 || a.batch == 0 || !(0.0..=8.0).contains(&a.blur) {
-        return Err(Error::arg("need --n ≥ 20, --size in 32..=512, --steps ≥ 1, --batch ≥ 1, --blur in 0..=8"));
+    if a.n < 20 || !(32..=512).contains(&a.size) || a.steps == 0 || a.batch == 0 {
+        return Err(Error::arg("need --n ≥ 20, --size in 32..=512, --steps ≥ 1, --batch ≥ 1"));
     }
     create_dir(&a.out)?;
     let t0 = Instant::now();
@@ -609,8 +606,7 @@ fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
         widths: vec![8, 24, 48, 64, 96, 96],
         labels: data.names.clone(),
     };
-    let settings =
-        ClassifierTraining { steps: a.steps, batch: a.batch, learning_rate: a.lr, seed: a.seed, blur_sigma: a.blur };
+    let settings = ClassifierTraining { steps: a.steps, batch: a.batch, learning_rate: a.lr, seed: a.seed };
     let pb = bar(a.steps, "train");
     let mut log = String::from("step,loss\n");
     let model = train_classifier(&config, &data, &settings, device, |step, loss| {

@@ -58,44 +58,8 @@ impl LabeledImages {
         )
     }
 
-    /// Like [`Self::batch`], but each image is blurred with probability 1/2 by a Gaussian of a sigma drawn
-    /// uniformly from [0, `max_sigma`) pixels (none when `max_sigma` is 0).
-    fn augmented_batch(
-        &self,
-        idx: &[usize],
-        max_sigma: f64,
-        rng: &mut impl Rng,
-        device: &Device,
-    ) -> (Tensor<4>, Tensor<2>) {
-        let (x, y) = self.batch(idx, device);
-        if max_sigma <= 0.0 {
-            return (x, y);
-        }
-        let plane = self.size * self.size;
-        let mut pixels: Vec<f32> = Vec::with_capacity(idx.len() * self.channels * plane);
-        for &i in idx {
-            let sigma = rng.random_bool(0.5).then(|| rng.random_range(0.0..max_sigma) as f32);
-            for c in self.pixels[i].chunks(plane) {
-                match sigma.filter(|&s| s > 0.0) {
-                    Some(s) => pixels.extend(blur_plane(c, self.size, s)),
-                    None => pixels.extend_from_slice(c),
-                }
-            }
-        }
-        (Tensor::from_data(TensorData::new(pixels, x.dims()), device), y)
-    }
-
     fn indices(&self, split: Split) -> Vec<usize> {
         (0..self.splits.len()).filter(|&i| self.splits[i] == split).collect()
-    }
-}
-
-/// Gaussian blur (`image`'s) of one `size × size` plane.
-fn blur_plane(plane: &[f32], size: usize, sigma: f32) -> Vec<f32> {
-    let s = size as u32;
-    match image::ImageBuffer::<image::Luma<f32>, _>::from_raw(s, s, plane.to_vec()) {
-        Some(img) => image::imageops::blur(&img, sigma).into_raw(),
-        None => plane.to_vec(),
     }
 }
 
@@ -168,9 +132,6 @@ pub struct ClassifierTraining {
     pub learning_rate: f64,
     /// Seed of the batch order and the initial weights.
     pub seed: u64,
-    /// Largest sigma (pixels) of the blur half the training images get, so that a classifier does not take
-    /// softness itself (as in autoencoder reconstructions and generated images) for an attribute; 0: off.
-    pub blur_sigma: f64,
 }
 
 /// One optimizer step: backpropagates `loss` and updates `model` at learning rate `lr`.
@@ -199,7 +160,7 @@ pub fn train_classifier(
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
     for step in 0..settings.steps {
         let idx: Vec<usize> = (0..settings.batch).map(|_| train[rng.random_range(0..train.len())]).collect();
-        let (x, y) = data.augmented_batch(&idx, settings.blur_sigma, &mut rng, &train_device);
+        let (x, y) = data.batch(&idx, &train_device);
         let loss = bce_with_logits(model.forward(x), y);
         let value = loss.clone().into_scalar::<f32>();
         // Cosine decay to a tenth of the initial rate.
@@ -781,7 +742,7 @@ mod tests {
         assert_eq!(data.names, ["melanoma", "hair", "gel_bubbles", "ink", "ruler"]);
         let config =
             ClassifierConfig { in_channels: 3, image_size: 32, widths: vec![8, 16], labels: data.names.clone() };
-        let settings = ClassifierTraining { steps: 20, batch: 8, learning_rate: 1e-2, seed: 1, blur_sigma: 1.5 };
+        let settings = ClassifierTraining { steps: 20, batch: 8, learning_rate: 1e-2, seed: 1 };
         let mut losses = vec![];
         let model = train_classifier(&config, &data, &settings, &device, |_, l| losses.push(l)).unwrap();
         assert_eq!(losses.len(), 20);
@@ -797,30 +758,6 @@ mod tests {
         let b = loaded.predict(x).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         assert_eq!(a, b, "reloaded classifier predicts identically");
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn blur_augmentation_softens_half_the_images_and_keeps_labels() {
-        let device = Device::flex();
-        let data = LabeledImages::render(Kind::Derm, 8, 5, 32, |_| {});
-        let idx: Vec<usize> = (0..8).collect();
-        let (x, y) = data.batch(&idx, &device);
-        let (same, _) = data.augmented_batch(&idx, 0.0, &mut ChaCha8Rng::seed_from_u64(3), &device);
-        assert_eq!(x.to_data(), same.to_data(), "sigma 0 leaves the images as they are");
-        let (ax, ay) = data.augmented_batch(&idx, 2.0, &mut ChaCha8Rng::seed_from_u64(3), &device);
-        assert_eq!(y.to_data(), ay.to_data());
-        // Blurring lowers the total variation of an image; unblurred ones are unchanged.
-        let tv = |t: &Tensor<4>, i: usize| {
-            let v = t.clone().narrow(0, i, 1);
-            let d = v.clone().narrow(3, 1, 31) - v.narrow(3, 0, 31);
-            d.abs().sum().into_scalar::<f32>()
-        };
-        let blurred = (0..8).filter(|&i| tv(&ax, i) < tv(&x, i)).count();
-        let kept = (0..8).filter(|&i| tv(&ax, i) == tv(&x, i)).count();
-        assert_eq!(blurred + kept, 8, "each image is either blurred or left alone");
-        assert!((1..8).contains(&blurred), "about half are blurred: {blurred}");
-        // A constant plane stays constant.
-        assert!(blur_plane(&[0.25; 64], 8, 1.0).iter().all(|v| (v - 0.25).abs() < 1e-5));
     }
 
     #[test]
