@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use traverse::classifier::{AttributeClassifier, ClassifierConfig};
-use traverse::evaluate::{Evaluation, autoencoder_ceiling, evaluate, settings};
+use traverse::evaluate::{Evaluation, autoencoder_ceiling, classify, counterfactual_batch, evaluate, settings};
 use traverse::pipeline::StableDiffusion;
 use traverse::swap::SwapSettings;
 use traverse::synthetic::Kind;
@@ -38,9 +38,9 @@ fn the_shipped_model_fits_the_browser_budget() {
     assert!(bytes <= 16_000_000, "public/model's weights are {bytes} bytes, over the 16 MB budget");
 }
 
-/// Held by every test that runs the model. Seen here: with these tests on parallel threads, burn's flex
-/// backend gave different classifier decisions (devices kept in 3/8 reconstructions instead of 8/8, the
-/// same every time alone), so they run one at a time until that is understood.
+/// Held by every test that runs the model, so that on a small machine they do not compete for memory and
+/// cores. (One earlier run saw different decisions with these tests on parallel threads; it did not
+/// reproduce, and `the_cpu_backend_gives_identical_results_on_parallel_threads` now checks for it.)
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The shipped model and the family's shipped classifier, on the CPU.
@@ -126,4 +126,35 @@ fn the_autoencoder_keeps_pleural_effusion_and_hair_well() {
 fn the_autoencoder_keeps_every_attribute() {
     check_ceiling(Kind::Chest, 8, &["pleural_effusion", "support_devices"], 0.5);
     check_ceiling(Kind::Derm, 8, &["melanoma", "hair", "gel_bubbles", "ink", "ruler"], 0.5);
+}
+
+/// Text encoder, U-Net, autoencoder and classifier outputs of the shipped model on fixed inputs, flattened.
+fn fixed_outputs() -> Vec<f32> {
+    let (sd, classifier, config) = load(Kind::Chest);
+    let device = sd.device().clone();
+    let x = counterfactual_batch(Kind::Chest, "support_devices", 90_000, 0, 4, 128, &device).unwrap();
+    let z = sd.vae.encode(x);
+    let context = sd.embed("Chest x-ray showing Support Devices").unwrap().repeat_dim(0, 4);
+    let eps = sd.unet.forward(z.clone(), 500.0, &context);
+    let recon = sd.vae.decode(z);
+    let mut out: Vec<f32> = classify(&classifier, &config, recon.clone()).unwrap().into_iter().flatten().collect();
+    for t in [eps, recon] {
+        out.extend(t.into_data().convert::<f32>().to_vec::<f32>().unwrap());
+    }
+    out
+}
+
+#[test]
+fn the_cpu_backend_gives_identical_results_on_parallel_threads() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let alone = fixed_outputs();
+    let together: Vec<Vec<f32>> = (0..2)
+        .map(|_| std::thread::spawn(fixed_outputs))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    for outputs in together {
+        assert!(outputs == alone, "a run beside another thread differs from the run alone");
+    }
 }
