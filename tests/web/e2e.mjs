@@ -4,7 +4,8 @@
 //
 // DIST is `trunk build --release`'s output; CLI_OUT is a `traverse generate` run with the same settings as
 // LINK below (scripts/test-web.sh makes both). The page's images must match the CLI's (CPU) images: the same
-// link gives the same images on CPU and GPU. Error paths: a bad link, a missing model, no WebGPU.
+// link gives the same images on CPU and GPU. A sharded copy of the model (served at /sharded/) must load.
+// Error paths: a bad link, a missing model, no WebGPU.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -21,8 +22,61 @@ const TIMEOUT_MS = 25 * 60 * 1000;
 
 const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css",
   ".json": "application/json", ".png": "image/png", ".md": "text/markdown" };
+// diffusers' sharded layout of one safetensors file: `{base}.safetensors.index.json` naming two shards
+// `{base}-0000N-of-00002.safetensors`, each a valid safetensors file. An int8 tensor stays in the shard of
+// its `.qscale` (the format needs both in one file).
+function shard(bytes, base) {
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString("utf8"));
+  const data = bytes.subarray(8 + n);
+  const names = Object.keys(header).filter((k) => k !== "__metadata__").sort();
+  const groups = [[], []];
+  for (const name of names) {
+    const owner = name.replace(/\.qscale$/, "");
+    groups[names.indexOf(owner) < names.length / 2 ? 0 : 1].push(name);
+  }
+  const files = {};
+  const weight_map = {};
+  groups.forEach((group, i) => {
+    const file = `${base}-0000${i + 1}-of-00002.safetensors`;
+    const head = header.__metadata__ ? { __metadata__: header.__metadata__ } : {};
+    const parts = [];
+    let offset = 0;
+    for (const name of group) {
+      const { dtype, shape, data_offsets: [a, b] } = header[name];
+      head[name] = { dtype, shape, data_offsets: [offset, offset + b - a] };
+      parts.push(data.subarray(a, b));
+      offset += b - a;
+      weight_map[name] = file;
+    }
+    let json = Buffer.from(JSON.stringify(head));
+    json = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    files[file] = Buffer.concat([len, json, ...parts]);
+  });
+  files[`${base}.safetensors.index.json`] = Buffer.from(JSON.stringify({ metadata: {}, weight_map }));
+  return files;
+}
+const sharded = {};
+for (const [dir, base] of [["text_encoder", "model"], ["unet", "diffusion_pytorch_model"], ["vae", "diffusion_pytorch_model"]]) {
+  const files = shard(fs.readFileSync(path.join(dist, "model", dir, `${base}.safetensors`)), base);
+  for (const [name, bytes] of Object.entries(files)) sharded[`${dir}/${name}`] = bytes;
+}
+const served = new Set();
+
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, "http://localhost");
+  if (url.pathname.startsWith("/sharded/")) {
+    const rel = url.pathname.slice("/sharded/".length);
+    if (sharded[rel]) {
+      served.add(rel);
+      res.writeHead(200, { "content-type": types[path.extname(rel)] ?? "application/octet-stream" }).end(sharded[rel]);
+      return;
+    }
+    // The single files are absent from the sharded copy; everything else is the model's.
+    url.pathname = rel.endsWith(".safetensors") ? "/missing" : `/model/${rel}`;
+  }
   const root = url.pathname.startsWith("/cli/") ? cliOut : dist;
   const rel = decodeURIComponent(url.pathname.replace(/^\/cli\//, "/")).replace(/^\/+/, "") || "index.html";
   const file = path.resolve(root, rel);
@@ -120,7 +174,21 @@ try {
     check(page.url().includes("frame=0") === true, "moving the slider updates the link");
   });
 
-  // 2. Bad links and a missing model are clear messages, not a blank page.
+  // 2. A sharded model loads: every shard and index is fetched and the run starts (the loader fails on any
+  // missing or unused tensor, so a started run has every weight).
+  await withPage(webgpu, async (page) => {
+    await page.goto(base + "?example=chest&steps=1&t=1&model=sharded");
+    await page.waitForFunction(() => {
+      const s = document.querySelector("#status")?.dataset.state;
+      return document.querySelector("#fatal")?.textContent || s === "failed" || s === "running" || s === "ready";
+    }, null, { timeout: 600000, polling: 200 });
+    const status = await page.textContent("#status");
+    const fetched = Object.keys(sharded).filter((f) => served.has(f)).length;
+    check(["running", "ready"].includes(await state(page)) && fetched === Object.keys(sharded).length,
+      `a sharded model loads (${fetched}/${Object.keys(sharded).length} shard files fetched): ${status}`);
+  });
+
+  // 3. Bad links and a missing model are clear messages, not a blank page.
   await withPage(webgpu, async (page) => {
     await page.goto(base + "?example=chest&steps=abc&model=nowhere");
     const notice = await page.textContent("#notice");
@@ -131,7 +199,7 @@ try {
     check((await state(page)) === "failed" && /nowhere\/text_encoder\/config\.json.*404/.test(status), `a missing model says which file (${status})`);
   });
 
-  // 3. Without WebGPU the page says so.
+  // 4. Without WebGPU the page says so.
   await withPage([], async (page) => {
     await page.goto(base);
     await settle(page, 120000);
