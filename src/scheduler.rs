@@ -37,7 +37,11 @@ pub struct DdimConfig {
     pub clip_sample_range: f64,
     /// Explicit betas, overriding `beta_schedule` when given.
     pub trained_betas: Option<Vec<f64>>,
+    /// Rescale the betas so the last timestep has zero signal (Lin et al. 2023, Algorithm 1), as diffusers does.
     pub rescale_betas_zero_snr: bool,
+    /// Dynamic thresholding of x₀ (for pixel-space models; diffusers calls it unsuitable for latent ones). Only
+    /// read so that a config asking for it gets an error instead of being silently sampled without it.
+    pub thresholding: bool,
 }
 
 impl Default for DdimConfig {
@@ -56,6 +60,7 @@ impl Default for DdimConfig {
             clip_sample_range: 1.0,
             trained_betas: None,
             rescale_betas_zero_snr: false,
+            thresholding: false,
         }
     }
 }
@@ -79,8 +84,8 @@ impl DdimConfig {
     pub fn alphas_cumprod(&self) -> Result<Vec<f64>> {
         let n = self.num_train_timesteps;
         // diffusers builds betas in float32; we do too so that ᾱ matches bit for bit as far as possible.
-        if self.rescale_betas_zero_snr {
-            return Err(Error::config("scheduler", "rescale_betas_zero_snr is not supported"));
+        if self.thresholding {
+            return Err(Error::config("scheduler", "thresholding (for pixel-space models) is not supported"));
         }
         let betas: Vec<f32> = match (&self.trained_betas, self.beta_schedule.as_str()) {
             (Some(b), _) if b.len() == n && b.iter().all(|x| (0.0..1.0).contains(x)) => {
@@ -107,6 +112,7 @@ impl DdimConfig {
             }
             (None, other) => return Err(Error::config("scheduler", format!("beta_schedule {other} is not supported"))),
         };
+        let betas = if self.rescale_betas_zero_snr { rescale_zero_terminal_snr(&betas) } else { betas };
         let mut acc = 1f32;
         Ok(betas
             .iter()
@@ -142,6 +148,26 @@ impl DdimConfig {
         }
         Ok(Ddim { config: self.clone(), alphas_cumprod, timesteps, step_ratio })
     }
+}
+
+/// diffusers' `rescale_zero_terminal_snr` (in f32 as there): shifts and scales sqrt(ᾱ) so that it ends at 0
+/// and starts where it did, then turns it back into betas.
+fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
+    let mut acc = 1f32;
+    let mut sqrt_bar: Vec<f32> = betas
+        .iter()
+        .map(|b| {
+            acc *= 1.0 - b;
+            acc.sqrt()
+        })
+        .collect();
+    let (first, last) = (sqrt_bar[0], sqrt_bar[sqrt_bar.len() - 1]);
+    for v in &mut sqrt_bar {
+        *v -= last;
+        *v *= first / (first - last);
+    }
+    let bar: Vec<f32> = sqrt_bar.iter().map(|v| v * v).collect();
+    std::iter::once(bar[0]).chain(bar.windows(2).map(|w| w[1] / w[0])).map(|a| 1.0 - a).collect()
 }
 
 fn linspace(a: f64, b: f64, n: usize) -> impl Iterator<Item = f32> {
@@ -243,7 +269,93 @@ mod tests {
         assert!((trained[0] - 0.9900000095367432).abs() < 1e-9);
         assert!((trained[999] - 4.3171661673113704e-05).abs() < 1e-8);
         assert!(DdimConfig { trained_betas: Some(vec![0.01; 3]), ..Default::default() }.alphas_cumprod().is_err());
-        assert!(DdimConfig { rescale_betas_zero_snr: true, ..Default::default() }.alphas_cumprod().is_err());
+        assert!(DdimConfig { thresholding: true, ..Default::default() }.alphas_cumprod().is_err());
+    }
+
+    #[test]
+    fn zero_terminal_snr_matches_diffusers() {
+        // diffusers: DDIMScheduler(scaled_linear 0.00085–0.012, rescale_betas_zero_snr=True,
+        // timestep_spacing="trailing", prediction_type="v_prediction", its default clip_sample=True), 10 steps.
+        let config = DdimConfig {
+            rescale_betas_zero_snr: true,
+            clip_sample: true,
+            timestep_spacing: "trailing".into(),
+            prediction_type: PredictionType::VPrediction,
+            ..Default::default()
+        };
+        let a = config.alphas_cumprod().unwrap();
+        let expected = [(0, 0.9991499781608582), (1, 0.9982334971427917), (500, 0.2410186380147934)];
+        for (i, e) in expected {
+            assert!((a[i] - e).abs() < 1e-6, "ᾱ[{i}] = {} vs {e}", a[i]);
+        }
+        assert!((a[998] - 1.9679633567193378e-07).abs() < 1e-9 && a[999] == 0.0, "{} {}", a[998], a[999]);
+        let linear =
+            DdimConfig { beta_schedule: "linear".into(), beta_start: 0.0001, beta_end: 0.02, ..config.clone() };
+        let l = linear.alphas_cumprod().unwrap();
+        assert!((l[0] - 0.9998999834060669).abs() < 1e-7 && (l[500] - 0.07524619996547699).abs() < 1e-6);
+        let d = config.build(10).unwrap();
+        assert_eq!(d.timesteps(), [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
+        // The first step, at zero signal: diffusers' `step(v, 999, x).prev_sample` (torch.manual_seed(0)).
+        let x = [
+            -1.1258398,
+            -1.1523602,
+            -0.25057858,
+            -0.43387881,
+            0.84871036,
+            0.69200915,
+            -0.31601277,
+            -2.1152194,
+            0.32227492,
+            -1.2633348,
+            0.34998319,
+            0.30813393,
+            0.11984151,
+            1.2376579,
+            1.1167772,
+            -0.24727815,
+        ];
+        let v = [
+            -1.3526537,
+            -1.6959312,
+            0.56665063,
+            0.79350835,
+            0.59883946,
+            -1.5550951,
+            -0.34136039,
+            1.8530061,
+            0.75018948,
+            -0.58549756,
+            -0.17339675,
+            0.18347794,
+            1.3893661,
+            1.5863342,
+            0.94629836,
+            -0.84367675,
+        ];
+        let want = [
+            -1.0690578,
+            -1.0955380,
+            -0.28140560,
+            -0.47692144,
+            0.81444216,
+            0.74603218,
+            -0.29673332,
+            -2.1670823,
+            0.28047037,
+            -1.2291721,
+            0.35900155,
+            0.29756153,
+            0.064586312,
+            1.1807063,
+            1.0629665,
+            -0.20043877,
+        ];
+        let device = Device::flex();
+        let t = |v: [f32; 16]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), [1, 4, 2, 2]), &device);
+        let got = d.step(t(v), 999, t(x)).into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
     }
 
     #[test]
