@@ -99,7 +99,7 @@ fn chest_attributes_grow_along_the_trajectory() {
 }
 
 #[test]
-#[ignore = "the shipped model draws no ink on melanoma and gel bubbles barely grow: see public/model/MODEL_CARD.md"]
+#[ignore = "the shipped model rarely draws ink on melanoma, and bubbles count as present from t = 5: see public/model/MODEL_CARD.md"]
 fn skin_artifacts_grow_along_the_trajectory() {
     check(Kind::Derm, 4, 0.5);
 }
