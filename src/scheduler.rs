@@ -296,7 +296,7 @@ mod tests {
         let d = config.build(10).unwrap();
         assert_eq!(d.timesteps(), [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]);
         // The first step, at zero signal: diffusers' `step(v, 999, x).prev_sample` (torch.manual_seed(0)).
-        let x = [
+        let x: [f64; 16] = [
             -1.1258398,
             -1.1523602,
             -0.25057858,
@@ -314,7 +314,7 @@ mod tests {
             1.1167772,
             -0.24727815,
         ];
-        let v = [
+        let v: [f64; 16] = [
             -1.3526537,
             -1.6959312,
             0.56665063,
@@ -332,7 +332,7 @@ mod tests {
             0.94629836,
             -0.84367675,
         ];
-        let want = [
+        let want: [f64; 16] = [
             -1.0690578,
             -1.0955380,
             -0.28140560,
@@ -351,10 +351,13 @@ mod tests {
             -0.20043877,
         ];
         let device = Device::flex();
-        let t = |v: [f32; 16]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), [1, 4, 2, 2]), &device);
-        let got = d.step(t(v), 999, t(x)).into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let t = |v: [f64; 16]| {
+            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            Tensor::<4>::from_data(TensorData::new(v, [1, 4, 2, 2]), &device)
+        };
+        let got = d.step(t(v), 999, t(x)).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+            assert!((*g as f64 - w).abs() < 1e-5, "{got:?} vs {want:?}");
         }
     }
 

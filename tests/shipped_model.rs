@@ -139,7 +139,7 @@ fn fixed_outputs() -> Vec<f32> {
     let recon = sd.vae.decode(z);
     let mut out: Vec<f32> = classify(&classifier, &config, recon.clone()).unwrap().into_iter().flatten().collect();
     for t in [eps, recon] {
-        out.extend(t.into_data().convert::<f32>().to_vec::<f32>().unwrap());
+        out.extend(t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
     }
     out
 }
