@@ -133,14 +133,19 @@ impl DdimConfig {
         let step_ratio = n / steps;
         let timesteps: Vec<usize> = match self.timestep_spacing.as_str() {
             "leading" => (0..steps).rev().map(|i| i * step_ratio + self.steps_offset).collect(),
+            // As numpy computes them: `arange(n, 0, -n/steps)` and `linspace(0, n-1, steps)` (start + i·step, the
+            // last point exact), rounded half to even, as `np.round` does.
             "trailing" => {
                 let ratio = n as f64 / steps as f64;
-                (1..=steps).rev().map(|i| ((i as f64 * ratio).round() as usize).saturating_sub(1)).collect()
+                (0..steps)
+                    .map(|k| ((n as f64 - k as f64 * ratio).round_ties_even() as usize).saturating_sub(1))
+                    .collect()
             }
-            "linspace" => (0..steps)
-                .rev()
-                .map(|i| (i as f64 * (n - 1) as f64 / (steps - 1).max(1) as f64).round() as usize)
-                .collect(),
+            "linspace" => {
+                let step = (n - 1) as f64 / (steps - 1).max(1) as f64;
+                let at = |i: usize| if i + 1 == steps && steps > 1 { (n - 1) as f64 } else { i as f64 * step };
+                (0..steps).rev().map(|i| at(i).round_ties_even() as usize).collect()
+            }
             other => return Err(Error::config("scheduler", format!("timestep_spacing {other} is not supported"))),
         };
         if timesteps.iter().any(|&t| t >= n) {
@@ -359,6 +364,23 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!((*g as f64 - w).abs() < 1e-5, "{got:?} vs {want:?}");
         }
+    }
+
+    #[test]
+    fn trailing_and_linspace_timesteps_round_as_numpy() {
+        // diffusers' DDIMScheduler(timestep_spacing=…).set_timesteps(…).timesteps; the .5 cases round to even.
+        let spaced = |spacing: &str, n: usize, steps: usize| {
+            let c = DdimConfig { timestep_spacing: spacing.into(), num_train_timesteps: n, ..Default::default() };
+            c.build(steps).unwrap().timesteps().to_vec()
+        };
+        assert_eq!(
+            spaced("trailing", 1000, 16),
+            [999, 937, 874, 811, 749, 687, 624, 561, 499, 437, 374, 311, 249, 187, 124, 61]
+        );
+        assert_eq!(spaced("trailing", 10, 4), [9, 7, 4, 1]);
+        assert_eq!(spaced("linspace", 1000, 7), [999, 832, 666, 500, 333, 166, 0]);
+        assert_eq!(spaced("linspace", 10, 5), [9, 7, 4, 2, 0]);
+        assert_eq!(spaced("linspace", 1000, 1), [0]);
     }
 
     #[test]
