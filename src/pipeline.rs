@@ -23,8 +23,13 @@ pub const CONFIG_FILES: [&str; 4] =
     ["text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"];
 
 /// Tokenizer files, of which a folder has `tokenizer.json` or `vocab.json` + `merges.txt`.
-pub const TOKENIZER_FILES: [&str; 4] =
-    ["tokenizer/tokenizer.json", "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/tokenizer_config.json"];
+pub const TOKENIZER_FILES: [&str; 5] = [
+    "tokenizer/tokenizer.json",
+    "tokenizer/vocab.json",
+    "tokenizer/merges.txt",
+    "tokenizer/tokenizer_config.json",
+    "tokenizer/special_tokens_map.json",
+];
 
 /// Each model's subfolder and the base name of its safetensors file(s), as diffusers names them.
 pub const WEIGHTS: [(&str, &str); 3] =
@@ -215,12 +220,13 @@ impl StableDiffusion {
                 Ok(None)
             }
         };
-        let [tokenizer_json, vocab_json, merges_txt, config_json] = TOKENIZER_FILES;
+        let [tokenizer_json, vocab_json, merges_txt, config_json, special_tokens_map] = TOKENIZER_FILES;
         let tokenizer = ClipTokenizer::from_files(&TokenizerFiles {
             tokenizer_json: opt(tokenizer_json)?,
             vocab_json: opt(vocab_json)?,
             merges_txt: opt(merges_txt)?,
             config_json: opt(config_json)?,
+            special_tokens_map_json: opt(special_tokens_map)?,
         })?;
         if tokenizer.max_length() > text_config.max_position_embeddings {
             return Err(Error::config(

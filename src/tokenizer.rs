@@ -53,6 +53,9 @@ pub struct TokenizerFiles {
     pub merges_txt: Option<Vec<u8>>,
     /// `tokenizer_config.json` (pad token, maximum length).
     pub config_json: Option<Vec<u8>>,
+    /// `special_tokens_map.json`: in a config saved without `added_tokens_decoder` (older transformers, as
+    /// SD 2.x's with its pad token "!"), its tokens override the config's, as transformers reads them.
+    pub special_tokens_map_json: Option<Vec<u8>>,
 }
 
 /// Stable Diffusion's prompt tokenizer.
@@ -150,11 +153,22 @@ pub fn train_clip_bpe(corpus: &[String], vocab_size: usize) -> Result<String> {
 impl ClipTokenizer {
     /// Builds the tokenizer from a `tokenizer/` folder's files.
     pub fn from_files(files: &TokenizerFiles) -> Result<Self> {
-        let config: TokenizerConfig = match &files.config_json {
-            Some(b) => serde_json::from_str(&utf8("tokenizer_config.json", b)?)
-                .map_err(|e| Error::Tokenizer(format!("tokenizer_config.json: {e}")))?,
-            None => TokenizerConfig::default(),
+        let json_object = |name: &str, bytes: &Option<Vec<u8>>| -> Result<serde_json::Map<String, serde_json::Value>> {
+            match bytes {
+                Some(b) => serde_json::from_str(&utf8(name, b)?).map_err(|e| Error::Tokenizer(format!("{name}: {e}"))),
+                None => Ok(Default::default()),
+            }
         };
+        let mut fields = json_object("tokenizer_config.json", &files.config_json)?;
+        if !fields.contains_key("added_tokens_decoder") {
+            for (key, value) in json_object("special_tokens_map.json", &files.special_tokens_map_json)? {
+                if ["pad_token", "bos_token", "eos_token"].contains(&key.as_str()) {
+                    fields.insert(key, value);
+                }
+            }
+        }
+        let config: TokenizerConfig = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|e| Error::Tokenizer(format!("tokenizer_config.json: {e}")))?;
         let bos = token_text(&config.bos_token).unwrap_or_else(|| "<|startoftext|>".into());
         let eos = token_text(&config.eos_token).unwrap_or_else(|| "<|endoftext|>".into());
         let json = match (&files.tokenizer_json, &files.vocab_json, &files.merges_txt) {
@@ -206,6 +220,7 @@ impl ClipTokenizer {
             vocab_json: read("vocab.json")?,
             merges_txt: read("merges.txt")?,
             config_json: read("tokenizer_config.json")?,
+            special_tokens_map_json: read("special_tokens_map.json")?,
         })
     }
 
@@ -236,6 +251,32 @@ impl ClipTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn special_tokens_map_overrides_a_legacy_config_as_transformers_does() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd/tokenizer");
+        let file = |name: &str| Some(std::fs::read(dir.join(name)).unwrap());
+        let files = |config: &str, map: Option<&str>| TokenizerFiles {
+            vocab_json: file("vocab.json"),
+            merges_txt: file("merges.txt"),
+            config_json: Some(config.as_bytes().to_vec()),
+            special_tokens_map_json: map.map(|m| m.as_bytes().to_vec()),
+            ..Default::default()
+        };
+        let last = |f: TokenizerFiles| *ClipTokenizer::from_files(&f).unwrap().encode("a").unwrap().last().unwrap();
+        let tok = ClipTokenizer::from_files(&files("{}", None)).unwrap();
+        let (eos, bang) = (tok.inner.token_to_id("<|endoftext|>").unwrap(), tok.inner.token_to_id("!").unwrap());
+        let legacy = r#"{"pad_token": "<|endoftext|>", "model_max_length": 77}"#;
+        // SD 2.x's tokenizer folder: the config says one pad token, special_tokens_map.json another. With these
+        // files transformers' CLIPTokenizer pads with "!" (id 0), and with added_tokens_decoder with EOS.
+        let map = r#"{"pad_token": "!", "eos_token": {"content": "<|endoftext|>", "lstrip": false}}"#;
+        assert_eq!(last(files(legacy, None)), eos);
+        assert_eq!(last(files(legacy, Some(map))), bang, "special_tokens_map.json's pad token wins");
+        // A config saved with added_tokens_decoder is read alone.
+        let modern = r#"{"pad_token": "<|endoftext|>", "added_tokens_decoder": {}}"#;
+        assert_eq!(last(files(modern, Some(map))), eos);
+        assert!(ClipTokenizer::from_files(&files(legacy, Some("[1, 2]"))).is_err(), "a malformed map is an error");
+    }
 
     #[test]
     fn trains_a_small_clip_vocabulary() {

@@ -129,7 +129,7 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
         progress(path);
         files.insert(path.to_string(), fetch_required(&format!("{base}/{path}"), MAX_SMALL_BYTES).await?);
     }
-    let [tokenizer_json, vocab_json, merges_txt, _] = TOKENIZER_FILES;
+    let [tokenizer_json, vocab_json, merges_txt, _, _] = TOKENIZER_FILES;
     for path in TOKENIZER_FILES {
         // A folder has tokenizer.json or vocab.json + merges.txt; asking for both would log 404s.
         if files.contains_key(tokenizer_json) && (path == vocab_json || path == merges_txt) {
