@@ -112,15 +112,15 @@ impl DdimConfig {
             }
             (None, other) => return Err(Error::config("scheduler", format!("beta_schedule {other} is not supported"))),
         };
-        let betas = if self.rescale_betas_zero_snr { rescale_zero_terminal_snr(&betas) } else { betas };
-        let mut acc = 1f32;
-        Ok(betas
-            .iter()
-            .map(|b| {
-                acc *= 1.0 - b;
-                acc as f64
-            })
-            .collect())
+        let betas = if self.rescale_betas_zero_snr {
+            if n < 2 {
+                return Err(Error::config("scheduler", "rescale_betas_zero_snr needs num_train_timesteps ≥ 2"));
+            }
+            rescale_zero_terminal_snr(&betas)
+        } else {
+            betas
+        };
+        Ok(cumulative_alphas(&betas).into_iter().map(f64::from).collect())
     }
 
     /// A DDIM schedule of `steps` inference steps.
@@ -155,17 +155,22 @@ impl DdimConfig {
     }
 }
 
-/// diffusers' `rescale_zero_terminal_snr` (in f32 as there): shifts and scales sqrt(ᾱ) so that it ends at 0
-/// and starts where it did, then turns it back into betas.
-fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
+/// ᾱ_t = ∏_{s ≤ t} (1 − β_s), accumulated in f32 as torch's `cumprod` does.
+fn cumulative_alphas(betas: &[f32]) -> Vec<f32> {
     let mut acc = 1f32;
-    let mut sqrt_bar: Vec<f32> = betas
+    betas
         .iter()
         .map(|b| {
             acc *= 1.0 - b;
-            acc.sqrt()
+            acc
         })
-        .collect();
+        .collect()
+}
+
+/// diffusers' `rescale_zero_terminal_snr` (in f32 as there): shifts and scales sqrt(ᾱ) so that it ends at 0
+/// and starts where it did, then turns it back into betas. `betas` has at least two entries.
+fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
+    let mut sqrt_bar: Vec<f32> = cumulative_alphas(betas).into_iter().map(f32::sqrt).collect();
     let (first, last) = (sqrt_bar[0], sqrt_bar[sqrt_bar.len() - 1]);
     for v in &mut sqrt_bar {
         *v -= last;
@@ -275,6 +280,8 @@ mod tests {
         assert!((trained[999] - 4.3171661673113704e-05).abs() < 1e-8);
         assert!(DdimConfig { trained_betas: Some(vec![0.01; 3]), ..Default::default() }.alphas_cumprod().is_err());
         assert!(DdimConfig { thresholding: true, ..Default::default() }.alphas_cumprod().is_err());
+        let one = DdimConfig { num_train_timesteps: 1, rescale_betas_zero_snr: true, ..Default::default() };
+        assert!(one.alphas_cumprod().is_err(), "a one-step schedule cannot be rescaled");
     }
 
     #[test]
