@@ -249,6 +249,7 @@ impl Ddim {
 
 #[cfg(test)]
 mod tests {
+    //! The reference numbers below are printed by `scripts/reference_values.py` (pinned diffusers).
     use super::*;
 
     #[test]

@@ -250,6 +250,7 @@ impl ClipTokenizer {
 
 #[cfg(test)]
 mod tests {
+    //! transformers' behaviour in the special-tokens test is printed by `scripts/reference_values.py`.
     use super::*;
 
     #[test]
