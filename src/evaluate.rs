@@ -259,22 +259,16 @@ fn counterfactual(kind: Kind, label: &str, seed: u64, index: usize) -> Result<Ph
     Phantom::sample(kind, seed, index as u64).with_attributes_off(&[label, CLASS_LABEL]).with_attribute(label, true)
 }
 
-/// `n` phantoms of `kind` (dataset `seed`, from index `first`) with only attribute `label` turned on (the
-/// diagnosis kept as sampled), as a `[n, 3, size, size]` batch in [-1, 1].
-pub fn counterfactual_batch(
-    kind: Kind,
-    label: &str,
-    seed: u64,
-    first: usize,
-    n: usize,
-    size: usize,
-    device: &Device,
-) -> Result<Tensor<4>> {
-    let mut pixels = Vec::with_capacity(n * 3 * size * size);
-    for i in first..first + n {
-        pixels.extend(counterfactual(kind, label, seed, i)?.render(size).to_planar(3));
-    }
-    Ok(Tensor::from_data(TensorData::new(pixels, [n, 3, size, size]), device))
+/// Phantoms `first..first + n` of `kind` (dataset `seed`), each with only attribute `label` turned on (the
+/// diagnosis kept as sampled).
+pub fn counterfactuals(kind: Kind, label: &str, seed: u64, first: usize, n: usize) -> Result<Vec<Phantom>> {
+    (first..first + n).map(|i| counterfactual(kind, label, seed, i)).collect()
+}
+
+/// `phantoms` rendered at `size` as a `[n, 3, size, size]` batch in [-1, 1].
+pub fn render_batch(phantoms: &[Phantom], size: usize, device: &Device) -> Tensor<4> {
+    let pixels: Vec<f32> = phantoms.iter().flat_map(|p| p.render(size).to_planar(3)).collect();
+    Tensor::from_data(TensorData::new(pixels, [phantoms.len(), 3, size, size]), device)
 }
 
 /// Measures [`AutoencoderCeiling`] for every label of `kind` on `subjects` phantoms (dataset `seed`, an
@@ -298,7 +292,8 @@ pub fn autoencoder_ceiling(
     for (li, &label) in labels.iter().enumerate() {
         for first in (0..subjects).step_by(8) {
             let n = (subjects - first).min(8);
-            let x = counterfactual_batch(kind, label, seed, first, n, size, sd.device())?;
+            let phantoms = counterfactuals(kind, label, seed, first, n)?;
+            let x = render_batch(&phantoms, size, sd.device());
             let recon = sd.vae.decode(sd.vae.encode(x.clone()));
             if first == 0 {
                 examples(label, &x, &recon)?;
@@ -308,9 +303,8 @@ pub fn autoencoder_ceiling(
                 psnr[li] += crate::invert::psnr(pick(&x), pick(&recon)) as f64;
             }
             let (px, pr) = (classify(classifier, config, x)?, classify(classifier, config, recon)?);
-            for j in 0..n {
-                let truth = counterfactual(kind, label, seed, first + j)?.labels();
-                for (k, &(_, on)) in truth.iter().enumerate() {
+            for (j, phantom) in phantoms.iter().enumerate() {
+                for (k, &(_, on)) in phantom.labels().iter().enumerate() {
                     // Positive rates come from the label's own batch only (that attribute alone turned on).
                     let tally = match (on, k == li) {
                         (true, true) => &mut pos[k],

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use traverse::classifier::{AttributeClassifier, ClassifierConfig};
-use traverse::evaluate::{Evaluation, autoencoder_ceiling, classify, counterfactual_batch, evaluate, settings};
+use traverse::evaluate::{
+    Evaluation, autoencoder_ceiling, classify, counterfactuals, evaluate, render_batch, settings,
+};
 use traverse::pipeline::StableDiffusion;
 use traverse::swap::SwapSettings;
 use traverse::synthetic::Kind;
@@ -132,7 +134,7 @@ fn the_autoencoder_keeps_every_attribute() {
 fn fixed_outputs() -> Vec<f32> {
     let (sd, classifier, config) = load(Kind::Chest);
     let device = sd.device().clone();
-    let x = counterfactual_batch(Kind::Chest, "support_devices", 90_000, 0, 4, 128, &device).unwrap();
+    let x = render_batch(&counterfactuals(Kind::Chest, "support_devices", 90_000, 0, 4).unwrap(), 128, &device);
     let z = sd.vae.encode(x);
     let context = sd.embed("Chest x-ray showing Support Devices").unwrap().repeat_dim(0, 4);
     let eps = sd.unet.forward(z.clone(), 500.0, &context);
