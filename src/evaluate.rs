@@ -1,7 +1,7 @@
-//! The paper's quantitative evaluation (section 3.2: Table 2 and Fig. 5) of a model on the phantom families:
-//! from many seeds, one prompt-swap run per neutral prompt with every style prompt, images classified by the
-//! family's attribute classifier, then CFRT (Eq. 3) per style over the swap images and over the Bézier
-//! samples, and the mean cosine similarity of trajectory directions.
+//! The paper's quantitative evaluation (section 3.2: Table 2, Figs. 4 and 5) of a model on the phantom
+//! families: from many seeds, one prompt-swap run per neutral prompt with every style prompt, images
+//! classified by the family's attribute classifier, then CFRT (Eq. 3) per style over the swap images and over
+//! the Bézier samples, the mean cosine similarity of trajectory directions, and a t-SNE map of every latent.
 //!
 //! Prompts are the phantoms' own captions ([`Phantom::caption`]), so they match what the embedded model was
 //! trained on. Labels of generated images come from the classifier (probability ≥ 0.5).
@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::bezier;
 use crate::classifier::{AttributeClassifier, ClassifierConfig};
 use crate::error::{Error, Result};
-use crate::metrics::{CfrtSample, cfrt, direction_cosines};
+use crate::metrics::{CfrtSample, cfrt, direction_cosines, same_group_neighbours, tsne, tsne_perplexity};
 use crate::pipeline::StableDiffusion;
 use crate::rng::initial_latents;
 use crate::swap::{SwapSampler, SwapSettings};
@@ -152,6 +152,47 @@ fn flat(t: &Tensor<4>) -> Result<Vec<f32>> {
     d.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
 }
 
+/// One latent of a setting's t-SNE map (Fig. 4).
+#[derive(Debug, Clone, Serialize)]
+pub struct MapPoint {
+    /// Subject index (seed − first seed).
+    pub subject: usize,
+    /// Attribute label of the style, or `None` for the neutral image.
+    pub style: Option<String>,
+    /// Swap point (0 for the neutral image).
+    pub swap_point: usize,
+    /// Map coordinates.
+    pub x: f32,
+    /// Map coordinates.
+    pub y: f32,
+}
+
+/// The t-SNE map of one setting's latents: every subject's neutral latent and its swap latents of every
+/// style. If the attributes are disentangled from the subject, each subject's latents stay together.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatentMap {
+    /// Setting name.
+    pub setting: String,
+    /// Perplexity used (30, or less for few latents).
+    pub perplexity: f32,
+    /// Share of latents whose nearest other latent (Euclidean, in the latent space itself) is the same
+    /// subject's: 1 when content dominates the latent geometry, near 1/subjects when attributes do.
+    pub same_subject_neighbours: f64,
+    /// The same on the 2-D map.
+    pub same_subject_neighbours_map: f64,
+    /// The points, subject by subject: neutral, then each style's swap points in order.
+    pub points: Vec<MapPoint>,
+}
+
+/// Everything [`evaluate`] measures for one setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingReport {
+    /// Table 2 and Fig. 5, per style.
+    pub scores: Vec<StyleScore>,
+    /// Fig. 4; `None` when there are fewer than 4 latents.
+    pub latent_map: Option<LatentMap>,
+}
+
 /// Per image: probabilities of the classifier's labels.
 pub type Probs = Vec<Vec<f32>>;
 
@@ -163,7 +204,7 @@ pub fn evaluate(
     setting: &Setting,
     eval: &Evaluation,
     mut progress: impl FnMut(usize),
-) -> Result<Vec<StyleScore>> {
+) -> Result<SettingReport> {
     let index = |label: &str| label_column(config, label);
     let styles: Vec<usize> = setting.styles.iter().map(|(l, _)| index(l)).collect::<Result<_>>()?;
     let class = setting.class.as_ref().map(|(l, _)| index(l)).transpose()?;
@@ -184,6 +225,7 @@ pub fn evaluate(
     let mut interp_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
     let mut positives: Vec<Vec<usize>> = vec![vec![0; eval.swap.swap_points.len()]; n_styles];
     let mut cosines: Vec<Vec<Vec<Vec<f64>>>> = vec![Vec::new(); n_styles];
+    let (mut latents, mut points) = (Vec::new(), Vec::new());
     for subject in 0..eval.subjects {
         let seed = eval.seed.wrapping_add(subject as u64);
         let init = initial_latents(seed, sd.unet_config.in_channels, h, w, sd.device());
@@ -191,14 +233,25 @@ pub fn evaluate(
         let neutral = decode(std::slice::from_ref(&res.neutral))?.remove(0);
         let swapped: Vec<Probs> = res.trajectories.iter().map(|t| decode(&t.latents)).collect::<Result<_>>()?;
         let samples = |edits: &[Probs], k: usize, a: usize| cfrt_sample(&neutral, edits, k, a, &styles, class);
+        let z0 = flat(&res.neutral)?;
+        latents.push(z0.clone());
+        points.push(MapPoint { subject, style: None, swap_point: 0, x: 0.0, y: 0.0 });
         for a in 0..n_styles {
             for k in 0..res.swap_points.len() {
                 swap_samples[a].push(samples(&swapped, k, a));
                 positives[a][k] += usize::from(swapped[a][k][styles[a]] >= 0.5);
             }
-            let z0 = flat(&res.neutral)?;
             let zs: Vec<Vec<f32>> = res.trajectories[a].latents.iter().map(flat).collect::<Result<_>>()?;
             cosines[a].push(direction_cosines(&z0, &zs));
+            let style = Some(setting.styles[a].0.clone());
+            points.extend(res.swap_points.iter().map(|&t| MapPoint {
+                subject,
+                style: style.clone(),
+                swap_point: t,
+                x: 0.0,
+                y: 0.0,
+            }));
+            latents.extend(zs);
         }
         if eval.interpolations > 0 {
             let curves: Vec<Probs> = res
@@ -217,7 +270,7 @@ pub fn evaluate(
         }
         progress(subject);
     }
-    Ok((0..n_styles)
+    let scores = (0..n_styles)
         .map(|a| StyleScore {
             setting: setting.name.clone(),
             attribute: setting.styles[a].0.clone(),
@@ -228,7 +281,27 @@ pub fn evaluate(
             positive_rate: positives[a].iter().map(|&p| p as f64 / eval.subjects.max(1) as f64).collect(),
             cosines: mean_matrix(&cosines[a]),
         })
-        .collect())
+        .collect();
+    let latent_map =
+        (latents.len() >= 4).then(|| latent_map(&setting.name, &latents, points, eval.seed)).transpose()?;
+    Ok(SettingReport { scores, latent_map })
+}
+
+/// The t-SNE map of `latents` (described by `points`, same order), started from `seed`.
+fn latent_map(setting: &str, latents: &[Vec<f32>], mut points: Vec<MapPoint>, seed: u64) -> Result<LatentMap> {
+    const PERPLEXITY: f32 = 30.0;
+    let map = tsne(latents, PERPLEXITY, seed)?;
+    let subjects: Vec<usize> = points.iter().map(|p| p.subject).collect();
+    for (p, xy) in points.iter_mut().zip(&map) {
+        (p.x, p.y) = (xy[0], xy[1]);
+    }
+    Ok(LatentMap {
+        setting: setting.to_string(),
+        perplexity: tsne_perplexity(latents.len(), PERPLEXITY),
+        same_subject_neighbours: same_group_neighbours(latents, &subjects),
+        same_subject_neighbours_map: same_group_neighbours(&map, &subjects),
+        points,
+    })
 }
 
 /// What the autoencoder lets through, per attribute: how often the classifier sees the attribute in real

@@ -108,6 +108,9 @@ struct EvaluateArgs {
     /// PNG of example phantoms beside their reconstructions, one row per attribute.
     #[arg(long)]
     ceiling_sheet: Option<PathBuf>,
+    /// SVG of each setting's t-SNE map of latents (Fig. 4); the coordinates are in the report either way.
+    #[arg(long)]
+    tsne_svg: Option<PathBuf>,
     /// Report (JSON).
     #[arg(long, default_value = "evaluation.json")]
     out: PathBuf,
@@ -784,13 +787,15 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
             );
         }
     }
-    let mut scores = Vec::new();
+    let (mut scores, mut maps) = (Vec::new(), Vec::new());
     // --subjects 0 measures only the autoencoder ceiling.
     let settings = if a.subjects > 0 { settings(a.kind.into())? } else { Vec::new() };
     for setting in settings {
         let pb = bar(a.subjects, &setting.name);
-        scores.extend(evaluate(&sd, &classifier, &config, &setting, &eval, |_| pb.inc(1))?);
+        let report = evaluate(&sd, &classifier, &config, &setting, &eval, |_| pb.inc(1))?;
         pb.finish();
+        scores.extend(report.scores);
+        maps.extend(report.latent_map);
     }
     if !scores.is_empty() {
         println!(
@@ -811,9 +816,22 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
             );
         }
     }
+    for m in &maps {
+        println!(
+            "{}: nearest latent of the same subject for {:.2} of {} latents ({:.2} on the t-SNE map)",
+            m.setting,
+            m.same_subject_neighbours,
+            m.points.len(),
+            m.same_subject_neighbours_map
+        );
+    }
+    if let Some(path) = &a.tsne_svg {
+        plot_latent_maps(&maps, path)?;
+        println!("wrote {}", path.display());
+    }
     let mut report = json!({"command": "evaluate", "model": a.model.model.display().to_string(), "classifier": dir.display().to_string(),
         "subjects": a.subjects, "seed": a.seed, "steps": a.steps, "guidance": a.guidance, "swap_points": eval.swap.swap_points,
-        "controls": a.controls, "interpolations": a.interpolations, "scores": scores});
+        "controls": a.controls, "interpolations": a.interpolations, "scores": scores, "latent_maps": maps});
     // --ceiling-subjects 0 skips the ceiling, so the report has no empty rows for it.
     if a.ceiling_subjects > 0 {
         report["autoencoder_ceiling"] =
@@ -822,6 +840,72 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
     write(&a.out, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
     println!("wrote {}", a.out.display());
     Ok(())
+}
+
+/// Fig. 4 as an SVG: per setting, every latent's t-SNE position, neutral latents black, each style's swap
+/// latents in its colour (larger for later swap points), joined per subject in swap order.
+fn plot_latent_maps(maps: &[traverse::evaluate::LatentMap], path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let fail = |e: &dyn std::fmt::Display| Error::Image(format!("{}: {e}", path.display()));
+    let panel = 420u32;
+    let root = SVGBackend::new(path, (panel * maps.len().max(1) as u32, panel + 40)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    for (m, area) in maps.iter().zip(root.split_evenly((1, maps.len().max(1)))) {
+        let range = |f: fn(&traverse::evaluate::MapPoint) -> f32| {
+            let (lo, hi) = m.points.iter().map(f).fold((f32::MAX, f32::MIN), |(l, h), v| (l.min(v), h.max(v)));
+            let pad = 0.05 * (hi - lo).max(1e-6);
+            lo - pad..hi + pad
+        };
+        let mut chart = ChartBuilder::on(&area)
+            .caption(
+                format!("{} (same-subject neighbours {:.2})", m.setting, m.same_subject_neighbours),
+                ("sans-serif", 15),
+            )
+            .margin(10)
+            .build_cartesian_2d(range(|p| p.x), range(|p| p.y))
+            .map_err(|e| fail(&e))?;
+        let mut styles: Vec<&str> = Vec::new();
+        for s in m.points.iter().filter_map(|p| p.style.as_deref()) {
+            if !styles.contains(&s) {
+                styles.push(s);
+            }
+        }
+        let color = |p: &traverse::evaluate::MapPoint| match &p.style {
+            None => BLACK.to_rgba(),
+            Some(s) => Palette99::pick(styles.iter().position(|x| x == s).unwrap_or(0)).to_rgba(),
+        };
+        // Each subject's trajectory per style: its neutral latent, then the swap points in order.
+        for (i, p) in m.points.iter().enumerate().filter(|(_, p)| p.style.is_none()) {
+            for style in &styles {
+                let line = std::iter::once((p.x, p.y)).chain(
+                    m.points[i + 1..]
+                        .iter()
+                        .take_while(|q| q.subject == p.subject)
+                        .filter(|q| q.style.as_deref() == Some(*style))
+                        .map(|q| (q.x, q.y)),
+                );
+                let c = Palette99::pick(styles.iter().position(|x| x == style).unwrap_or(0)).mix(0.35);
+                chart.draw_series(LineSeries::new(line, c)).map_err(|e| fail(&e))?;
+            }
+        }
+        let last = m.points.iter().map(|p| p.swap_point).max().unwrap_or(1).max(1) as f32;
+        chart
+            .draw_series(m.points.iter().map(|p| {
+                let r = if p.style.is_none() { 5 } else { 2 + (3.0 * p.swap_point as f32 / last).round() as i32 };
+                Circle::new((p.x, p.y), r, color(p).filled())
+            }))
+            .map_err(|e| fail(&e))?;
+        for (k, s) in styles.iter().enumerate() {
+            let y = 20 + 16 * k as i32;
+            area.draw(&Text::new(
+                s.to_string(),
+                (14, y + 20),
+                ("sans-serif", 13).into_font().color(&Palette99::pick(k)),
+            ))
+            .map_err(|e| fail(&e))?;
+        }
+    }
+    root.present().map_err(|e| fail(&e))
 }
 
 fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {

@@ -1,5 +1,8 @@
-//! The paper's measures along a trajectory (section 3.2): CFRT (Eq. 3) and the cosine similarity of
-//! trajectory directions (Fig. 5). LPIPS needs AlexNet weights and lands separately.
+//! The paper's measures along a trajectory (section 3.2): CFRT (Eq. 3), the cosine similarity of
+//! trajectory directions (Fig. 5) and the t-SNE map of latents (Fig. 4), with how often a latent's nearest
+//! neighbour is of the same subject. LPIPS needs AlexNet weights and lands separately.
+
+use crate::error::{Error, Result};
 
 /// Pairwise cosine similarity of the directions Δz_t = z_t − z_neutral of a trajectory's latents (Fig. 5):
 /// entry `[i][j]` compares swap points `i` and `j`. Values well below 1 off the diagonal say the
@@ -53,6 +56,66 @@ pub fn cfrt(samples: &[CfrtSample]) -> f64 {
     flips as f64 / samples.len() as f64
 }
 
+/// The largest perplexity that `n` points allow (t-SNE needs n − 1 ≥ 3 · perplexity): `wanted`, or less.
+pub fn tsne_perplexity(n: usize, wanted: f32) -> f32 {
+    wanted.min(n.saturating_sub(1) as f32 / 3.0)
+}
+
+/// t-SNE (van der Maaten & Hinton 2008) of `points` into 2-D, as the paper's Fig. 4 maps latents: exact
+/// gradients on squared Euclidean distances (`bhtsne`), perplexity `perplexity` lowered as far as
+/// [`tsne_perplexity`] requires, 1000 epochs, started from a small Gaussian of our portable RNG (`seed`).
+/// It runs on one thread, so the same points give the same map on every run (across platforms the
+/// layout may differ through the float rounding of `exp`). Needs at least 4 points of one finite length.
+pub fn tsne(points: &[Vec<f32>], perplexity: f32, seed: u64) -> Result<Vec<[f32; 2]>> {
+    let n = points.len();
+    let dim = points.first().map_or(0, Vec::len);
+    if n < 4 || dim == 0 {
+        return Err(Error::arg(format!("t-SNE needs at least 4 non-empty points, got {n} of length {dim}")));
+    }
+    if points.iter().any(|p| p.len() != dim || p.iter().any(|x| !x.is_finite())) {
+        return Err(Error::arg("t-SNE points must all have the same length and finite values"));
+    }
+    if !(perplexity.is_finite() && perplexity > 0.0) {
+        return Err(Error::arg(format!("t-SNE perplexity must be positive, got {perplexity}")));
+    }
+    let perplexity = tsne_perplexity(n, perplexity);
+    let init: Vec<f32> = crate::rng::PortableNormal::new(seed).samples(2 * n).iter().map(|x| x * 1e-4).collect();
+    let run = || {
+        let mut t: bhtsne::tSNE<f32, Vec<f32>> = bhtsne::tSNE::new(points);
+        t.perplexity(perplexity).epochs(1000).initial_embedding(init.clone());
+        t.exact(|a, b| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum());
+        t.embedding()
+    };
+    // One thread: rayon's float sums then reduce in the same order on every run, as in the browser.
+    let flat = match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
+    };
+    if flat.len() != 2 * n || flat.iter().any(|x| !x.is_finite()) {
+        return Err(Error::arg("t-SNE diverged (non-finite coordinates)"));
+    }
+    Ok(flat.chunks(2).map(|c| [c[0], c[1]]).collect())
+}
+
+/// The share of `points` whose nearest other point (Euclidean) has the same `group`: with groups = subjects,
+/// how far a map or a latent space is organised by patient rather than by attribute. 0 for < 2 points.
+pub fn same_group_neighbours<P: AsRef<[f32]>>(points: &[P], groups: &[usize]) -> f64 {
+    let n = points.len().min(groups.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let d2 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>();
+    let same = (0..n)
+        .filter(|&i| {
+            let nearest = (0..n).filter(|&j| j != i).min_by(|&a, &b| {
+                d2(points[i].as_ref(), points[a].as_ref()).total_cmp(&d2(points[i].as_ref(), points[b].as_ref()))
+            });
+            nearest.is_some_and(|j| groups[j] == groups[i])
+        })
+        .count();
+    same as f64 / n as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +146,61 @@ mod tests {
         assert_eq!(cfrt(&[s(0.9, 0.2, true, false)]), 0.0, "another attribute changed");
         assert_eq!(cfrt(&[s(0.9, 0.2, true, true), s(0.3, 0.5, true, true)]), 0.5);
         assert_eq!(cfrt(&[]), 0.0);
+    }
+
+    /// `k` clusters of `m` points each in 16-D, centres far apart, with small per-point jitter.
+    fn clusters(k: usize, m: usize) -> (Vec<Vec<f32>>, Vec<usize>) {
+        let mut noise = crate::rng::PortableNormal::new(7);
+        let mut points = Vec::new();
+        let mut groups = Vec::new();
+        for c in 0..k {
+            for _ in 0..m {
+                points.push((0..16).map(|d| if d % k == c { 10.0 } else { 0.0 } + 0.3 * noise.sample()).collect());
+                groups.push(c);
+            }
+        }
+        (points, groups)
+    }
+
+    #[test]
+    fn tsne_keeps_clusters_apart_and_is_deterministic() {
+        let (points, groups) = clusters(3, 12);
+        let map = tsne(&points, 30.0, 1).unwrap();
+        assert_eq!(map.len(), 36);
+        assert_eq!(same_group_neighbours(&map, &groups), 1.0, "every point's neighbour is in its cluster");
+        // Clusters are compact: mean distance within a cluster well below the mean distance between them.
+        let dist = |a: &[f32; 2], b: &[f32; 2]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+        let (mut within, mut between) = ((0.0, 0), (0.0, 0));
+        for i in 0..map.len() {
+            for j in i + 1..map.len() {
+                let t = if groups[i] == groups[j] { &mut within } else { &mut between };
+                t.0 += dist(&map[i], &map[j]);
+                t.1 += 1;
+            }
+        }
+        assert!(within.0 / (within.1 as f32) * 3.0 < between.0 / (between.1 as f32));
+        assert_eq!(tsne(&points, 30.0, 1).unwrap(), map, "same points and seed, same map");
+        assert_ne!(tsne(&points, 30.0, 2).unwrap(), map, "the seed sets the start");
+    }
+
+    #[test]
+    fn tsne_rejects_what_it_cannot_map() {
+        assert!(tsne(&vec![vec![0.0; 3]; 3], 5.0, 0).is_err(), "too few points");
+        assert!(tsne(&[vec![0.0; 3], vec![0.0; 3], vec![0.0; 3], vec![0.0; 2]], 1.0, 0).is_err(), "ragged");
+        assert!(tsne(&vec![vec![f32::NAN; 3]; 5], 1.0, 0).is_err(), "not finite");
+        assert!(tsne(&vec![vec![1.0; 3]; 5], 0.0, 0).is_err(), "perplexity 0");
+        // Too high a perplexity for 5 points is lowered instead of panicking inside bhtsne.
+        let (points, _) = clusters(1, 5);
+        assert_eq!(tsne(&points, 30.0, 0).unwrap().len(), 5);
+        assert!((tsne_perplexity(5, 30.0) - 4.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn nearest_neighbour_groups() {
+        let points = [[0.0f32, 0.0], [0.1, 0.0], [5.0, 0.0], [5.2, 0.0]];
+        assert_eq!(same_group_neighbours(&points, &[0, 0, 1, 1]), 1.0);
+        assert_eq!(same_group_neighbours(&points, &[0, 1, 0, 1]), 0.0);
+        assert_eq!(same_group_neighbours(&points, &[0, 0, 0, 1]), 0.5, "2 and 3 are each other's neighbours");
+        assert_eq!(same_group_neighbours(&points[..1], &[0]), 0.0);
     }
 }

@@ -167,6 +167,8 @@ fn evaluate_scores_every_style_of_a_family() {
         "3",
         "--ceiling-sheet",
         tmp.0.join("ceiling.png").to_str().unwrap(),
+        "--tsne-svg",
+        tmp.0.join("tsne.svg").to_str().unwrap(),
         "--out",
         report.to_str().unwrap(),
     ]);
@@ -186,6 +188,24 @@ fn evaluate_scores_every_style_of_a_family() {
         assert_eq!(cos.len(), 3);
         assert!((cos[1][1].as_f64().unwrap() - 1.0).abs() < 1e-9);
     }
+    // Fig. 4: one t-SNE map of the setting's 2 subjects × (neutral + 2 styles × 3 swap points) latents.
+    let maps = report["latent_maps"].as_array().unwrap();
+    assert_eq!(maps.len(), 1);
+    let points = maps[0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 14);
+    assert!((maps[0]["perplexity"].as_f64().unwrap() - 13.0 / 3.0).abs() < 1e-5, "lowered for 14 latents");
+    assert_eq!(points[0]["style"], serde_json::Value::Null);
+    assert_eq!((points[1]["style"].as_str(), points[1]["swap_point"].as_u64()), (Some("pleural_effusion"), Some(2)));
+    assert_eq!(points[7]["subject"], 1);
+    assert!(points.iter().all(|p| p["x"].as_f64().unwrap().is_finite() && p["y"].as_f64().unwrap().is_finite()));
+    let xs: Vec<f64> = points.iter().map(|p| p["x"].as_f64().unwrap()).collect();
+    assert!(xs.iter().any(|&x| x != xs[0]), "the map spreads the latents out");
+    for key in ["same_subject_neighbours", "same_subject_neighbours_map"] {
+        assert!((0.0..=1.0).contains(&maps[0][key].as_f64().unwrap()), "{key}");
+    }
+    let svg = std::fs::read_to_string(tmp.0.join("tsne.svg")).unwrap();
+    assert!(svg.matches("<circle").count() >= 14, "a dot per latent");
+
     // The autoencoder ceiling: one row per attribute, and a sheet of 3 phantoms + 3 reconstructions per row.
     let ceiling = report["autoencoder_ceiling"]["attributes"].as_array().unwrap();
     let labels: Vec<&str> = ceiling.iter().map(|c| c["attribute"].as_str().unwrap()).collect();

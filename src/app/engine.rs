@@ -11,7 +11,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::app::params::Traversal;
-use crate::app::readout::{StyleReadout, readouts};
+use crate::app::readout::{MapDot, StyleReadout, latent_map, readouts};
 use crate::classifier::{AttributeClassifier, ClassifierConfig};
 use crate::error::{Error, Result};
 use crate::pipeline::{CONFIG_FILES, MemorySource, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names};
@@ -231,6 +231,8 @@ pub struct Outcome {
     pub swaps: Vec<Vec<Picture>>,
     /// Per style: probabilities, CFRT flips, direction cosines.
     pub readouts: Vec<StyleReadout>,
+    /// t-SNE map of the neutral and swap latents (empty for fewer than 4).
+    pub map: Vec<MapDot>,
     /// Classifier labels, in the order of [`Picture::probs`].
     pub labels: Vec<String>,
     /// Seconds spent sampling and decoding.
@@ -333,6 +335,7 @@ pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(us
     let labels = models.classifier.map(|(_, c)| c.labels.clone()).unwrap_or_default();
     let edits: Vec<Vec<Vec<f32>>> = swaps.iter().map(|row| row.iter().map(|p| p.probs.clone()).collect()).collect();
     let readouts = readouts(&labels, &t.neutral, &t.styles, &neutral.probs, &edits, &z0, &flat);
+    let map = latent_map(&z0, &flat, &res.swap_points, t.seed)?;
     let latents = res
         .trajectories
         .iter()
@@ -343,6 +346,7 @@ pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(us
         neutral,
         swaps,
         readouts,
+        map,
         labels,
         seconds: (performance_now() - start) / 1000.0,
         unet: (res.unet_evaluations, res.unet_batches),

@@ -1,10 +1,12 @@
 //! What the page reports for one subject's trajectories, from the classifiers' probabilities and the
 //! latents: the attribute's probability along each trajectory, whether each swap image counts as a flip in
-//! CFRT (Eq. 3, one subject), and the cosine similarity of the trajectory's directions (Fig. 5).
+//! CFRT (Eq. 3, one subject), the cosine similarity of the trajectory's directions (Fig. 5), and a t-SNE
+//! map of the latents (Fig. 4, one subject).
 
 use crate::app::examples::attribute_of;
+use crate::error::Result;
 use crate::evaluate::{CLASS_LABEL, Probs, cfrt_sample};
-use crate::metrics::{cfrt, direction_cosines};
+use crate::metrics::{cfrt, direction_cosines, tsne};
 
 /// Readouts of one style prompt's trajectory.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +81,52 @@ pub fn readouts(
         .collect()
 }
 
+/// One latent on the page's t-SNE map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapDot {
+    /// Index of the style, or `None` for the neutral latent.
+    pub style: Option<usize>,
+    /// Swap point (0 for the neutral latent).
+    pub swap_point: usize,
+    /// Map coordinates, scaled into [0, 1].
+    pub x: f32,
+    /// Map coordinates, scaled into [0, 1].
+    pub y: f32,
+}
+
+/// The t-SNE map (perplexity 30 or what the count allows, started from `seed`) of the neutral latent and
+/// every style's swap latents `latents[style][k]` at `swap_points[k]`, scaled into the unit square with
+/// its aspect kept; empty when there are fewer than 4 latents.
+pub fn latent_map(
+    neutral_latent: &[f32],
+    latents: &[Vec<Vec<f32>>],
+    swap_points: &[usize],
+    seed: u64,
+) -> Result<Vec<MapDot>> {
+    let mut dots = vec![MapDot { style: None, swap_point: 0, x: 0.0, y: 0.0 }];
+    let mut points = vec![neutral_latent.to_vec()];
+    for (a, zs) in latents.iter().enumerate() {
+        for (z, &t) in zs.iter().zip(swap_points) {
+            dots.push(MapDot { style: Some(a), swap_point: t, x: 0.0, y: 0.0 });
+            points.push(z.clone());
+        }
+    }
+    if points.len() < 4 {
+        return Ok(Vec::new());
+    }
+    let map = tsne(&points, 30.0, seed)?;
+    let (lo, hi) = map.iter().fold(([f32::MAX; 2], [f32::MIN; 2]), |(lo, hi), p| {
+        ([lo[0].min(p[0]), lo[1].min(p[1])], [hi[0].max(p[0]), hi[1].max(p[1])])
+    });
+    let span = (hi[0] - lo[0]).max(hi[1] - lo[1]).max(f32::MIN_POSITIVE);
+    for (d, p) in dots.iter_mut().zip(&map) {
+        // Centred in the unit square, the longer side filling it.
+        d.x = 0.5 + (p[0] - 0.5 * (lo[0] + hi[0])) / span;
+        d.y = 0.5 + (p[1] - 0.5 * (lo[1] + hi[1])) / span;
+    }
+    Ok(dots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +183,27 @@ mod tests {
             &[vec![vec![1.0]]],
         );
         assert_eq!(r[0].attribute, None, "no classifier, no attribute scores");
+    }
+
+    #[test]
+    fn the_map_places_every_latent_in_the_unit_square() {
+        // Two styles moving away from the neutral latent in different directions.
+        let z0 = vec![0.0f32; 8];
+        let away =
+            |axis: usize| (1..=4).map(|k| (0..8).map(|d| if d == axis { k as f32 } else { 0.0 }).collect()).collect();
+        let dots = latent_map(&z0, &[away(0), away(5)], &[5, 10, 15, 20], 3).unwrap();
+        assert_eq!(dots.len(), 9);
+        assert_eq!((dots[0].style, dots[0].swap_point), (None, 0));
+        assert_eq!((dots[8].style, dots[8].swap_point), (Some(1), 20));
+        assert!(dots.iter().all(|d| (0.0..=1.0).contains(&d.x) && (0.0..=1.0).contains(&d.y)));
+        let spread = |f: fn(&MapDot) -> f32| {
+            dots.iter().map(f).fold(f32::MIN, f32::max) - dots.iter().map(f).fold(f32::MAX, f32::min)
+        };
+        assert!((spread(|d| d.x).max(spread(|d| d.y)) - 1.0).abs() < 1e-5, "the longer side fills the square");
+        assert_eq!(
+            latent_map(&z0, &[away(0)], &[5, 10, 15, 20], 3).unwrap(),
+            latent_map(&z0, &[away(0)], &[5, 10, 15, 20], 3).unwrap()
+        );
+        assert!(latent_map(&z0, &[vec![vec![1.0; 8]; 2]], &[5, 10], 0).unwrap().is_empty(), "3 latents: no map");
     }
 }

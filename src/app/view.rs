@@ -10,6 +10,7 @@ use leptos::task::spawn_local;
 use crate::app::engine::{self, Gpu, Models, Outcome, Picture, Run};
 use crate::app::examples::{self, Example};
 use crate::app::params::Traversal;
+use crate::app::readout::MapDot;
 use crate::classifier::{AttributeClassifier, ClassifierConfig};
 use crate::pipeline::StableDiffusion;
 use crate::synthetic::Kind;
@@ -387,6 +388,7 @@ fn Results(
                         )}
                     </p>
                     {rows}
+                    <LatentMap dots=s.map.clone() styles=s.traversal.styles.clone() />
                 </section>
                 <section id="traversal">
                     <h2>"Bézier traversal"</h2>
@@ -428,6 +430,63 @@ fn Results(
             }
         })
     }
+}
+
+/// Style colours of the latent map (the neutral latent is black).
+const STYLE_COLOURS: [&str; 6] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+
+/// The t-SNE map of this run's latents (Fig. 4 for one subject): each style's trajectory from the neutral
+/// latent through its swap latents, dots growing with the swap point.
+#[component]
+fn LatentMap(dots: Vec<MapDot>, styles: Vec<String>) -> impl IntoView {
+    (!dots.is_empty()).then(|| {
+        let (size, pad) = (300.0f32, 12.0f32);
+        let at = |d: &MapDot| (pad + d.x * (size - 2.0 * pad), pad + d.y * (size - 2.0 * pad));
+        let colour = |d: &MapDot| d.style.map_or("#000", |a| STYLE_COLOURS[a % STYLE_COLOURS.len()]);
+        let last = dots.iter().map(|d| d.swap_point).max().unwrap_or(1).max(1) as f32;
+        let (x0, y0) = at(&dots[0]);
+        let lines = (0..styles.len())
+            .map(|a| {
+                let path: String = dots
+                    .iter()
+                    .filter(|d| d.style == Some(a))
+                    .map(at)
+                    .fold(format!("{x0:.1},{y0:.1}"), |acc, (x, y)| format!("{acc} {x:.1},{y:.1}"));
+                view! { <polyline points=path fill="none" stroke=STYLE_COLOURS[a % STYLE_COLOURS.len()] stroke-opacity="0.4" /> }
+            })
+            .collect_view();
+        let circles = dots
+            .iter()
+            .map(|d| {
+                let (x, y) = at(d);
+                let r = if d.style.is_none() { 6.0 } else { 2.5 + 3.0 * d.swap_point as f32 / last };
+                view! {
+                    <circle cx=format!("{x:.1}") cy=format!("{y:.1}") r=format!("{r:.1}") fill=colour(d)>
+                        <title>{match d.style {
+                            Some(a) => format!("{} · t = {}", styles[a], d.swap_point),
+                            None => "neutral".to_string(),
+                        }}</title>
+                    </circle>
+                }
+            })
+            .collect_view();
+        let legend = styles
+            .iter()
+            .enumerate()
+            .map(|(a, p)| view! { <li style=format!("color: {}", STYLE_COLOURS[a % STYLE_COLOURS.len()])>{p.clone()}</li> })
+            .collect_view();
+        view! {
+            <details class="latent-map" open>
+                <summary>"t-SNE map of this run's latents (Fig. 4, one subject)"</summary>
+                <svg viewBox=format!("0 0 {size} {size}") width=size.to_string() height=size.to_string() role="img">
+                    {lines}
+                    {circles}
+                </svg>
+                <ul class="legend"><li>"● neutral"</li>{legend}</ul>
+                <p class="meta">"Each style's swap latents, larger for later swap points, joined from the neutral one."</p>
+            </details>
+        }
+    })
 }
 
 /// The direction cosine matrix (Fig. 5) as a small heat map.
