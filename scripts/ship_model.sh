@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ships a trained mini model (from `traverse train-mini --out DIR`): int8 copy in public/model with its
 # quantization report, the loss curves, the CFRT evaluation and autoencoder ceiling of both phantom families,
-# and the README's trajectory and reconstruction images. Every figure in public/model/MODEL_CARD.md comes
+# and the README's trajectory, reconstruction and t-SNE images. Every figure in public/model/MODEL_CARD.md comes
 # from the files this writes.
 #
 #   bash scripts/ship_model.sh ~/.cache/traverse/train-mini [subjects]
@@ -29,7 +29,7 @@ done
 
 for kind in chest derm; do
   "$BIN" evaluate --model "$OUT" --kind "$kind" --subjects "$SUBJECTS" --out "$OUT/evaluation-$kind.json" \
-    --ceiling-sheet "docs/autoencoder-$kind.png" | tee "$OUT/evaluation-$kind.md"
+    --ceiling-sheet "docs/autoencoder-$kind.png" --tsne-svg "docs/tsne-$kind.svg" | tee "$OUT/evaluation-$kind.md"
 done
 
 # README images: one trajectory per family (rows: styles; columns: neutral, then swap points 5…45).

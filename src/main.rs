@@ -842,6 +842,17 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
+/// The styles of a latent map's points, in order of first appearance.
+fn map_styles(m: &traverse::evaluate::LatentMap) -> Vec<&str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for s in m.points.iter().filter_map(|p| p.style.as_deref()) {
+        if !seen.contains(&s) {
+            seen.push(s);
+        }
+    }
+    seen
+}
+
 /// Fig. 4 as an SVG: per setting, every latent's t-SNE position, neutral latents black, each style's swap
 /// latents in its colour (larger for later swap points), joined per subject in swap order.
 fn plot_latent_maps(maps: &[traverse::evaluate::LatentMap], path: &Path) -> Result<()> {
@@ -856,20 +867,16 @@ fn plot_latent_maps(maps: &[traverse::evaluate::LatentMap], path: &Path) -> Resu
             let pad = 0.05 * (hi - lo).max(1e-6);
             lo - pad..hi + pad
         };
+        let styles = map_styles(m);
         let mut chart = ChartBuilder::on(&area)
             .caption(
                 format!("{} (same-subject neighbours {:.2})", m.setting, m.same_subject_neighbours),
                 ("sans-serif", 15),
             )
             .margin(10)
+            .margin_bottom(16 * styles.len() as i32 + 10)
             .build_cartesian_2d(range(|p| p.x), range(|p| p.y))
             .map_err(|e| fail(&e))?;
-        let mut styles: Vec<&str> = Vec::new();
-        for s in m.points.iter().filter_map(|p| p.style.as_deref()) {
-            if !styles.contains(&s) {
-                styles.push(s);
-            }
-        }
         let color = |p: &traverse::evaluate::MapPoint| match &p.style {
             None => BLACK.to_rgba(),
             Some(s) => Palette99::pick(styles.iter().position(|x| x == s).unwrap_or(0)).to_rgba(),
@@ -895,8 +902,9 @@ fn plot_latent_maps(maps: &[traverse::evaluate::LatentMap], path: &Path) -> Resu
                 Circle::new((p.x, p.y), r, color(p).filled())
             }))
             .map_err(|e| fail(&e))?;
+        // The legend under the map, in the margin the chart leaves.
         for (k, s) in styles.iter().enumerate() {
-            let y = 20 + 16 * k as i32;
+            let y = panel as i32 + 20 - 16 * (styles.len() - k) as i32;
             area.draw(&Text::new(
                 s.to_string(),
                 (14, y + 20),
