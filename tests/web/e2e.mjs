@@ -163,6 +163,9 @@ try {
     check(probs.length === 4 && probs.every((p) => /\d+%/.test(p)), `classifier readouts under each swap image (${probs.join(" | ")})`);
     const summary = await page.$$eval(".summary", (s) => s.map((x) => x.textContent));
     check(summary.length === 2 && summary.every((s) => /CFRT \d\.\d\d/.test(s)), `CFRT per trajectory (${summary.join(" | ")})`);
+    const dots = await page.$$eval(".latent-map circle", (cs) => cs.map((c) => [Number(c.getAttribute("cx")), Number(c.getAttribute("cy"))]));
+    check(dots.length === 5 && dots.every(([x, y]) => x >= 0 && x <= 300 && y >= 0 && y <= 300) && new Set(dots.map(String)).size === 5,
+      `t-SNE map: a dot per latent, neutral + 2 styles × 2 swap points (${dots.length})`);
     check(page.url().includes("seed=42") && page.url().includes("frame=1"), `the address keeps the settings (${page.url()})`);
     const first = await page.getAttribute("#frame-image", "src");
     await page.fill("#frame", "0").catch(() => {});
