@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::bezier;
 use crate::classifier::{AttributeClassifier, ClassifierConfig};
 use crate::error::{Error, Result};
+use crate::lpips::Lpips;
 use crate::metrics::{CfrtSample, cfrt, direction_cosines, same_group_neighbours, tsne, tsne_perplexity};
 use crate::pipeline::StableDiffusion;
 use crate::rng::initial_latents;
@@ -96,6 +97,10 @@ pub struct StyleScore {
     pub cfrt: f64,
     /// CFRT over the interpolated images, when computed.
     pub cfrt_interpolated: Option<f64>,
+    /// Mean LPIPS of the swap images from the neutral image, when LPIPS weights were given.
+    pub lpips: Option<f64>,
+    /// Mean LPIPS of the interpolated images from the neutral image, when both were computed.
+    pub lpips_interpolated: Option<f64>,
     /// Samples behind `cfrt`.
     pub samples: usize,
     /// Fraction of swap images the classifier calls positive for the attribute, per swap point.
@@ -148,8 +153,16 @@ pub fn label_column(config: &ClassifierConfig, label: &str) -> Result<usize> {
 }
 
 fn flat(t: &Tensor<4>) -> Result<Vec<f32>> {
-    let d = t.clone().into_data().convert::<f32>();
-    d.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+    flat_values(t.clone())
+}
+
+fn flat_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
+}
+
+/// The mean, or `None` for no values.
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// One latent of a setting's t-SNE map (Fig. 4).
@@ -196,11 +209,13 @@ pub struct SettingReport {
 /// Per image: probabilities of the classifier's labels.
 pub type Probs = Vec<Vec<f32>>;
 
-/// Runs `eval` for `setting`; `progress(subject)` is called after each subject.
+/// Runs `eval` for `setting`, with LPIPS from the neutral image when `lpips` is given; `progress(subject)` is
+/// called after each subject.
 pub fn evaluate(
     sd: &StableDiffusion,
     classifier: &AttributeClassifier,
     config: &ClassifierConfig,
+    lpips: Option<&Lpips>,
     setting: &Setting,
     eval: &Evaluation,
     mut progress: impl FnMut(usize),
@@ -211,13 +226,18 @@ pub fn evaluate(
     let prompts: Vec<String> = setting.styles.iter().map(|(_, p)| p.clone()).collect();
     let size = sd.default_image_size();
     let [h, w] = sd.latent_size(size, size)?;
-    let decode = |latents: &[Tensor<4>]| -> Result<Probs> {
-        let mut out = Vec::with_capacity(latents.len());
+    // Decodes latents; their classifier probabilities, and LPIPS from `reference` when there is a model.
+    let decode = |latents: &[Tensor<4>], reference: &Tensor<4>| -> Result<(Probs, Vec<f64>)> {
+        let (mut probs, mut dists) = (Vec::with_capacity(latents.len()), Vec::new());
         for chunk in latents.chunks(16) {
             let images = sd.vae.decode(Tensor::cat(chunk.to_vec(), 0));
-            out.extend(classify(classifier, config, images)?);
+            if let Some(model) = lpips {
+                let d = model.distance(images.clone(), reference.clone().repeat_dim(0, chunk.len()))?;
+                dists.extend(flat_values(d)?.into_iter().map(f64::from));
+            }
+            probs.extend(classify(classifier, config, images)?);
         }
-        Ok(out)
+        Ok((probs, dists))
     };
 
     let n_styles = styles.len();
@@ -225,13 +245,21 @@ pub fn evaluate(
     let mut interp_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
     let mut positives: Vec<Vec<usize>> = vec![vec![0; eval.swap.swap_points.len()]; n_styles];
     let mut cosines: Vec<Vec<Vec<Vec<f64>>>> = vec![Vec::new(); n_styles];
+    let (mut swap_lpips, mut interp_lpips): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+        (vec![Vec::new(); n_styles], vec![Vec::new(); n_styles]);
     let (mut latents, mut points) = (Vec::new(), Vec::new());
     for subject in 0..eval.subjects {
         let seed = eval.seed.wrapping_add(subject as u64);
         let init = initial_latents(seed, sd.unet_config.in_channels, h, w, sd.device());
         let res = SwapSampler::new(sd, init, &setting.neutral, &prompts, "", &eval.swap)?.run();
-        let neutral = decode(std::slice::from_ref(&res.neutral))?.remove(0);
-        let swapped: Vec<Probs> = res.trajectories.iter().map(|t| decode(&t.latents)).collect::<Result<_>>()?;
+        let neutral_image = sd.vae.decode(res.neutral.clone());
+        let neutral = classify(classifier, config, neutral_image.clone())?.remove(0);
+        let mut swapped: Vec<Probs> = Vec::with_capacity(n_styles);
+        for (a, t) in res.trajectories.iter().enumerate() {
+            let (probs, dists) = decode(&t.latents, &neutral_image)?;
+            swapped.push(probs);
+            swap_lpips[a].extend(dists);
+        }
         let samples = |edits: &[Probs], k: usize, a: usize| cfrt_sample(&neutral, edits, k, a, &styles, class);
         let z0 = flat(&res.neutral)?;
         latents.push(z0.clone());
@@ -254,16 +282,15 @@ pub fn evaluate(
             latents.extend(zs);
         }
         if eval.interpolations > 0 {
-            let curves: Vec<Probs> = res
-                .trajectories
-                .iter()
-                .map(|t| {
-                    let all: Vec<Tensor<4>> = std::iter::once(res.neutral.clone()).chain(t.latents.clone()).collect();
-                    let idx = bezier::control_indices(all.len(), eval.controls)?;
-                    let controls: Vec<Tensor<4>> = idx.iter().map(|&i| all[i].clone()).collect();
-                    decode(&bezier::interpolate(&controls, eval.interpolations)?)
-                })
-                .collect::<Result<_>>()?;
+            let mut curves: Vec<Probs> = Vec::with_capacity(n_styles);
+            for (a, t) in res.trajectories.iter().enumerate() {
+                let all: Vec<Tensor<4>> = std::iter::once(res.neutral.clone()).chain(t.latents.clone()).collect();
+                let idx = bezier::control_indices(all.len(), eval.controls)?;
+                let controls: Vec<Tensor<4>> = idx.iter().map(|&i| all[i].clone()).collect();
+                let (probs, dists) = decode(&bezier::interpolate(&controls, eval.interpolations)?, &neutral_image)?;
+                curves.push(probs);
+                interp_lpips[a].extend(dists);
+            }
             for (a, out) in interp_samples.iter_mut().enumerate() {
                 out.extend((0..eval.interpolations).map(|k| samples(&curves, k, a)));
             }
@@ -277,6 +304,8 @@ pub fn evaluate(
             prompt: setting.styles[a].1.clone(),
             cfrt: cfrt(&swap_samples[a]),
             cfrt_interpolated: (eval.interpolations > 0).then(|| cfrt(&interp_samples[a])),
+            lpips: mean(&swap_lpips[a]),
+            lpips_interpolated: mean(&interp_lpips[a]),
             samples: swap_samples[a].len(),
             positive_rate: positives[a].iter().map(|&p| p as f64 / eval.subjects.max(1) as f64).collect(),
             cosines: mean_matrix(&cosines[a]),

@@ -6,8 +6,9 @@
 //! - [`tokenizer`], [`clip`]: prompt → text embedding.
 //! - [`unet`], [`scheduler`], [`rng`]: noise → latents by guided DDIM.
 //! - [`swap`]: the paper's prompt-swap trajectories; [`invert`]: real images in.
-//! - [`bezier`]: smooth traversal through a trajectory's latents; [`metrics`]: CFRT and direction cosines;
-//!   [`evaluate`]: the paper's Table 2 on a model with attribute classifiers.
+//! - [`bezier`]: smooth traversal through a trajectory's latents; [`metrics`]: CFRT, direction cosines and
+//!   t-SNE; [`lpips`]: perceptual distance; [`evaluate`]: the paper's Table 2 and Figs. 4-5 on a model with
+//!   attribute classifiers.
 //! - [`vae`]: latents ↔ images; [`pipeline`]: loading a diffusers folder and running it all.
 //! - [`synthetic`]: chest X-ray and dermoscopy phantoms with known content and attributes.
 //! - [`app`]: the browser page (links, built-in examples, readouts; the WebGPU engine and the view on wasm32).
@@ -22,6 +23,7 @@ pub mod error;
 pub mod evaluate;
 pub mod image;
 pub mod invert;
+pub mod lpips;
 pub mod metrics;
 pub mod nn;
 pub mod pipeline;

@@ -108,6 +108,10 @@ struct EvaluateArgs {
     /// PNG of example phantoms beside their reconstructions, one row per attribute.
     #[arg(long)]
     ceiling_sheet: Option<PathBuf>,
+    /// LPIPS weights (AlexNet + LPIPS heads with the `lpips` package's names, from
+    /// scripts/export_lpips.py): adds Table 2's LPIPS of swap and interpolated images from the neutral one.
+    #[arg(long)]
+    lpips: Option<PathBuf>,
     /// SVG of each setting's t-SNE map of latents (Fig. 4); the coordinates are in the report either way.
     #[arg(long)]
     tsne_svg: Option<PathBuf>,
@@ -787,30 +791,39 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
             );
         }
     }
+    let lpips = a
+        .lpips
+        .as_ref()
+        .map(|p| traverse::lpips::Lpips::load(traverse::weights::WeightFile::Path(p.clone()), device))
+        .transpose()?;
     let (mut scores, mut maps) = (Vec::new(), Vec::new());
     // --subjects 0 measures only the autoencoder ceiling.
     let settings = if a.subjects > 0 { settings(a.kind.into())? } else { Vec::new() };
     for setting in settings {
         let pb = bar(a.subjects, &setting.name);
-        let report = evaluate(&sd, &classifier, &config, &setting, &eval, |_| pb.inc(1))?;
+        let report = evaluate(&sd, &classifier, &config, lpips.as_ref(), &setting, &eval, |_| pb.inc(1))?;
         pb.finish();
         scores.extend(report.scores);
         maps.extend(report.latent_map);
     }
     if !scores.is_empty() {
         println!(
-            "| setting | style | CFRT (swap images) | CFRT (interpolations) | samples | positive at t = {:?} |",
+            "| setting | style | CFRT (swap images) | CFRT (interpolations) | LPIPS (swap images) | \
+             LPIPS (interpolations) | samples | positive at t = {:?} |",
             eval.swap.swap_points
         );
-        println!("|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
+        let cell = |v: Option<f64>, digits: usize| v.map(|c| format!("{c:.digits$}")).unwrap_or_else(|| "–".into());
         for s in &scores {
-            let interp = s.cfrt_interpolated.map(|c| format!("{c:.2}")).unwrap_or_else(|| "–".into());
             let rates: Vec<String> = s.positive_rate.iter().map(|r| format!("{r:.2}")).collect();
             println!(
-                "| {} | {} | {:.2} | {interp} | {} | {} |",
+                "| {} | {} | {:.2} | {} | {} | {} | {} | {} |",
                 s.setting,
                 s.attribute,
                 s.cfrt,
+                cell(s.cfrt_interpolated, 2),
+                cell(s.lpips, 3),
+                cell(s.lpips_interpolated, 3),
                 s.samples,
                 rates.join(" ")
             );
@@ -831,7 +844,8 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
     }
     let mut report = json!({"command": "evaluate", "model": a.model.model.display().to_string(), "classifier": dir.display().to_string(),
         "subjects": a.subjects, "seed": a.seed, "steps": a.steps, "guidance": a.guidance, "swap_points": eval.swap.swap_points,
-        "controls": a.controls, "interpolations": a.interpolations, "scores": scores, "latent_maps": maps});
+        "controls": a.controls, "interpolations": a.interpolations, "scores": scores, "latent_maps": maps,
+        "lpips": a.lpips.as_ref().map(|p| p.display().to_string())});
     // --ceiling-subjects 0 skips the ceiling, so the report has no empty rows for it.
     if a.ceiling_subjects > 0 {
         report["autoencoder_ceiling"] =

@@ -1,6 +1,6 @@
 //! The paper's measures along a trajectory (section 3.2): CFRT (Eq. 3), the cosine similarity of
 //! trajectory directions (Fig. 5) and the t-SNE map of latents (Fig. 4), with how often a latent's nearest
-//! neighbour is of the same subject. LPIPS needs AlexNet weights and lands separately.
+//! neighbour is of the same subject. LPIPS, a network, is in [`crate::lpips`].
 
 use crate::error::{Error, Result};
 

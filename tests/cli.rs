@@ -152,6 +152,8 @@ fn evaluate_scores_every_style_of_a_family() {
         all.extend(args);
         traverse(&all)
     };
+    let lpips = tmp.0.join("lpips.safetensors");
+    std::fs::write(&lpips, lpips_test_weights()).unwrap();
     let run = evaluate_chest(&[
         "--subjects",
         "2",
@@ -169,6 +171,8 @@ fn evaluate_scores_every_style_of_a_family() {
         tmp.0.join("ceiling.png").to_str().unwrap(),
         "--tsne-svg",
         tmp.0.join("tsne.svg").to_str().unwrap(),
+        "--lpips",
+        lpips.to_str().unwrap(),
         "--out",
         report.to_str().unwrap(),
     ]);
@@ -183,6 +187,10 @@ fn evaluate_scores_every_style_of_a_family() {
         assert_eq!(s["samples"], 2 * 3);
         for key in ["cfrt", "cfrt_interpolated"] {
             assert!((0.0..=1.0).contains(&s[key].as_f64().unwrap()), "{key}: {s}");
+        }
+        for key in ["lpips", "lpips_interpolated"] {
+            let v = s[key].as_f64().unwrap();
+            assert!(v.is_finite() && v > 0.0, "{key}: {s}");
         }
         let cos = s["cosines"].as_array().unwrap();
         assert_eq!(cos.len(), 3);
@@ -242,6 +250,7 @@ fn evaluate_scores_every_style_of_a_family() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let report = manifest_named(&tmp.0, "no-ceiling.json");
     assert!(report.get("autoencoder_ceiling").is_none(), "{report}");
+    assert!(report["scores"][0]["lpips"].is_null(), "no --lpips, no LPIPS");
     assert_eq!(report["scores"].as_array().unwrap().len(), 2);
 }
 

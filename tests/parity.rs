@@ -176,3 +176,35 @@ fn sd2_style_unet_sharded_v_prediction() {
     }
     assert_close("v2 v-prediction ddim 10 steps", x, &r["ddim.latents"], 1e-3);
 }
+
+#[test]
+fn lpips_matches_the_lpips_package() {
+    let r = load_reference("lpips_reference.safetensors");
+    let file = lpips_test_weights();
+    let dev = device();
+    let lpips =
+        traverse::lpips::Lpips::load(traverse::weights::WeightFile::Bytes { name: "lpips".into(), bytes: file }, &dev)
+            .unwrap();
+    let d = lpips.distance(r["a"].tensor(&dev), r["b"].tensor(&dev)).unwrap();
+    assert_close("lpips 64 px", d.clone(), &r["d"], 1e-5);
+    assert_eq!(d.into_data().convert::<f32>().as_slice::<f32>().unwrap()[2], 0.0, "identical images: 0");
+    assert_close(
+        "lpips 40×52 px",
+        lpips.distance(r["c"].tensor(&dev), r["e"].tensor(&dev)).unwrap(),
+        &r["d_small"],
+        1e-5,
+    );
+    // Gray images count as three equal channels.
+    let gray = r["a"].tensor::<4>(&dev).narrow(1, 0, 1);
+    let same = lpips.distance(gray.clone(), gray.clone().flip([2])).unwrap();
+    let three = lpips.distance(gray.clone().repeat_dim(1, 3), gray.flip([2]).repeat_dim(1, 3)).unwrap();
+    assert_close(
+        "lpips gray",
+        same,
+        &Ref { data: three.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), shape: vec![3] },
+        1e-6,
+    );
+    assert!(lpips.distance(r["a"].tensor(&dev), r["c"].tensor(&dev)).is_err(), "shapes differ");
+    let tiny = burn::tensor::Tensor::<4>::zeros([1, 3, 16, 16], &dev);
+    assert!(lpips.distance(tiny.clone(), tiny).is_err(), "below the minimum size");
+}

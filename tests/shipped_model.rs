@@ -68,7 +68,7 @@ fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
     };
     let mut out = Vec::new();
     for setting in settings(kind).unwrap() {
-        for s in evaluate(&sd, &classifier, &config, &setting, &eval, |_| {}).unwrap().scores {
+        for s in evaluate(&sd, &classifier, &config, None, &setting, &eval, |_| {}).unwrap().scores {
             out.push((s.setting, s.attribute, s.positive_rate[0], s.positive_rate[1]));
         }
     }

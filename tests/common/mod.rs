@@ -97,3 +97,47 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// `scripts/make_lpips_fixture.py`'s AlexNet weights: a stepped ramp exact in any language.
+fn formula_weight(shape: &[usize], layer: i64, bias: bool) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let fan_in = if bias { 1 } else { n / shape[0] };
+    let amp = if bias { 0.01 } else { (6.0 / fan_in as f64).sqrt() };
+    (0..n as i64)
+        .map(|i| {
+            let level = ((i * 7919 + layer * 104729 + i64::from(bias) * 15485863) % 2001) as f64 / 1000.0 - 1.0;
+            (level * amp) as f32
+        })
+        .collect()
+}
+
+/// The LPIPS fixture's weights as a safetensors file with the `lpips` package's state-dict names: the
+/// formula AlexNet and the package's real linear heads (stored in the fixture), which it also repeats as
+/// `lins.k`, and its input scaling buffer.
+pub fn lpips_test_weights() -> Vec<u8> {
+    let r = load_reference("lpips_reference.safetensors");
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let f32s = Dtype::F32;
+    // AlexNet `features` as the lpips package names them (slice k holds torchvision's layer index).
+    let convs: [(usize, usize, [usize; 4]); 5] = [
+        (1, 0, [64, 3, 11, 11]),
+        (2, 3, [192, 64, 5, 5]),
+        (3, 6, [384, 192, 3, 3]),
+        (4, 8, [256, 384, 3, 3]),
+        (5, 10, [256, 256, 3, 3]),
+    ];
+    let mut tensors = Vec::new();
+    for (layer, (slice, index, shape)) in convs.into_iter().enumerate() {
+        let w = formula_weight(&shape, layer as i64, false);
+        let b = formula_weight(&shape[..1], layer as i64, true);
+        tensors.push((format!("net.slice{slice}.{index}.weight"), f32s, shape.to_vec(), bytes(&w)));
+        tensors.push((format!("net.slice{slice}.{index}.bias"), f32s, vec![shape[0]], bytes(&b)));
+    }
+    for k in 0..5 {
+        let lin = &r[&format!("lin{k}.model.1.weight")];
+        tensors.push((format!("lin{k}.model.1.weight"), f32s, lin.shape.clone(), bytes(&lin.data)));
+        tensors.push((format!("lins.{k}.model.1.weight"), f32s, lin.shape.clone(), bytes(&lin.data)));
+    }
+    tensors.push(("scaling_layer.shift".into(), f32s, vec![1, 3, 1, 1], bytes(&[-0.030, -0.088, -0.188])));
+    traverse::weights::serialize("lpips", tensors, None).unwrap()
+}
