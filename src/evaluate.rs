@@ -188,11 +188,13 @@ pub struct LatentMap {
     pub setting: String,
     /// Perplexity used (30, or less for few latents).
     pub perplexity: f32,
-    /// Share of latents whose nearest other latent (Euclidean, in the latent space itself) is the same
-    /// subject's: 1 when content dominates the latent geometry, near 1/subjects when attributes do.
-    pub same_subject_neighbours: f64,
-    /// The same on the 2-D map.
-    pub same_subject_neighbours_map: f64,
+    /// Among the latents at the last swap point (every subject under every style), the share whose nearest
+    /// other one (Euclidean, in the latent space) is the same subject's under another style rather than
+    /// another subject's: 1 when the subject still dominates the latent at the strongest edit, 0 when the
+    /// style does. `None` with fewer than 2 styles.
+    pub same_subject_neighbours: Option<f64>,
+    /// The same measured on the 2-D map.
+    pub same_subject_neighbours_map: Option<f64>,
     /// The points, subject by subject: neutral, then each style's swap points in order.
     pub points: Vec<MapPoint>,
 }
@@ -320,15 +322,20 @@ pub fn evaluate(
 fn latent_map(setting: &str, latents: &[Vec<f32>], mut points: Vec<MapPoint>, seed: u64) -> Result<LatentMap> {
     const PERPLEXITY: f32 = 30.0;
     let map = tsne(latents, PERPLEXITY, seed)?;
-    let subjects: Vec<usize> = points.iter().map(|p| p.subject).collect();
     for (p, xy) in points.iter_mut().zip(&map) {
         (p.x, p.y) = (xy[0], xy[1]);
     }
+    let last = points.iter().map(|p| p.swap_point).max().unwrap_or(0);
+    let strongest: Vec<usize> =
+        (0..points.len()).filter(|&i| points[i].style.is_some() && points[i].swap_point == last).collect();
+    let styles = points.iter().filter_map(|p| p.style.as_ref()).collect::<std::collections::BTreeSet<_>>().len();
+    let subjects: Vec<usize> = strongest.iter().map(|&i| points[i].subject).collect();
+    let rate = |coords: Vec<&[f32]>| (styles >= 2).then(|| same_group_neighbours(&coords, &subjects));
     Ok(LatentMap {
         setting: setting.to_string(),
         perplexity: tsne_perplexity(latents.len(), PERPLEXITY),
-        same_subject_neighbours: same_group_neighbours(latents, &subjects),
-        same_subject_neighbours_map: same_group_neighbours(&map, &subjects),
+        same_subject_neighbours: rate(strongest.iter().map(|&i| latents[i].as_slice()).collect()),
+        same_subject_neighbours_map: rate(strongest.iter().map(|&i| map[i].as_slice()).collect()),
         points,
     })
 }
@@ -478,6 +485,57 @@ fn mean_matrix(ms: &[Vec<Vec<f64>>]) -> Vec<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 3 subjects × (neutral + 2 styles × swap points 1, 2): latent = subject axis × `content` + style axis ×
+    /// `style` × swap point.
+    fn trajectories(content: f32, style: f32) -> (Vec<Vec<f32>>, Vec<MapPoint>) {
+        let (mut latents, mut points) = (Vec::new(), Vec::new());
+        let point = |subject, style: Option<&str>, swap_point| MapPoint {
+            subject,
+            style: style.map(String::from),
+            swap_point,
+            x: 0.0,
+            y: 0.0,
+        };
+        for subject in 0..3 {
+            let base: Vec<f32> = (0..8).map(|d| if d == subject { content } else { 0.0 }).collect();
+            latents.push(base.clone());
+            points.push(point(subject, None, 0));
+            for (a, name) in ["hair", "ruler"].iter().enumerate() {
+                for t in [1, 2] {
+                    latents.push(
+                        base.iter()
+                            .enumerate()
+                            .map(|(d, x)| x + if d == 4 + a { style * t as f32 } else { 0.0 })
+                            .collect(),
+                    );
+                    points.push(point(subject, Some(name), t));
+                }
+            }
+        }
+        (latents, points)
+    }
+
+    #[test]
+    fn same_subject_neighbours_tell_content_from_style() {
+        let (latents, points) = trajectories(10.0, 1.0);
+        let m = latent_map("test", &latents, points, 0).unwrap();
+        assert_eq!(m.points.len(), 15);
+        assert_eq!(m.same_subject_neighbours, Some(1.0), "the subject dominates");
+        let (latents, points) = trajectories(1.0, 10.0);
+        let m = latent_map("test", &latents, points, 0).unwrap();
+        assert_eq!(m.same_subject_neighbours, Some(0.0), "the style dominates");
+        let (latents, points) = trajectories(10.0, 1.0);
+        let one_style: Vec<usize> = (0..15).filter(|&i| points[i].style.as_deref() != Some("ruler")).collect();
+        let m = latent_map(
+            "test",
+            &one_style.iter().map(|&i| latents[i].clone()).collect::<Vec<_>>(),
+            one_style.iter().map(|&i| points[i].clone()).collect(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(m.same_subject_neighbours, None, "one style: no other style to compare with");
+    }
 
     #[test]
     fn settings_use_the_phantom_captions() {

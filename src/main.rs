@@ -830,13 +830,13 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
         }
     }
     for m in &maps {
-        println!(
-            "{}: nearest latent of the same subject for {:.2} of {} latents ({:.2} on the t-SNE map)",
-            m.setting,
-            m.same_subject_neighbours,
-            m.points.len(),
-            m.same_subject_neighbours_map
-        );
+        if let (Some(latent), Some(map)) = (m.same_subject_neighbours, m.same_subject_neighbours_map) {
+            println!(
+                "{}: at the last swap point, a latent's nearest is the same subject's (another style) for {latent:.2} \
+                 of them ({map:.2} on the t-SNE map)",
+                m.setting
+            );
+        }
     }
     if let Some(path) = &a.tsne_svg {
         plot_latent_maps(&maps, path)?;
@@ -883,10 +883,7 @@ fn plot_latent_maps(maps: &[traverse::evaluate::LatentMap], path: &Path) -> Resu
         };
         let styles = map_styles(m);
         let mut chart = ChartBuilder::on(&area)
-            .caption(
-                format!("{} (same-subject neighbours {:.2})", m.setting, m.same_subject_neighbours),
-                ("sans-serif", 15),
-            )
+            .caption(format!("t-SNE of latents: {}", m.setting), ("sans-serif", 15))
             .margin(10)
             .margin_bottom(16 * styles.len() as i32 + 10)
             .build_cartesian_2d(range(|p| p.x), range(|p| p.y))
