@@ -888,9 +888,9 @@ fn plot_latent_maps(maps: &[traverse::evaluate::LatentMap], path: &Path) -> Resu
             .margin_bottom(16 * styles.len() as i32 + 10)
             .build_cartesian_2d(range(|p| p.x), range(|p| p.y))
             .map_err(|e| fail(&e))?;
-        let color = |p: &traverse::evaluate::MapPoint| match &p.style {
-            None => BLACK.to_rgba(),
-            Some(s) => Palette99::pick(styles.iter().position(|x| x == s).unwrap_or(0)).to_rgba(),
+        let style_colour = |s: &str| Palette99::pick(styles.iter().position(|x| *x == s).unwrap_or(0));
+        let color = |p: &traverse::evaluate::MapPoint| {
+            p.style.as_deref().map_or(BLACK.to_rgba(), |s| style_colour(s).to_rgba())
         };
         // Each subject's trajectory per style: its neutral latent, then the swap points in order.
         for (i, p) in m.points.iter().enumerate().filter(|(_, p)| p.style.is_none()) {
@@ -902,8 +902,7 @@ fn plot_latent_maps(maps: &[traverse::evaluate::LatentMap], path: &Path) -> Resu
                         .filter(|q| q.style.as_deref() == Some(*style))
                         .map(|q| (q.x, q.y)),
                 );
-                let c = Palette99::pick(styles.iter().position(|x| x == style).unwrap_or(0)).mix(0.35);
-                chart.draw_series(LineSeries::new(line, c)).map_err(|e| fail(&e))?;
+                chart.draw_series(LineSeries::new(line, style_colour(style).mix(0.35))).map_err(|e| fail(&e))?;
             }
         }
         let last = m.points.iter().map(|p| p.swap_point).max().unwrap_or(1).max(1) as f32;

@@ -80,9 +80,9 @@ pub fn tsne(points: &[Vec<f32>], perplexity: f32, seed: u64) -> Result<Vec<[f32;
     }
     let perplexity = tsne_perplexity(n, perplexity);
     let init: Vec<f32> = crate::rng::PortableNormal::new(seed).samples(2 * n).iter().map(|x| x * 1e-4).collect();
-    let run = || {
+    let run = move || {
         let mut t: bhtsne::tSNE<f32, Vec<f32>> = bhtsne::tSNE::new(points);
-        t.perplexity(perplexity).epochs(1000).initial_embedding(init.clone());
+        t.perplexity(perplexity).epochs(1000).initial_embedding(init);
         t.exact(|a, b| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum());
         t.embedding()
     };
