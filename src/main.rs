@@ -186,6 +186,14 @@ struct TrainClassifierArgs {
     /// AdamW learning rate.
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
+    /// A diffusers folder whose autoencoder also reconstructs every phantom: the classifier then trains
+    /// (and is tested) on those reconstructions too, under the phantoms' ground-truth labels, so that it
+    /// judges this decoder's images as well as phantoms.
+    #[arg(long)]
+    reconstruct_with: Option<PathBuf>,
+    /// Write int8 weights (as `traverse quantize` does; what public/classifiers ships) and score those.
+    #[arg(long)]
+    int8: bool,
     /// Output folder (config.json, model.safetensors, loss.csv, scores.json).
     #[arg(long)]
     out: PathBuf,
@@ -598,15 +606,23 @@ impl From<KindArg> for traverse::synthetic::Kind {
 fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
     use traverse::classifier::ClassifierConfig;
     use traverse::synthetic::Split;
-    use traverse::train::{ClassifierTraining, LabeledImages, evaluate, save_classifier, train_classifier};
+    use traverse::train::{
+        ClassifierTraining, LabelScore, LabeledImages, Source, evaluate, save_classifier, train_classifier,
+    };
     if a.n < 20 || !(32..=512).contains(&a.size) || a.steps == 0 || a.batch == 0 {
         return Err(Error::arg("need --n ≥ 20, --size in 32..=512, --steps ≥ 1, --batch ≥ 1"));
     }
     create_dir(&a.out)?;
     let t0 = Instant::now();
     let pb = bar(a.n, "render");
-    let data = LabeledImages::render(a.kind.into(), a.n, a.seed, a.size, |_| pb.inc(1));
+    let mut data = LabeledImages::render(a.kind.into(), a.n, a.seed, a.size, |_| pb.inc(1));
     pb.finish();
+    if let Some(model) = &a.reconstruct_with {
+        let sd = StableDiffusion::load(model, None, device)?;
+        let pb = bar(a.n, "reconstruct");
+        data.add_reconstructions(&sd.vae, device, |n| pb.inc(n as u64))?;
+        pb.finish();
+    }
     let config = ClassifierConfig {
         in_channels: data.channels,
         image_size: a.size,
@@ -622,18 +638,37 @@ fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
         pb.inc(1);
     })?;
     pb.finish();
-    save_classifier(&model, &config, &a.out)?;
+    save_classifier(&model, &config, &a.out, a.int8)?;
     write(&a.out.join("loss.csv"), log.as_bytes())?;
-    let val = evaluate(&model, &data, Split::Val, device)?;
-    let test = evaluate(&model, &data, Split::Test, device)?;
-    let scores = json!({"kind": traverse::synthetic::Kind::from(a.kind), "n": a.n, "seed": a.seed, "size": a.size,
-        "training": settings, "seconds": t0.elapsed().as_secs_f64(), "val": val, "test": test});
+    // Scores are the saved model's: with --int8, the quantized one.
+    let trained = model;
+    let model = if a.int8 { load_classifier(&a.out, device)?.0 } else { trained.clone() };
+    let score = |split, source| evaluate(&model, &data, split, source, device);
+    let (val, test) = (score(Split::Val, Source::Phantom)?, score(Split::Test, Source::Phantom)?);
+    let mut scores = json!({"kind": traverse::synthetic::Kind::from(a.kind), "n": a.n, "seed": a.seed,
+        "size": a.size, "training": settings, "seconds": t0.elapsed().as_secs_f64(), "val": val, "test": test});
+    if a.int8 {
+        scores["int8_agreement_with_f32"] =
+            json!(traverse::train::agreement(&trained, &model, &data, Split::Test, device)?);
+    }
+    let mut tables = vec![("test split", test)];
+    if let Some(model) = &a.reconstruct_with {
+        let recon = score(Split::Test, Source::Reconstruction)?;
+        scores["reconstructed_with"] = json!(model.display().to_string());
+        scores["val_reconstructions"] = json!(score(Split::Val, Source::Reconstruction)?);
+        scores["test_reconstructions"] = json!(recon);
+        tables.push(("test split, reconstructions", recon));
+    }
     write(&a.out.join("scores.json"), serde_json::to_string_pretty(&scores).unwrap_or_default().as_bytes())?;
-    println!("| test split | {} |", test.iter().map(|s| s.label.as_str()).collect::<Vec<_>>().join(" | "));
-    println!("|---|{}", "---|".repeat(test.len()));
-    println!("| Accuracy | {} |", test.iter().map(|s| format!("{:.3}", s.accuracy)).collect::<Vec<_>>().join(" | "));
-    println!("| F1-score | {} |", test.iter().map(|s| format!("{:.3}", s.f1)).collect::<Vec<_>>().join(" | "));
-    println!("({} test images; model in {})", test.first().map(|s| s.n).unwrap_or(0), a.out.display());
+    for (title, test) in tables {
+        let row = |f: &dyn Fn(&LabelScore) -> String| test.iter().map(f).collect::<Vec<_>>().join(" | ");
+        println!("| {title} | {} |", row(&|s| s.label.clone()));
+        println!("|---|{}", "---|".repeat(test.len()));
+        println!("| Accuracy | {} |", row(&|s| format!("{:.3}", s.accuracy)));
+        println!("| F1-score | {} |", row(&|s| format!("{:.3}", s.f1)));
+        println!("({} images)\n", test.first().map(|s| s.n).unwrap_or(0));
+    }
+    println!("model in {}", a.out.display());
     Ok(())
 }
 

@@ -14,6 +14,17 @@ use crate::classifier::{AttributeClassifier, ClassifierConfig, bce_with_logits};
 use crate::error::{Error, Result};
 use crate::synthetic::{Kind, Phantom, Split, split_of};
 
+/// Where a labelled image comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A rendered phantom.
+    Phantom,
+    /// A phantom after the model's autoencoder (encode, decode), still labelled with the phantom's ground
+    /// truth.
+    Reconstruction,
+}
+
 /// Rendered phantoms with their labels, as network inputs in [-1, 1].
 pub struct LabeledImages {
     /// Pixels of each image, `[C, S, S]` row-major.
@@ -22,6 +33,8 @@ pub struct LabeledImages {
     pub labels: Vec<Vec<f32>>,
     /// Split of each image.
     pub splits: Vec<Split>,
+    /// Source of each image.
+    pub sources: Vec<Source>,
     /// Label names.
     pub names: Vec<String>,
     /// Channels.
@@ -33,8 +46,15 @@ pub struct LabeledImages {
 impl LabeledImages {
     /// Renders `n` phantoms of `kind` (dataset `seed`) at `size` pixels.
     pub fn render(kind: Kind, n: usize, seed: u64, size: usize, mut progress: impl FnMut(usize)) -> Self {
-        let mut out =
-            LabeledImages { pixels: vec![], labels: vec![], splits: vec![], names: vec![], channels: 0, size };
+        let mut out = LabeledImages {
+            pixels: vec![],
+            labels: vec![],
+            splits: vec![],
+            sources: vec![],
+            names: vec![],
+            channels: 0,
+            size,
+        };
         for i in 0..n {
             let p = Phantom::sample(kind, seed, i as u64);
             let img = p.render(size);
@@ -44,9 +64,43 @@ impl LabeledImages {
             out.names = labels.iter().map(|(n, _)| n.to_string()).collect();
             out.labels.push(labels.iter().map(|(_, on)| *on as u8 as f32).collect());
             out.splits.push(split_of(i, n));
+            out.sources.push(Source::Phantom);
             progress(i + 1);
         }
         out
+    }
+
+    /// Appends every phantom's reconstruction by `vae` (encode to the latent mean, decode, as the ceiling
+    /// check does), labelled and split as its phantom; `progress(n)` sees each batch of `n`. A classifier
+    /// that judges generated images must know how this decoder draws each attribute: one trained on phantoms
+    /// alone takes the decoder's soft blobs for gel bubbles on a fifth of clean reconstructions.
+    pub fn add_reconstructions(
+        &mut self,
+        vae: &crate::vae::AutoencoderKL,
+        device: &Device,
+        mut progress: impl FnMut(usize),
+    ) -> Result<()> {
+        let phantoms: Vec<usize> = (0..self.pixels.len()).filter(|&i| self.sources[i] == Source::Phantom).collect();
+        let (c, s) = (self.channels, self.size);
+        for chunk in phantoms.chunks(16) {
+            let (x, _) = self.batch(chunk, device);
+            // The autoencoder takes RGB; gray phantoms go in replicated and come back averaged.
+            let recon = vae.decode(vae.encode(if c == 1 { x.repeat_dim(1, 3) } else { x }));
+            let recon = if c == 1 { recon.mean_dim(1) } else { recon };
+            let values = recon
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::Device(format!("{e:?}")))?;
+            for (pixels, &i) in values.chunks(c * s * s).zip(chunk) {
+                self.pixels.push(pixels.to_vec());
+                self.labels.push(self.labels[i].clone());
+                self.splits.push(self.splits[i]);
+                self.sources.push(Source::Reconstruction);
+            }
+            progress(chunk.len());
+        }
+        Ok(())
     }
 
     fn batch(&self, idx: &[usize], device: &Device) -> (Tensor<4>, Tensor<2>) {
@@ -58,8 +112,11 @@ impl LabeledImages {
         )
     }
 
-    fn indices(&self, split: Split) -> Vec<usize> {
-        (0..self.splits.len()).filter(|&i| self.splits[i] == split).collect()
+    /// Images of `split`, of one source or (`None`) of both.
+    fn indices(&self, split: Split, source: Option<Source>) -> Vec<usize> {
+        (0..self.splits.len())
+            .filter(|&i| self.splits[i] == split && source.is_none_or(|s| self.sources[i] == s))
+            .collect()
     }
 }
 
@@ -78,30 +135,26 @@ pub struct LabelScore {
     pub f1: f64,
 }
 
-/// Scores `model` on `split` of `data`.
+/// Scores `model` on the images of `split` of `data` from `source`.
 pub fn evaluate(
     model: &AttributeClassifier,
     data: &LabeledImages,
     split: Split,
+    source: Source,
     device: &Device,
 ) -> Result<Vec<LabelScore>> {
-    let idx = data.indices(split);
+    let idx = data.indices(split, Some(source));
     let k = data.names.len();
     let mut counts = vec![[0usize; 4]; k]; // tp, fp, fn, tn
-    for chunk in idx.chunks(64) {
-        let (x, _) = data.batch(chunk, device);
-        let probs = model.predict(x).into_data().convert::<f32>();
-        let probs = probs.as_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
-        for (r, &i) in chunk.iter().enumerate() {
-            for (j, c) in counts.iter_mut().enumerate() {
-                let (pred, truth) = (probs[r * k + j] >= 0.5, data.labels[i][j] > 0.5);
-                c[match (pred, truth) {
-                    (true, true) => 0,
-                    (true, false) => 1,
-                    (false, true) => 2,
-                    (false, false) => 3,
-                }] += 1;
-            }
+    let decisions = decisions(model, data, &idx, device)?;
+    for (&i, row) in idx.iter().zip(decisions.chunks(k)) {
+        for (j, c) in counts.iter_mut().enumerate() {
+            c[match (row[j], data.labels[i][j] > 0.5) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            }] += 1;
         }
     }
     Ok(data
@@ -119,6 +172,31 @@ pub fn evaluate(
             }
         })
         .collect())
+}
+
+/// Decisions (probability ≥ 0.5) of `model` on images `idx` of `data`, `[idx.len() × labels]` row-major.
+fn decisions(model: &AttributeClassifier, data: &LabeledImages, idx: &[usize], device: &Device) -> Result<Vec<bool>> {
+    let mut out = Vec::with_capacity(idx.len() * data.names.len());
+    for chunk in idx.chunks(64) {
+        let probs = model.predict(data.batch(chunk, device).0).into_data().convert::<f32>();
+        let probs = probs.as_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+        out.extend(probs.iter().map(|&p| p >= 0.5));
+    }
+    Ok(out)
+}
+
+/// Share of the label decisions on `split` (every source) in which models `a` and `b` agree, e.g. a
+/// classifier and its int8 copy.
+pub fn agreement(
+    a: &AttributeClassifier,
+    b: &AttributeClassifier,
+    data: &LabeledImages,
+    split: Split,
+    device: &Device,
+) -> Result<f64> {
+    let idx = data.indices(split, None);
+    let (x, y) = (decisions(a, data, &idx, device)?, decisions(b, data, &idx, device)?);
+    Ok(x.iter().zip(&y).filter(|(x, y)| x == y).count() as f64 / x.len().max(1) as f64)
 }
 
 /// Classifier training settings.
@@ -153,7 +231,7 @@ pub fn train_classifier(
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
     let mut optim = AdamWConfig::new().with_weight_decay(1e-4).init();
-    let train = data.indices(Split::Train);
+    let train = data.indices(Split::Train, None);
     if train.is_empty() {
         return Err(Error::arg("the train split is empty"));
     }
@@ -172,15 +250,23 @@ pub fn train_classifier(
     Ok(model.valid())
 }
 
-/// Saves a classifier folder: `config.json` and `model.safetensors`.
+/// Saves a classifier folder: `config.json` and `model.safetensors`, in f32 or (`int8`) in the format of
+/// [`crate::quantize`], which [`load_classifier`] reads as well.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn save_classifier(model: &AttributeClassifier, config: &ClassifierConfig, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+pub fn save_classifier(model: &AttributeClassifier, config: &ClassifierConfig, dir: &Path, int8: bool) -> Result<()> {
+    let io = |path: std::path::PathBuf| move |source| Error::Io { path, source };
+    std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
     let json = serde_json::to_string_pretty(config).map_err(|e| Error::config("classifier", e))?;
-    std::fs::write(dir.join("config.json"), json)
-        .map_err(|source| Error::Io { path: dir.join("config.json"), source })?;
+    std::fs::write(dir.join("config.json"), json).map_err(io(dir.join("config.json")))?;
     // PyTorch layout and names, like every other weights file Traverse reads.
-    crate::weights::save_pytorch(model, &dir.join("model.safetensors"), &[])
+    let path = dir.join("model.safetensors");
+    crate::weights::save_pytorch(model, &path, &[])?;
+    if int8 {
+        let bytes = std::fs::read(&path).map_err(io(path.clone()))?;
+        let q = crate::quantize::quantize(&path.display().to_string(), &bytes)?;
+        std::fs::write(&path, q).map_err(io(path.clone()))?;
+    }
+    Ok(())
 }
 
 /// Loads a classifier folder written by [`save_classifier`].
@@ -750,14 +836,61 @@ mod tests {
         let last = losses[15..].iter().sum::<f32>();
         assert!(last < first, "loss should fall: {losses:?}");
         let dir = std::env::temp_dir().join(format!("traverse-clf-{}", std::process::id()));
-        save_classifier(&model, &config, &dir).unwrap();
+        save_classifier(&model, &config, &dir, false).unwrap();
         let (loaded, loaded_config) = load_classifier(&dir, &device).unwrap();
         assert_eq!(loaded_config, config);
         let (x, _) = data.batch(&[0, 1, 2], &device);
-        let a = model.predict(x.clone()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-        let b = loaded.predict(x).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-        assert_eq!(a, b, "reloaded classifier predicts identically");
+        let predict = |m: &AttributeClassifier| m.predict(x.clone()).into_data().convert::<f32>().try_to_vec::<f32>();
+        let a = predict(&model).unwrap();
+        assert_eq!(a, predict(&loaded).unwrap(), "reloaded classifier predicts identically");
+        // The int8 file is smaller (here only the 8→16 convolution is big enough to quantize) and predicts
+        // nearly the same.
+        let f32_bytes = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+        save_classifier(&model, &config, &dir, true).unwrap();
+        let int8_bytes = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+        assert!(int8_bytes * 3 < f32_bytes * 2, "{int8_bytes} vs {f32_bytes} bytes");
+        let c = predict(&load_classifier(&dir, &device).unwrap().0).unwrap();
+        assert_ne!(a, c, "int8 weights are not the f32 ones");
+        assert!(a.iter().zip(&c).all(|(a, c)| (a - c).abs() < 0.05), "{a:?} vs {c:?}");
+        let int8 = load_classifier(&dir, &device).unwrap().0;
+        assert_eq!(agreement(&model, &model, &data, Split::Train, &device).unwrap(), 1.0);
+        assert!(agreement(&model, &int8, &data, Split::Train, &device).unwrap() > 0.9);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn reconstructions_keep_their_phantoms_labels_and_splits() {
+        let device = Device::flex();
+        let config = crate::vae::AutoencoderKLConfig {
+            block_out_channels: vec![8, 8],
+            down_block_types: vec!["DownEncoderBlock2D".into(); 2],
+            up_block_types: vec!["UpDecoderBlock2D".into(); 2],
+            norm_num_groups: 4,
+            ..Default::default()
+        };
+        let vae = config.init(&device).unwrap();
+        // Gray chest phantoms pass through the RGB autoencoder and come back with one channel.
+        let mut data = LabeledImages::render(Kind::Chest, 20, 2, 16, |_| {});
+        let mut seen = 0;
+        data.add_reconstructions(&vae, &device, |n| seen += n).unwrap();
+        assert_eq!((seen, data.pixels.len()), (20, 40));
+        assert_eq!(data.sources[..20], [Source::Phantom; 20]);
+        assert_eq!(data.sources[20..], [Source::Reconstruction; 20]);
+        assert_eq!(data.labels[..20], data.labels[20..]);
+        assert_eq!(data.splits[..20], data.splits[20..]);
+        let x = Tensor::<4>::from_data(TensorData::new(data.pixels[3].clone(), [1, 1, 16, 16]), &device);
+        let expected = vae.decode(vae.encode(x.repeat_dim(1, 3))).mean_dim(1);
+        let expected = expected.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert_eq!(data.pixels[23], expected);
+        assert_ne!(data.pixels[23], data.pixels[3]);
+        // Each source is scored on its own images.
+        let test = data.indices(Split::Test, None);
+        assert_eq!(data.indices(Split::Test, Some(Source::Reconstruction)).len() * 2, test.len());
+        let classifier =
+            ClassifierConfig { in_channels: 1, image_size: 16, widths: vec![8], labels: data.names.clone() };
+        let model = classifier.init(&device).unwrap();
+        let scores = evaluate(&model, &data, Split::Test, Source::Reconstruction, &device).unwrap();
+        assert_eq!(scores[0].n * 2, test.len());
     }
 
     #[test]
