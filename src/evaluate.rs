@@ -103,6 +103,8 @@ pub struct StyleScore {
     pub lpips_interpolated: Option<f64>,
     /// Samples behind `cfrt`.
     pub samples: usize,
+    /// Fraction of neutral images (the trajectories' start) the classifier calls positive for the attribute.
+    pub neutral_positive_rate: f64,
     /// Fraction of swap images the classifier calls positive for the attribute, per swap point.
     pub positive_rate: Vec<f64>,
     /// Mean over subjects of the direction cosine matrix (Fig. 5), swap points in order.
@@ -246,6 +248,7 @@ pub fn evaluate(
     let mut swap_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
     let mut interp_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
     let mut positives: Vec<Vec<usize>> = vec![vec![0; eval.swap.swap_points.len()]; n_styles];
+    let mut neutral_positives = vec![0usize; n_styles];
     let mut cosines: Vec<Vec<Vec<Vec<f64>>>> = vec![Vec::new(); n_styles];
     let (mut swap_lpips, mut interp_lpips): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
         (vec![Vec::new(); n_styles], vec![Vec::new(); n_styles]);
@@ -267,6 +270,7 @@ pub fn evaluate(
         latents.push(z0.clone());
         points.push(MapPoint { subject, style: None, swap_point: 0, x: 0.0, y: 0.0 });
         for a in 0..n_styles {
+            neutral_positives[a] += usize::from(neutral[styles[a]] >= 0.5);
             for k in 0..res.swap_points.len() {
                 swap_samples[a].push(samples(&swapped, k, a));
                 positives[a][k] += usize::from(swapped[a][k][styles[a]] >= 0.5);
@@ -309,6 +313,7 @@ pub fn evaluate(
             lpips: mean(&swap_lpips[a]),
             lpips_interpolated: mean(&interp_lpips[a]),
             samples: swap_samples[a].len(),
+            neutral_positive_rate: neutral_positives[a] as f64 / eval.subjects.max(1) as f64,
             positive_rate: positives[a].iter().map(|&p| p as f64 / eval.subjects.max(1) as f64).collect(),
             cosines: mean_matrix(&cosines[a]),
         })

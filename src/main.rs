@@ -844,13 +844,14 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
     if !scores.is_empty() {
         println!(
             "| setting | style | CFRT (swap images) | CFRT (interpolations) | LPIPS (swap images) | \
-             LPIPS (interpolations) | samples | positive at t = {:?} |",
+             LPIPS (interpolations) | samples | positive: neutral, then t = {:?} |",
             eval.swap.swap_points
         );
         println!("|---|---|---|---|---|---|---|---|");
         let cell = |v: Option<f64>, digits: usize| v.map(|c| format!("{c:.digits$}")).unwrap_or_else(|| "–".into());
         for s in &scores {
-            let rates: Vec<String> = s.positive_rate.iter().map(|r| format!("{r:.2}")).collect();
+            let rates: Vec<String> =
+                std::iter::once(&s.neutral_positive_rate).chain(&s.positive_rate).map(|r| format!("{r:.2}")).collect();
             println!(
                 "| {} | {} | {:.2} | {} | {} | {} | {} | {} |",
                 s.setting,

@@ -1,4 +1,4 @@
-//! The shipped attribute classifiers (public/classifiers/) load and see each attribute flip on
+//! The shipped attribute classifiers (public/classifiers/) are int8, load, and see each attribute flip on
 //! ground-truth counterfactual pairs of phantoms they were not trained on (seed 777).
 
 use burn::prelude::*;
@@ -15,6 +15,9 @@ fn shipped_classifiers_follow_counterfactuals() {
     let device = Device::flex();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("public/classifiers");
     for (kind, dir) in [(Kind::Chest, "chest"), (Kind::Derm, "derm")] {
+        let weights = traverse::weights::WeightFile::Path(root.join(dir).join("model.safetensors"));
+        let table = traverse::weights::inspect(&weights).unwrap();
+        assert!(traverse::quantize::is_quantized(&table), "{dir}: the shipped classifier is int8");
         let (model, config) = load_classifier(&root.join(dir), &device).unwrap();
         let (mut agree, mut total) = (0, 0);
         for i in 0..6 {

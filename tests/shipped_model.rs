@@ -53,9 +53,9 @@ fn load(kind: Kind) -> (StableDiffusion, AttributeClassifier, ClassifierConfig) 
     (sd, classifier, config)
 }
 
-/// Fraction of `subjects` seeds whose image the classifier calls positive, per style, at the first and the
-/// last swap point.
-fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
+/// Fraction of `subjects` seeds whose image the classifier calls positive, per style: the neutral image, then
+/// the first and the last swap point.
+fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64, f64)> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (sd, classifier, config) = load(kind);
     let eval = Evaluation {
@@ -69,29 +69,37 @@ fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64)> {
     let mut out = Vec::new();
     for setting in settings(kind).unwrap() {
         for s in evaluate(&sd, &classifier, &config, None, &setting, &eval, |_| {}).unwrap().scores {
-            out.push((s.setting, s.attribute, s.positive_rate[0], s.positive_rate[1]));
+            out.push((s.setting, s.attribute, s.neutral_positive_rate, s.positive_rate[0], s.positive_rate[1]));
         }
     }
     out
 }
 
-/// The autoencoder's ceiling: fraction of reconstructed phantoms (unseen dataset seed) in which the classifier
-/// still sees each attribute, for the labels of `kind`.
-fn ceiling(kind: Kind, subjects: usize) -> Vec<(String, f64, f64)> {
+/// The autoencoder's ceiling for the labels of `kind`, on phantoms of an unseen dataset seed: the fraction of
+/// phantoms and of their reconstructions in which the classifier sees each attribute, and its false-positive
+/// rate on reconstructions that lack it.
+fn ceiling(kind: Kind, subjects: usize) -> Vec<(String, f64, f64, f64)> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (sd, classifier, config) = load(kind);
     autoencoder_ceiling(&sd, &classifier, &config, kind, subjects, 90_000, |_, _, _| Ok(()))
         .unwrap()
         .into_iter()
-        .map(|c| (c.attribute, c.phantom_positive, c.reconstruction_positive))
+        .map(|c| (c.attribute, c.phantom_positive, c.reconstruction_positive, c.reconstruction_false_positive))
         .collect()
 }
 
+/// Each style's attribute grows along the trajectory: the neutral image (its start) shows it less often than
+/// the t = 45 image, which shows it in at least `min_rate` of the subjects, and it is not more frequent at
+/// t = 5 than at t = 45. (`t = 5` may already show it everywhere: fine detail such as gel bubbles is drawn by
+/// the last denoising steps, the ones a short swap changes.)
 fn check(kind: Kind, subjects: usize, min_rate: f64) {
-    for (setting, attribute, early, late) in rates(kind, subjects) {
-        eprintln!("{setting} {attribute}: positive at t=5 {early:.2}, at t=45 {late:.2}");
+    for (setting, attribute, neutral, early, late) in rates(kind, subjects) {
+        eprintln!(
+            "{setting} {attribute}: positive on the neutral image {neutral:.2}, at t=5 {early:.2}, at t=45 {late:.2}"
+        );
         assert!(late >= min_rate, "{setting}: {attribute} appears in only {late:.2} of the t = 45 images");
-        assert!(late > early, "{setting}: {attribute} does not grow along the trajectory ({early:.2} → {late:.2})");
+        assert!(late > neutral, "{setting}: {attribute} is no more frequent at t = 45 than in the neutral images");
+        assert!(late >= early, "{setting}: {attribute} fades along the trajectory ({early:.2} → {late:.2})");
     }
 }
 
@@ -101,17 +109,20 @@ fn chest_attributes_grow_along_the_trajectory() {
 }
 
 #[test]
-#[ignore = "the shipped model rarely draws ink on melanoma, and bubbles count as present from t = 5: see public/model/MODEL_CARD.md"]
 fn skin_artifacts_grow_along_the_trajectory() {
     check(Kind::Derm, 4, 0.5);
 }
 
 fn check_ceiling(kind: Kind, subjects: usize, attributes: &[&str], min_rate: f64) {
-    for (attribute, phantom, reconstruction) in ceiling(kind, subjects) {
+    for (attribute, phantom, reconstruction, false_positive) in ceiling(kind, subjects) {
         eprintln!(
-            "{attribute}: classifier positive on {phantom:.2} of phantoms, {reconstruction:.2} of reconstructions"
+            "{attribute}: classifier positive on {phantom:.2} of phantoms, {reconstruction:.2} of reconstructions, \
+             {false_positive:.2} of reconstructions without it"
         );
         assert!(phantom >= 0.9, "{attribute}: the classifier sees it in only {phantom:.2} of the phantoms");
+        // The classifiers learned the autoencoder's look (`train-classifier --reconstruct-with`): its softness
+        // alone must not pass for an attribute.
+        assert!(false_positive <= 0.1, "{attribute}: called present on {false_positive:.2} of clean reconstructions");
         if attributes.contains(&attribute.as_str()) {
             assert!(reconstruction >= min_rate, "{attribute}: only {reconstruction:.2} of reconstructions keep it");
         }

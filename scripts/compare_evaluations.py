@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Side by side: two or more `traverse evaluate` reports (JSON), one row per setting and attribute.
+
+    python3 scripts/compare_evaluations.py OLD.json NEW.json [MORE.json ...]
+
+Prints CFRT (swap images, then interpolations) and the classifier's positive rate on the neutral images (where
+the report has it) and at the first and last swap point of each report, then each report's mean CFRT, as a Markdown table. Standard library only.
+"""
+import json
+import sys
+
+
+def rows(report):
+    return {(s["setting"], s["attribute"]): s for s in report["scores"]}
+
+
+def cell(score):
+    if score is None:
+        return "–"
+    rate = score["positive_rate"]
+    neutral = score.get("neutral_positive_rate")
+    start = "" if neutral is None else f"{neutral:.2f}, "
+    return f'{score["cfrt"]:.2f} / {score["cfrt_interpolated"] or 0:.2f} ({start}{rate[0]:.2f}→{rate[-1]:.2f})'
+
+
+def main(paths):
+    if len(paths) < 2:
+        sys.exit(__doc__)
+    reports = [rows(json.load(open(p))) for p in paths]
+    keys = list(dict.fromkeys(k for r in reports for k in r))
+    print("| setting | attribute | " + " | ".join(paths) + " |")
+    print("|---|---|" + "---|" * len(paths))
+    for key in keys:
+        print(f"| {key[0]} | {key[1]} | " + " | ".join(cell(r.get(key)) for r in reports) + " |")
+    means = [sum(s["cfrt"] for s in r.values()) / max(len(r), 1) for r in reports]
+    print("| mean CFRT | | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    print("\ncells: CFRT of swap images / of interpolations (positive rate [on the neutral images,] at the first → last swap point)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
