@@ -20,7 +20,9 @@ def cell(score):
     rate = score["positive_rate"]
     neutral = score.get("neutral_positive_rate")
     start = "" if neutral is None else f"{neutral:.2f}, "
-    return f'{score["cfrt"]:.2f} / {score["cfrt_interpolated"] or 0:.2f} ({start}{rate[0]:.2f}→{rate[-1]:.2f})'
+    interpolated = score["cfrt_interpolated"]
+    interpolated = "–" if interpolated is None else f"{interpolated:.2f}"
+    return f'{score["cfrt"]:.2f} / {interpolated} ({start}{rate[0]:.2f}→{rate[-1]:.2f})'
 
 
 def main(paths):
