@@ -107,6 +107,9 @@ pub struct StyleScore {
     pub neutral_positive_rate: f64,
     /// Fraction of swap images the classifier calls positive for the attribute, per swap point.
     pub positive_rate: Vec<f64>,
+    /// Side effects: for every other classifier label (the diagnosis included), the fraction of swap images
+    /// whose decision for it differs from the neutral image's. Any of these fails that image's CFRT.
+    pub side_effects: Vec<(String, f64)>,
     /// Mean over subjects of the direction cosine matrix (Fig. 5), swap points in order.
     pub cosines: Vec<Vec<f64>>,
 }
@@ -249,6 +252,7 @@ pub fn evaluate(
     let mut interp_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
     let mut positives: Vec<Vec<usize>> = vec![vec![0; eval.swap.swap_points.len()]; n_styles];
     let mut neutral_positives = vec![0usize; n_styles];
+    let mut side_effects = vec![vec![0usize; config.labels.len()]; n_styles];
     let mut cosines: Vec<Vec<Vec<Vec<f64>>>> = vec![Vec::new(); n_styles];
     let (mut swap_lpips, mut interp_lpips): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
         (vec![Vec::new(); n_styles], vec![Vec::new(); n_styles]);
@@ -274,6 +278,9 @@ pub fn evaluate(
             for k in 0..res.swap_points.len() {
                 swap_samples[a].push(samples(&swapped, k, a));
                 positives[a][k] += usize::from(swapped[a][k][styles[a]] >= 0.5);
+                for (j, flips) in side_effects[a].iter_mut().enumerate() {
+                    *flips += usize::from(j != styles[a] && (neutral[j] >= 0.5) != (swapped[a][k][j] >= 0.5));
+                }
             }
             let zs: Vec<Vec<f32>> = res.trajectories[a].latents.iter().map(flat).collect::<Result<_>>()?;
             cosines[a].push(direction_cosines(&z0, &zs));
@@ -315,6 +322,11 @@ pub fn evaluate(
             samples: swap_samples[a].len(),
             neutral_positive_rate: neutral_positives[a] as f64 / eval.subjects.max(1) as f64,
             positive_rate: positives[a].iter().map(|&p| p as f64 / eval.subjects.max(1) as f64).collect(),
+            side_effects: (config.labels.iter().zip(&side_effects[a]))
+                .enumerate()
+                .filter(|&(j, _)| j != styles[a])
+                .map(|(_, (label, &n))| (label.clone(), n as f64 / swap_samples[a].len().max(1) as f64))
+                .collect(),
             cosines: mean_matrix(&cosines[a]),
         })
         .collect();

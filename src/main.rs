@@ -865,6 +865,15 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
             );
         }
     }
+    if !scores.is_empty() {
+        println!(
+            "\nside effects: share of swap images in which another label's decision differs from the neutral image's"
+        );
+        for s in &scores {
+            let effects: Vec<String> = s.side_effects.iter().map(|(l, r)| format!("{l} {r:.2}")).collect();
+            println!("- {} {}: {}", s.setting, s.attribute, effects.join(", "));
+        }
+    }
     for m in &maps {
         if let (Some(latent), Some(map)) = (m.same_subject_neighbours, m.same_subject_neighbours_map) {
             println!(

@@ -849,25 +849,30 @@ mod tests {
         save_classifier(&model, &config, &dir, true).unwrap();
         let int8_bytes = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
         assert!(int8_bytes * 3 < f32_bytes * 2, "{int8_bytes} vs {f32_bytes} bytes");
-        let c = predict(&load_classifier(&dir, &device).unwrap().0).unwrap();
+        let int8 = load_classifier(&dir, &device).unwrap().0;
+        let c = predict(&int8).unwrap();
         assert_ne!(a, c, "int8 weights are not the f32 ones");
         assert!(a.iter().zip(&c).all(|(a, c)| (a - c).abs() < 0.05), "{a:?} vs {c:?}");
-        let int8 = load_classifier(&dir, &device).unwrap().0;
         assert_eq!(agreement(&model, &model, &data, Split::Train, &device).unwrap(), 1.0);
         assert!(agreement(&model, &int8, &data, Split::Train, &device).unwrap() > 0.9);
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    #[test]
-    fn reconstructions_keep_their_phantoms_labels_and_splits() {
-        let device = Device::flex();
-        let config = crate::vae::AutoencoderKLConfig {
+    /// A two-block autoencoder small enough for unit tests.
+    fn tiny_vae() -> crate::vae::AutoencoderKLConfig {
+        crate::vae::AutoencoderKLConfig {
             block_out_channels: vec![8, 8],
             down_block_types: vec!["DownEncoderBlock2D".into(); 2],
             up_block_types: vec!["UpDecoderBlock2D".into(); 2],
             norm_num_groups: 4,
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn reconstructions_keep_their_phantoms_labels_and_splits() {
+        let device = Device::flex();
+        let config = tiny_vae();
         let vae = config.init(&device).unwrap();
         // Gray chest phantoms pass through the RGB autoencoder and come back with one channel.
         let mut data = LabeledImages::render(Kind::Chest, 20, 2, 16, |_| {});
@@ -906,13 +911,7 @@ mod tests {
     #[test]
     fn vae_checkpoints_are_diffusers_folders_and_resume() {
         let device = Device::flex();
-        let config = crate::vae::AutoencoderKLConfig {
-            block_out_channels: vec![8, 8],
-            down_block_types: vec!["DownEncoderBlock2D".into(); 2],
-            up_block_types: vec!["UpDecoderBlock2D".into(); 2],
-            norm_num_groups: 4,
-            ..Default::default()
-        };
+        let config = tiny_vae();
         let pool = render_captioned(4, 3, 16, |_| {});
         let dir = std::env::temp_dir().join(format!("traverse-vae-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -179,6 +179,7 @@ fn evaluate_scores_every_style_of_a_family() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("| chest | pleural_effusion |"), "{stdout}");
+    assert!(stdout.contains("- chest pleural_effusion: support_devices "), "{stdout}");
     let report = manifest_named(&tmp.0, "evaluation.json");
     let scores = report["scores"].as_array().unwrap();
     let styles: Vec<&str> = scores.iter().map(|s| s["attribute"].as_str().unwrap()).collect();
@@ -192,6 +193,12 @@ fn evaluate_scores_every_style_of_a_family() {
             let v = s[key].as_f64().unwrap();
             assert!(v.is_finite() && v > 0.0, "{key}: {s}");
         }
+        // The side effects name the family's other label, as a rate.
+        let effects = s["side_effects"].as_array().unwrap();
+        let other = if s["attribute"] == "pleural_effusion" { "support_devices" } else { "pleural_effusion" };
+        assert_eq!(effects.len(), 1, "{s}");
+        assert_eq!(effects[0][0], other);
+        assert!((0.0..=1.0).contains(&effects[0][1].as_f64().unwrap()), "{s}");
         let cos = s["cosines"].as_array().unwrap();
         assert_eq!(cos.len(), 3);
         assert!((cos[1][1].as_f64().unwrap() - 1.0).abs() < 1e-9);
