@@ -278,8 +278,9 @@ pub fn evaluate(
             for k in 0..res.swap_points.len() {
                 swap_samples[a].push(samples(&swapped, k, a));
                 positives[a][k] += usize::from(swapped[a][k][styles[a]] >= 0.5);
+                // Counted for every label; the style's own is left out of the report below.
                 for (j, flips) in side_effects[a].iter_mut().enumerate() {
-                    *flips += usize::from(j != styles[a] && (neutral[j] >= 0.5) != (swapped[a][k][j] >= 0.5));
+                    *flips += usize::from((neutral[j] >= 0.5) != (swapped[a][k][j] >= 0.5));
                 }
             }
             let zs: Vec<Vec<f32>> = res.trajectories[a].latents.iter().map(flat).collect::<Result<_>>()?;

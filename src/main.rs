@@ -641,15 +641,15 @@ fn train_classifier(a: TrainClassifierArgs, device: &Device) -> Result<()> {
     save_classifier(&model, &config, &a.out, a.int8)?;
     write(&a.out.join("loss.csv"), log.as_bytes())?;
     // Scores are the saved model's: with --int8, the quantized one.
-    let trained = model;
-    let model = if a.int8 { load_classifier(&a.out, device)?.0 } else { trained.clone() };
-    let score = |split, source| evaluate(&model, &data, split, source, device);
+    let int8 = if a.int8 { Some(load_classifier(&a.out, device)?.0) } else { None };
+    let saved = int8.as_ref().unwrap_or(&model);
+    let score = |split, source| evaluate(saved, &data, split, source, device);
     let (val, test) = (score(Split::Val, Source::Phantom)?, score(Split::Test, Source::Phantom)?);
     let mut scores = json!({"kind": traverse::synthetic::Kind::from(a.kind), "n": a.n, "seed": a.seed,
         "size": a.size, "training": settings, "seconds": t0.elapsed().as_secs_f64(), "val": val, "test": test});
-    if a.int8 {
+    if let Some(int8) = &int8 {
         scores["int8_agreement_with_f32"] =
-            json!(traverse::train::agreement(&trained, &model, &data, Split::Test, device)?);
+            json!(traverse::train::agreement(&model, int8, &data, Split::Test, device)?);
     }
     let mut tables = vec![("test split", test)];
     if let Some(model) = &a.reconstruct_with {
