@@ -379,6 +379,10 @@ pub struct AutoencoderCeiling {
     pub phantom_false_positive: f64,
     /// The same on their reconstructions: how often the autoencoder's look alone makes this classifier fire.
     pub reconstruction_false_positive: f64,
+    /// That rate split by the attribute that was on: for each other label, the share of the reconstructions
+    /// of its batch (that attribute alone, without this one) this classifier calls positive. Tells which
+    /// attribute a classifier mistakes for its own (e.g. ink strokes for hair).
+    pub reconstruction_false_positive_by_attribute: Vec<(String, f64)>,
 }
 
 /// Phantom `index` of `kind` (dataset `seed`) with only attribute `label` turned on (the diagnosis kept).
@@ -415,6 +419,8 @@ pub fn autoencoder_ceiling(
     let columns: Vec<usize> = labels.iter().map(|l| label_column(config, l)).collect::<Result<_>>()?;
     // Per label: positives among phantoms and reconstructions that have it, and those that lack it.
     let (mut pos, mut neg) = (vec![[0usize; 3]; labels.len()], vec![[0usize; 3]; labels.len()]);
+    // by_batch[k][li]: reconstructions of label li's batch that lack label k, and those k's classifier fires on.
+    let mut by_batch = vec![vec![[0usize; 2]; labels.len()]; labels.len()];
     let mut psnr = vec![0f64; labels.len()];
     for (li, &label) in labels.iter().enumerate() {
         for first in (0..subjects).step_by(8) {
@@ -438,9 +444,14 @@ pub fn autoencoder_ceiling(
                         (false, _) => &mut neg[k],
                         (true, false) => continue,
                     };
+                    let recon_positive = usize::from(pr[j][columns[k]] >= 0.5);
                     tally[0] += 1;
                     tally[1] += usize::from(px[j][columns[k]] >= 0.5);
-                    tally[2] += usize::from(pr[j][columns[k]] >= 0.5);
+                    tally[2] += recon_positive;
+                    if !on {
+                        by_batch[k][li][0] += 1;
+                        by_batch[k][li][1] += recon_positive;
+                    }
                 }
             }
         }
@@ -457,6 +468,10 @@ pub fn autoencoder_ceiling(
             psnr_db: psnr[k] / subjects.max(1) as f64,
             phantom_false_positive: rate(neg[k][1], neg[k][0]),
             reconstruction_false_positive: rate(neg[k][2], neg[k][0]),
+            reconstruction_false_positive_by_attribute: (labels.iter().zip(&by_batch[k]))
+                .filter(|(_, [n, _])| *n > 0)
+                .map(|(source, &[n, fired])| (source.to_string(), rate(fired, n)))
+                .collect(),
         })
         .collect())
 }

@@ -43,6 +43,8 @@ enum Command {
     TrainMini(TrainMiniArgs),
     /// Score trajectories as the paper's Table 2 (CFRT) and Fig. 5 (direction cosines) with a classifier.
     Evaluate(EvaluateArgs),
+    /// Judge images (e.g. a `generate` run's PNGs) with an attribute classifier: one probability per label.
+    Classify(ClassifyArgs),
     /// Write an int8 copy of a model folder and report its size and image fidelity against the original.
     Quantize(QuantizeArgs),
 }
@@ -118,6 +120,16 @@ struct EvaluateArgs {
     /// Report (JSON).
     #[arg(long, default_value = "evaluation.json")]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    /// Classifier folder (config.json + model.safetensors), e.g. public/classifiers/derm.
+    #[arg(long)]
+    classifier: PathBuf,
+    /// Images to judge (any format the `image` crate reads; resized to the classifier's input).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -335,6 +347,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::TrainMini(a) => train_mini(a, &device),
         Command::Quantize(a) => quantize(a, &device),
         Command::Evaluate(a) => evaluate_cmd(a, &device),
+        Command::Classify(a) => classify_cmd(a, &device),
     }
 }
 
@@ -771,6 +784,21 @@ fn quantize(a: QuantizeArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
+fn classify_cmd(a: ClassifyArgs, device: &Device) -> Result<()> {
+    let (classifier, config) = load_classifier(&a.classifier, device)?;
+    let size = config.image_size;
+    println!("| image | {} |", config.labels.join(" | "));
+    println!("|---|{}", "---|".repeat(config.labels.len()));
+    for path in &a.images {
+        let img = image::open(path).map_err(|e| Error::Image(format!("{}: {e}", path.display())))?.to_rgb8();
+        let x = rgb_to_tensor(&img, size, size, device);
+        let p = traverse::evaluate::classify(&classifier, &config, x)?;
+        let cells: Vec<String> = p[0].iter().map(|v| format!("{v:.2}")).collect();
+        println!("| {} | {} |", path.display(), cells.join(" | "));
+    }
+    Ok(())
+}
+
 fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
     use traverse::evaluate::{Evaluation, autoencoder_ceiling, evaluate, settings};
     let (sd, _) = load_model(&a.model, device)?;
@@ -824,6 +852,12 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
                 c.phantom_false_positive,
                 c.reconstruction_false_positive
             );
+        }
+        println!("\nFalse positives on reconstructions, by the attribute that was on:");
+        for c in &ceiling {
+            let by: Vec<String> =
+                c.reconstruction_false_positive_by_attribute.iter().map(|(l, r)| format!("{l} {r:.2}")).collect();
+            println!("- {}: {}", c.attribute, by.join(", "));
         }
     }
     let lpips = a

@@ -40,7 +40,8 @@ pub fn all() -> Vec<Example> {
             "derm-nv",
             "Dermoscopy, nevus: hair, gel bubbles, ink, ruler",
             "A symmetric, uniformly brown nevus with the same four artifacts. The embedded model draws rulers \
-             well; its small autoencoder loses most thin hair, bubbles and ink (see the model card).",
+             and bubbles cleanly; its hair is a blotchy network, and its ink marks often bring hair or a \
+             ruler with them (see the model card).",
         ),
     ];
     let mut settings: Vec<(Kind, Setting)> = Vec::new();
