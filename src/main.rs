@@ -167,6 +167,10 @@ struct TrainMiniArgs {
     /// U-Net steps, batch 16.
     #[arg(long, default_value_t = 20000)]
     unet_steps: usize,
+    /// U-Net learning rate, decaying to a tenth over the last quarter of --unet-steps (the schedule is a
+    /// function of the step, so a resumed run follows it; lower it to fine-tune a finished U-Net further).
+    #[arg(long, default_value_t = 2e-4)]
+    unet_lr: f64,
     /// Checkpoint interval in steps.
     #[arg(long, default_value_t = 200)]
     checkpoint_every: usize,
@@ -1010,8 +1014,8 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
     if !a.size.is_multiple_of(8) || !a.vae_crop.is_multiple_of(8) || a.vae_crop == 0 || a.vae_crop > a.size {
         return Err(Error::arg("need --size and --vae-crop multiples of 8 with 8 ≤ --vae-crop ≤ --size"));
     }
-    if a.images == 0 || a.checkpoint_every == 0 {
-        return Err(Error::arg("need --images ≥ 1 and --checkpoint-every ≥ 1"));
+    if a.images == 0 || a.checkpoint_every == 0 || !(a.unet_lr > 0.0 && a.unet_lr.is_finite()) {
+        return Err(Error::arg("need --images ≥ 1, --checkpoint-every ≥ 1 and a positive --unet-lr"));
     }
     let recipe = Recipe {
         preset: Preset::Mini,
@@ -1025,6 +1029,7 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
         vae_decoder_steps: a.vae_decoder_steps,
         vae_attribute_weight: a.vae_attribute_weight,
         unet_steps: a.unet_steps,
+        unet_learning_rate: a.unet_lr,
         batches: [32, 8, 16],
         checkpoint_every: a.checkpoint_every,
     };

@@ -123,6 +123,8 @@ pub struct Recipe {
     pub vae_steps: usize,
     /// U-Net steps.
     pub unet_steps: usize,
+    /// U-Net AdamW learning rate (before the last quarter's decay); lower to fine-tune a resumed U-Net.
+    pub unet_learning_rate: f64,
     /// Side of the random crops the autoencoder trains on (≤ `size`).
     pub vae_crop: usize,
     /// Weight of the autoencoder's edge loss ([`VaeTraining::edge_weight`]).
@@ -296,7 +298,7 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
     let unet_settings = UnetTraining {
         steps: r.unet_steps,
         batch: r.batches[2],
-        learning_rate: 2e-4,
+        learning_rate: r.unet_learning_rate,
         uncond_probability: 0.1,
         seed: r.seed,
         checkpoint_every: r.checkpoint_every,

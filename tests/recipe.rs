@@ -24,6 +24,7 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
         vae_decoder_steps: 0,
         vae_attribute_weight: 10.0,
         unet_steps: 2,
+        unet_learning_rate: 2e-4,
         batches: [4, 2, 2],
         checkpoint_every: 1,
     };
