@@ -277,6 +277,12 @@ fn bad_input_is_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: cannot read"), "{err}");
     assert!(!err.contains("panicked"));
+
+    // A learning rate of zero would train nothing: refused before any stage starts.
+    let out = traverse(&["train-mini", "--out", "/definitely/not/here", "--unet-lr", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--unet-lr") && !err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -17,7 +17,14 @@ pub struct Example {
     pub kind: Kind,
     /// Neutral prompt and the style prompt of each attribute, with its classifier label.
     pub setting: Setting,
+    /// Classifier-free guidance the example runs at: the paper's 7.5 for chest X-rays; 4 for dermoscopy,
+    /// where the embedded model's edits carry fewer side effects at 4 (CFRT 0.41 → 0.52 on unseen seeds, see
+    /// the model card).
+    pub guidance: f64,
 }
+
+/// Guidance of the dermoscopy examples (see [`Example::guidance`]).
+pub const DERM_GUIDANCE: f64 = 4.0;
 
 /// Every built-in example, in the picker's order.
 pub fn all() -> Vec<Example> {
@@ -40,8 +47,8 @@ pub fn all() -> Vec<Example> {
             "derm-nv",
             "Dermoscopy, nevus: hair, gel bubbles, ink, ruler",
             "A symmetric, uniformly brown nevus with the same four artifacts. The embedded model draws rulers \
-             and bubbles cleanly; its hair is a blotchy network, and its ink marks often bring hair or a \
-             ruler with them (see the model card).",
+             and bubbles cleanly; its hair is a blotchy network, and its ink edits at times bring other \
+             artifacts with them (see the model card).",
         ),
     ];
     let mut settings: Vec<(Kind, Setting)> = Vec::new();
@@ -53,7 +60,13 @@ pub fn all() -> Vec<Example> {
     texts
         .into_iter()
         .zip(settings)
-        .map(|((id, title, blurb), (kind, setting))| Example { id, title, blurb, kind, setting })
+        .map(|((id, title, blurb), (kind, setting))| {
+            let guidance = match kind {
+                Kind::Chest => 7.5,
+                Kind::Derm => DERM_GUIDANCE,
+            };
+            Example { id, title, blurb, kind, setting, guidance }
+        })
         .collect()
 }
 
@@ -92,6 +105,7 @@ mod tests {
         assert_eq!(all[2].setting.name, "derm NV");
         assert_eq!(all[0].setting.styles.len(), 2);
         assert_eq!(all[2].setting.styles.len(), 4);
+        assert_eq!(all.iter().map(|e| e.guidance).collect::<Vec<_>>(), [7.5, DERM_GUIDANCE, DERM_GUIDANCE]);
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Traversal {
             neutral: example.setting.neutral.clone(),
             styles: example.setting.styles.iter().map(|(_, p)| p.clone()).collect(),
             steps: 50,
-            guidance: 7.5,
+            guidance: example.guidance,
             swap_points: PAPER_SWAP_POINTS.to_vec(),
             controls: 7,
             samples: 50,
@@ -352,6 +352,21 @@ mod tests {
         let (t, ignored) = Traversal::from_query("?seed=3&utm_source=x&seeed=4").unwrap();
         assert_eq!(t.seed, 3);
         assert_eq!(ignored, ["utm_source", "seeed"]);
+    }
+
+    #[test]
+    fn a_link_carries_guidance_only_where_it_differs_from_the_example() {
+        let (t, _) = Traversal::from_query("example=derm-mel&seed=3").unwrap();
+        assert_eq!(t.guidance, examples::DERM_GUIDANCE);
+        assert_eq!(t.to_query(), "example=derm-mel&seed=3");
+        let (t, _) = Traversal::from_query("example=derm-mel&seed=3&guidance=7.5").unwrap();
+        assert_eq!(t.guidance, 7.5);
+        assert_eq!(t.to_query(), "example=derm-mel&seed=3&guidance=7.5");
+        // Prompts of one's own keep the guidance they ran at, written out.
+        let (t, _) = Traversal::from_query("example=derm-nv&seed=3&neutral=skin").unwrap();
+        assert_eq!(t.guidance, examples::DERM_GUIDANCE);
+        let (again, _) = Traversal::from_query(&t.to_query()).unwrap();
+        assert_eq!(again, t, "{}", t.to_query());
     }
 
     #[test]
