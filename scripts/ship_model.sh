@@ -5,14 +5,19 @@
 # from the files this writes.
 #
 #   bash scripts/ship_model.sh ~/.cache/traverse/train-mini [subjects]
+#
+# TRAVERSE_BIN=PATH uses that traverse binary instead of building the release one (e.g. the optimized dev
+# build a training run already used: `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo build --bin traverse`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAINED="${1:?usage: ship_model.sh TRAINED_DIR [subjects]}"
 SUBJECTS="${2:-6}"
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
-export CARGO_TARGET_DIR="$CACHE/target"
-cargo build --locked --release --bin traverse
-BIN="$CARGO_TARGET_DIR/release/traverse"
+BIN="${TRAVERSE_BIN:-}"
+if [ -z "$BIN" ]; then
+  CARGO_TARGET_DIR="$CACHE/target" cargo build --locked --release --bin traverse
+  BIN="$CACHE/target/release/traverse"
+fi
 OUT=public/model
 
 # Everything but the hand-written model card is regenerated.
