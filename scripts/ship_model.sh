@@ -12,12 +12,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAINED="${1:?usage: ship_model.sh TRAINED_DIR [subjects]}"
 SUBJECTS="${2:-6}"
+# Checked before anything in public/model is replaced.
+[ -f "$TRAINED/model_index.json" ] || { echo "$TRAINED is not a trained model folder (no model_index.json)" >&2; exit 1; }
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 BIN="${TRAVERSE_BIN:-}"
 if [ -z "$BIN" ]; then
   CARGO_TARGET_DIR="$CACHE/target" cargo build --locked --release --bin traverse
   BIN="$CACHE/target/release/traverse"
 fi
+[ -x "$BIN" ] || { echo "TRAVERSE_BIN=$BIN is not an executable" >&2; exit 1; }
 OUT=public/model
 
 # Everything but the hand-written model card is regenerated.
