@@ -171,6 +171,10 @@ struct TrainMiniArgs {
     /// function of the step, so a resumed run follows it; lower it to fine-tune a finished U-Net further).
     #[arg(long, default_value_t = 2e-4)]
     unet_lr: f64,
+    /// Oversample rare captions in the U-Net's batches: each image is drawn with weight (how many images share
+    /// its caption)^-B, from 0 (every image alike) to 1 (every caption alike).
+    #[arg(long, default_value_t = 0.0)]
+    unet_caption_balance: f64,
     /// Checkpoint interval in steps.
     #[arg(long, default_value_t = 200)]
     checkpoint_every: usize,
@@ -1030,6 +1034,7 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
         vae_attribute_weight: a.vae_attribute_weight,
         unet_steps: a.unet_steps,
         unet_learning_rate: a.unet_lr,
+        unet_caption_balance: a.unet_caption_balance,
         batches: [32, 8, 16],
         checkpoint_every: a.checkpoint_every,
     };

@@ -125,6 +125,8 @@ pub struct Recipe {
     pub unet_steps: usize,
     /// U-Net AdamW learning rate (before the last quarter's decay); lower to fine-tune a resumed U-Net.
     pub unet_learning_rate: f64,
+    /// Oversampling of rare captions in the U-Net's batches ([`UnetTraining::caption_balance`]).
+    pub unet_caption_balance: f64,
     /// Side of the random crops the autoencoder trains on (≤ `size`).
     pub vae_crop: usize,
     /// Weight of the autoencoder's edge loss ([`VaeTraining::edge_weight`]).
@@ -156,7 +158,8 @@ const STAGES: [(&str, &str); 3] = [
 
 /// Prepares `out` to resume from a shipped model folder (`scripts/ship_model.sh` output, int8 or not) when
 /// the training checkpoints are lost: the tokenizer and every stage that `out` lacks are copied (weights
-/// dequantized), with the loss log and the step reached. The contrastive text/image pair is
+/// dequantized), with the loss log and the step reached, and the autoencoder's config with the latent scaling
+/// factor the U-Net was trained with. The contrastive text/image pair is
 /// `training/contrastive.safetensors` there. Stages already in `out` are left alone.
 pub fn seed_from(shipped: &Path, out: &Path) -> Result<()> {
     let io = |path: &Path| {
@@ -184,6 +187,10 @@ pub fn seed_from(shipped: &Path, out: &Path) -> Result<()> {
         if out.join(stage).join("train_state.json").is_file() {
             continue;
         }
+        if stage == "unet" {
+            // The latent scaling factor the shipped U-Net was trained with (see `trained_scaling_factor`).
+            copy(&shipped.join("vae/config.json"), &out.join("vae/config.json"))?;
+        }
         let log = shipped.join("training").join(format!("{stage}-loss.csv"));
         let text = std::fs::read_to_string(&log).map_err(io(&log))?;
         let last = text.lines().filter_map(|l| l.split_once(',')?.0.parse::<usize>().ok()).max();
@@ -201,9 +208,25 @@ pub fn seed_from(shipped: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The latent scaling factor in `out/vae/config.json` when the U-Net in `out` has begun training on it.
+fn trained_scaling_factor(out: &Path) -> Result<Option<f64>> {
+    let config = out.join("vae/config.json");
+    if !out.join("unet/train_state.json").is_file() || !config.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&config).map_err(|source| Error::Io { path: config.clone(), source })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::config("vae", e))?;
+    match value.get("scaling_factor").and_then(|v| v.as_f64()) {
+        Some(f) if f.is_finite() && f > 0.0 => Ok(Some(f)),
+        _ => Err(Error::config("vae", format!("{} has no positive scaling_factor", config.display()))),
+    }
+}
+
 /// Runs (or resumes) every stage into the diffusers folder `out`. `progress(stage, step, loss)` sees each step.
 pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl FnMut(&str, usize, f32)) -> Result<()> {
     let r = recipe;
+    // Read before the autoencoder stage rewrites its config.
+    let kept_scaling = trained_scaling_factor(out)?;
     let pool = render_captioned(r.images, r.seed, r.size, |_| {});
 
     // Tokenizer: trained once, then reused.
@@ -267,10 +290,17 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
         let m = m.as_slice::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
         means.extend(m.chunks(c * h * h).map(|s| s.to_vec()));
     }
-    let all: Vec<f64> = means.iter().flatten().map(|&v| v as f64).collect();
-    let mean = all.iter().sum::<f64>() / all.len() as f64;
-    let std = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
-    vae_config.scaling_factor = 1.0 / std.max(1e-6);
+    // Once the U-Net has trained on scaled latents, their scale is part of it: a resumed run (a larger pool, a
+    // dequantized encoder, a decoder-only continuation) keeps the factor instead of recomputing it.
+    vae_config.scaling_factor = match kept_scaling {
+        Some(kept) => kept,
+        None => {
+            let all: Vec<f64> = means.iter().flatten().map(|&v| v as f64).collect();
+            let mean = all.iter().sum::<f64>() / all.len() as f64;
+            let std = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
+            1.0 / std.max(1e-6)
+        }
+    };
     let mut vae_json = serde_json::to_value(&vae_config).map_err(|e| Error::config("vae", e))?;
     vae_json["_class_name"] = "AutoencoderKL".into();
     write_json(&out.join("vae/config.json"), &vae_json)?;
@@ -300,6 +330,7 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
         batch: r.batches[2],
         learning_rate: r.unet_learning_rate,
         uncond_probability: 0.1,
+        caption_balance: r.unet_caption_balance,
         seed: r.seed,
         checkpoint_every: r.checkpoint_every,
     };

@@ -1,11 +1,14 @@
-//! Training on the phantoms with burn's autodiff (the same model code as inference): for now the attribute
-//! classifiers, with a loss log, a held-out test evaluation and a saved model folder.
+//! Training on the phantoms with burn's autodiff (the same model code as inference): the attribute
+//! classifiers, the contrastive text encoder, the autoencoder and the U-Net, each with a loss log, resumable
+//! checkpoints and an exported model folder.
 
 use std::path::Path;
 
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn_store::ModuleSnapshot;
+use rand::distr::Distribution as _;
+use rand::distr::weighted::WeightedIndex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -589,6 +592,9 @@ pub struct UnetTraining {
     pub learning_rate: f64,
     /// Probability of training a sample with the empty caption, so classifier-free guidance works.
     pub uncond_probability: f64,
+    /// How strongly rare captions are oversampled: each latent is drawn with weight (its caption's count)^-b,
+    /// so 0 draws every latent alike and 1 every caption alike ([`caption_balanced_weights`]).
+    pub caption_balance: f64,
     /// Seed of batch order, timesteps, noise and weights.
     pub seed: u64,
     /// Save the model every this many steps.
@@ -644,8 +650,20 @@ pub fn train_unet(
     let [c, h, w] = data.shape;
     let [l, d] = data.context_shape;
     let b = settings.batch;
+    // Unbalanced runs keep the plain uniform draw, so they repeat the batches of runs made before the option.
+    let balanced = if settings.caption_balance == 0.0 {
+        None
+    } else {
+        let weights = caption_balanced_weights(data, settings.caption_balance)?;
+        Some(WeightedIndex::new(weights).map_err(|e| Error::arg(format!("caption weights: {e}")))?)
+    };
     for step in start..settings.steps {
-        let picks: Vec<usize> = (0..b).map(|_| rng.random_range(0..data.samples.len())).collect();
+        let picks: Vec<usize> = (0..b)
+            .map(|_| match &balanced {
+                Some(weights) => weights.sample(&mut rng),
+                None => rng.random_range(0..data.samples.len()),
+            })
+            .collect();
         let ts: Vec<usize> = (0..b).map(|_| rng.random_range(0..alphas.len())).collect();
         let x0: Vec<f32> = picks.iter().flat_map(|&i| data.samples[i].0.iter().copied()).collect();
         let mut ctx = Vec::with_capacity(b * l * d);
@@ -675,6 +693,23 @@ pub fn train_unet(
         ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every)?;
     }
     Ok(model.valid())
+}
+
+/// Sampling weight of each latent in `data`: the count of its caption to the power `-balance` (in 0..=1).
+/// At 1 every caption is drawn equally often, whatever its prevalence; in between, rare attribute combinations
+/// (melanoma with ink alone, say) are seen more often without repeating a handful of images too much.
+pub fn caption_balanced_weights(data: &LatentDataset, balance: f64) -> Result<Vec<f64>> {
+    if !(0.0..=1.0).contains(&balance) {
+        return Err(Error::arg(format!("caption balance must lie in 0..=1, got {balance}")));
+    }
+    let mut counts = vec![0usize; data.captions.len()];
+    for &(_, caption) in &data.samples {
+        *counts
+            .get_mut(caption)
+            .ok_or_else(|| Error::arg(format!("caption index {caption} beyond {} captions", data.captions.len())))? +=
+            1;
+    }
+    Ok(data.samples.iter().map(|&(_, caption)| (counts[caption] as f64).powf(-balance)).collect())
 }
 
 /// Learning rate at `step` of a `steps`-step run: `lr`, then a linear decay to a tenth of it over the last
@@ -994,14 +1029,16 @@ mod tests {
             batch: 2,
             learning_rate: 1e-3,
             uncond_probability: 0.1,
+            caption_balance: 0.0,
             seed: 1,
             checkpoint_every: 1,
         };
         train_unet(&config, &scheduler, &data, &settings, &device, &dir, |_, _| {}).unwrap();
         settings.steps = 3;
         let mut steps = vec![];
+        settings.caption_balance = 0.5;
         let model = train_unet(&config, &scheduler, &data, &settings, &device, &dir, |s, _| steps.push(s)).unwrap();
-        assert_eq!(steps, vec![2], "the second run resumes at step 2");
+        assert_eq!(steps, vec![2], "the second run resumes at step 2, and may change the caption balance");
         let json = std::fs::read_to_string(dir.join("config.json")).unwrap();
         let mut loaded = crate::unet::UNet2DConditionConfig::from_json(&json).unwrap().init(&device).unwrap();
         let file = crate::weights::WeightFile::Path(dir.join("diffusion_pytorch_model.safetensors"));
@@ -1012,6 +1049,30 @@ mod tests {
         let b = loaded.forward(x, 500.0, &ctx).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         assert_eq!(a, b);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn caption_balance_evens_out_rare_captions() {
+        let data = LatentDataset {
+            // Caption 0 on six latents, caption 1 on two, caption 2 on none.
+            samples: [0, 0, 1, 0, 0, 1, 0, 0].map(|c| (vec![0.0], c)).to_vec(),
+            shape: [1, 1, 1],
+            captions: vec![vec![0.0]; 3],
+            uncond: vec![0.0],
+            context_shape: [1, 1],
+        };
+        let mass = |balance| {
+            let w = caption_balanced_weights(&data, balance).unwrap();
+            let of = |c| data.samples.iter().zip(&w).filter(|((_, k), _)| *k == c).map(|(_, w)| w).sum::<f64>();
+            of(0) / of(1)
+        };
+        assert_eq!(mass(0.0), 3.0, "unbalanced: as often as in the data");
+        assert!((mass(1.0) - 1.0).abs() < 1e-12, "fully balanced: every caption alike");
+        assert!((mass(0.5) - 3f64.sqrt()).abs() < 1e-12);
+        assert!(caption_balanced_weights(&data, 1.5).is_err());
+        let mut bad = data;
+        bad.samples.push((vec![0.0], 3));
+        assert!(caption_balanced_weights(&bad, 0.5).is_err(), "a caption index without an embedding");
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
         vae_attribute_weight: 10.0,
         unet_steps: 2,
         unet_learning_rate: 2e-4,
+        unet_caption_balance: 0.0,
         batches: [4, 2, 2],
         checkpoint_every: 1,
     };
@@ -35,11 +36,19 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
     })
     .unwrap();
     assert_eq!(seen.len(), 6);
-    // A second run with more U-Net steps resumes every stage and trains only the new U-Net step.
+    let scaling = |dir: &std::path::Path| -> f64 {
+        let text = std::fs::read_to_string(dir.join("vae/config.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["scaling_factor"].as_f64().unwrap()
+    };
+    let trained_scaling = scaling(&dir.0);
+    // A second run with more U-Net steps, on a larger pool, resumes every stage and trains only the new U-Net
+    // step; the pool's latents have another spread now, but the U-Net learned the first scaling factor.
     recipe.unet_steps = 3;
+    recipe.images = 12;
     let mut again = vec![];
     train(&recipe, &device(), &dir.0, |stage, step, _| again.push((stage.to_string(), step))).unwrap();
     assert_eq!(again, vec![("unet".to_string(), 2)]);
+    assert_eq!(scaling(&dir.0), trained_scaling);
     for stage in ["text_encoder", "vae", "unet"] {
         let csv = std::fs::read_to_string(dir.0.join(stage).join("loss.csv")).unwrap();
         assert_eq!(csv.lines().count(), if stage == "unet" { 3 } else { 2 }, "{stage}: {csv}");
@@ -73,6 +82,8 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
     recipe.unet_steps = 4;
     train(&recipe, &device(), &fresh.0, |stage, step, _| resumed.push((stage.to_string(), step))).unwrap();
     assert_eq!(resumed, vec![("unet".to_string(), 3)]);
+    // The int8 encoder's latents would give another factor; the shipped U-Net's is kept.
+    assert_eq!(scaling(&fresh.0), trained_scaling);
 
     let sd = StableDiffusion::load(&dir.0, None, &device()).unwrap();
     let [h, w] = sd.latent_size(16, 16).unwrap();
