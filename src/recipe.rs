@@ -208,17 +208,20 @@ pub fn seed_from(shipped: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The latent scaling factor in `out/vae/config.json` when the U-Net in `out` has begun training on it.
+/// The latent scaling factor in `out/vae/config.json` when the U-Net in `out` has begun training on it, read
+/// by the loader's own parser, so it is the factor the pipeline samples with (SD's 0.18215 when the config
+/// names none, as in diffusers).
 fn trained_scaling_factor(out: &Path) -> Result<Option<f64>> {
     let config = out.join("vae/config.json");
     if !out.join("unet/train_state.json").is_file() || !config.is_file() {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&config).map_err(|source| Error::Io { path: config.clone(), source })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::config("vae", e))?;
-    match value.get("scaling_factor").and_then(|v| v.as_f64()) {
-        Some(f) if f.is_finite() && f > 0.0 => Ok(Some(f)),
-        _ => Err(Error::config("vae", format!("{} has no positive scaling_factor", config.display()))),
+    let factor = AutoencoderKLConfig::from_json(&text)?.scaling_factor;
+    if factor.is_finite() && factor > 0.0 {
+        Ok(Some(factor))
+    } else {
+        Err(Error::config("vae", format!("{} has scaling_factor {factor}, not a positive number", config.display())))
     }
 }
 
@@ -349,4 +352,32 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
                 "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [null, null],
                 "feature_extractor": [null, null], "requires_safety_checker": false}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trained_scaling_factor_is_the_one_the_loader_samples_with() {
+        let dir = std::env::temp_dir().join(format!("traverse-scaling-{}", std::process::id()));
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write("vae/config.json", r#"{"scaling_factor": 0.3}"#);
+        // No U-Net training yet: nothing to keep.
+        assert_eq!(trained_scaling_factor(&dir).unwrap(), None);
+        write("unet/train_state.json", "{}");
+        assert_eq!(trained_scaling_factor(&dir).unwrap(), Some(0.3));
+        // A config naming none samples with SD's default, as diffusers does.
+        write("vae/config.json", "{}");
+        assert_eq!(trained_scaling_factor(&dir).unwrap(), Some(0.18215));
+        for bad in [r#"{"scaling_factor": -1.0}"#, r#"{"scaling_factor": 0}"#, r#"{"scaling_factor": "x"}"#] {
+            write("vae/config.json", bad);
+            assert!(trained_scaling_factor(&dir).is_err(), "{bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
