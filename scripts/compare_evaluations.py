@@ -4,7 +4,9 @@
     python3 scripts/compare_evaluations.py OLD.json NEW.json [MORE.json ...]
 
 Prints CFRT (swap images, then interpolations) and the classifier's positive rate on the neutral images (where
-the report has it) and at the first and last swap point of each report, then each report's mean CFRT, as a Markdown table. Standard library only.
+the report has it) and at the first and last swap point of each report, then each report's mean CFRT, as a Markdown
+table; then, where the reports have them, the side effects (per style, the share of swap images in which another
+label's decision differs from the neutral image's) and their mean. Standard library only.
 """
 import json
 import sys
@@ -37,6 +39,32 @@ def main(paths):
     means = [sum(s["cfrt"] for s in r.values()) / max(len(r), 1) for r in reports]
     print("| mean CFRT | | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     print("\ncells: CFRT of swap images / of interpolations (positive rate [on the neutral images,] at the first → last swap point)")
+    side_effects(paths, reports, keys)
+
+
+def side_effects(paths, reports, keys):
+    """Side effects per style and other label, one column per report (– where a report has none)."""
+    labels = list(dict.fromkeys(
+        label for r in reports for s in r.values() for label, _ in s.get("side_effects", [])))
+    if not labels:
+        return
+    print("\n| setting | style | other label | " + " | ".join(paths) + " |")
+    print("|---|---|---|" + "---|" * len(paths))
+    totals = [[] for _ in reports]
+    for key in keys:
+        for label in labels:
+            if label == key[1]:
+                continue
+            cells = []
+            for i, r in enumerate(reports):
+                rate = dict(r[key].get("side_effects", [])).get(label) if key in r else None
+                if rate is not None:
+                    totals[i].append(rate)
+                cells.append("–" if rate is None else f"{rate:.2f}")
+            if any(c != "–" for c in cells):
+                print(f"| {key[0]} | {key[1]} | {label} | " + " | ".join(cells) + " |")
+    means = ["–" if not t else f"{sum(t) / len(t):.3f}" for t in totals]
+    print("| mean side effect | | | " + " | ".join(means) + " |")
 
 
 if __name__ == "__main__":

@@ -172,7 +172,8 @@ struct TrainMiniArgs {
     #[arg(long, default_value_t = 2e-4)]
     unet_lr: f64,
     /// Oversample rare captions in the U-Net's batches: each image is drawn with weight (how many images share
-    /// its caption)^-B, from 0 (every image alike) to 1 (every caption alike).
+    /// its caption)^-B, from 0 (every image alike) to 1 (every caption of a family alike); each phantom family
+    /// keeps its share of the draws.
     #[arg(long, default_value_t = 0.0)]
     unet_caption_balance: f64,
     /// Checkpoint interval in steps.

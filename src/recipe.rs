@@ -323,6 +323,7 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
             .collect(),
         shape: [c, h, h],
         captions: pool.texts.iter().map(|t| embed(t)).collect::<Result<_>>()?,
+        caption_groups: pool.text_families.clone(),
         uncond: embed("")?,
         context_shape: [tokenizer.max_length(), text_config.hidden_size],
     };

@@ -289,6 +289,8 @@ pub struct CaptionedImages {
     pub captions: Vec<usize>,
     /// The distinct captions.
     pub texts: Vec<String>,
+    /// The phantom family of each of `texts` (0 chest, 1 dermoscopy): the groups caption balancing keeps.
+    pub text_families: Vec<usize>,
     /// Size in pixels.
     pub size: usize,
     /// Per image, `[size, size]`: 1 where the attributes change the pixel (the image against its
@@ -302,6 +304,7 @@ pub fn render_captioned(n: usize, seed: u64, size: usize, mut progress: impl FnM
         pixels: Vec::with_capacity(n),
         captions: Vec::with_capacity(n),
         texts: vec![],
+        text_families: vec![],
         size,
         attribute_masks: Vec::with_capacity(n),
     };
@@ -323,6 +326,7 @@ pub fn render_captioned(n: usize, seed: u64, size: usize, mut progress: impl FnM
         let caption = phantom.caption();
         let idx = out.texts.iter().position(|t| *t == caption).unwrap_or_else(|| {
             out.texts.push(caption);
+            out.text_families.push(i % 2);
             out.texts.len() - 1
         });
         out.captions.push(idx);
@@ -593,7 +597,8 @@ pub struct UnetTraining {
     /// Probability of training a sample with the empty caption, so classifier-free guidance works.
     pub uncond_probability: f64,
     /// How strongly rare captions are oversampled: each latent is drawn with weight (its caption's count)^-b,
-    /// so 0 draws every latent alike and 1 every caption alike ([`caption_balanced_weights`]).
+    /// so 0 draws every latent alike and 1 every caption of a group alike, each caption group keeping its share
+    /// ([`caption_balanced_weights`]).
     pub caption_balance: f64,
     /// Seed of batch order, timesteps, noise and weights.
     pub seed: u64,
@@ -603,6 +608,7 @@ pub struct UnetTraining {
 
 /// Frozen-encoder training data for the U-Net: scaled VAE latents with the index of their caption, and
 /// the text embeddings of every caption plus the empty one.
+#[derive(Clone)]
 pub struct LatentDataset {
     /// Latent `[C, h, w]` values and caption index per sample.
     pub samples: Vec<(Vec<f32>, usize)>,
@@ -610,6 +616,9 @@ pub struct LatentDataset {
     pub shape: [usize; 3],
     /// Text embedding `[77, D]` values of each caption.
     pub captions: Vec<Vec<f32>>,
+    /// Group of each caption (the phantom family): caption balancing evens out captions within a group and
+    /// keeps each group's share of the draws.
+    pub caption_groups: Vec<usize>,
     /// Text embedding of the empty prompt.
     pub uncond: Vec<f32>,
     /// Embedding shape `[77, D]`.
@@ -695,12 +704,22 @@ pub fn train_unet(
     Ok(model.valid())
 }
 
-/// Sampling weight of each latent in `data`: the count of its caption to the power `-balance` (in 0..=1).
-/// At 1 every caption is drawn equally often, whatever its prevalence; in between, rare attribute combinations
-/// (melanoma with ink alone, say) are seen more often without repeating a handful of images too much.
+/// Sampling weight of each latent in `data`: the count of its caption to the power `-balance` (in 0..=1),
+/// scaled so that each caption group (phantom family) keeps the share of the draws it has in the data. At 1
+/// every caption of a group is drawn equally often, whatever its prevalence; in between, rare attribute
+/// combinations (melanoma with ink alone, say) are seen more often without repeating a handful of images too
+/// much. Without the group scaling, a family with many rare captions (dermoscopy's 32 against chest's 4) took
+/// most of the batches and the other family's attributes regressed.
 pub fn caption_balanced_weights(data: &LatentDataset, balance: f64) -> Result<Vec<f64>> {
     if !(0.0..=1.0).contains(&balance) {
         return Err(Error::arg(format!("caption balance must lie in 0..=1, got {balance}")));
+    }
+    if data.caption_groups.len() != data.captions.len() {
+        return Err(Error::arg(format!(
+            "{} caption groups for {} captions",
+            data.caption_groups.len(),
+            data.captions.len()
+        )));
     }
     let mut counts = vec![0usize; data.captions.len()];
     for &(_, caption) in &data.samples {
@@ -709,7 +728,22 @@ pub fn caption_balanced_weights(data: &LatentDataset, balance: f64) -> Result<Ve
             .ok_or_else(|| Error::arg(format!("caption index {caption} beyond {} captions", data.captions.len())))? +=
             1;
     }
-    Ok(data.samples.iter().map(|&(_, caption)| (counts[caption] as f64).powf(-balance)).collect())
+    let raw: Vec<f64> = data.samples.iter().map(|&(_, caption)| (counts[caption] as f64).powf(-balance)).collect();
+    let groups = data.caption_groups.iter().max().map_or(0, |g| g + 1);
+    let (mut latents, mut mass) = (vec![0usize; groups], vec![0f64; groups]);
+    for (&(_, caption), w) in data.samples.iter().zip(&raw) {
+        latents[data.caption_groups[caption]] += 1;
+        mass[data.caption_groups[caption]] += w;
+    }
+    Ok(data
+        .samples
+        .iter()
+        .zip(raw)
+        .map(|(&(_, caption), w)| {
+            let g = data.caption_groups[caption];
+            w * latents[g] as f64 / mass[g]
+        })
+        .collect())
 }
 
 /// Learning rate at `step` of a `steps`-step run: `lr`, then a linear decay to a tenth of it over the last
@@ -1018,6 +1052,7 @@ mod tests {
             samples: (0..4).map(|i| (noise(64), i % 2)).collect(),
             shape: [4, 4, 4],
             captions: vec![noise(77 * 8), noise(77 * 8)],
+            caption_groups: vec![0, 0],
             uncond: noise(77 * 8),
             context_shape: [77, 8],
         };
@@ -1054,24 +1089,30 @@ mod tests {
     #[test]
     fn caption_balance_evens_out_rare_captions() {
         let data = LatentDataset {
-            // Caption 0 on six latents, caption 1 on two, caption 2 on none.
-            samples: [0, 0, 1, 0, 0, 1, 0, 0].map(|c| (vec![0.0], c)).to_vec(),
+            // Group 0: caption 0 on six latents, caption 1 on two, caption 2 on none. Group 1: caption 3 on two.
+            samples: [0, 0, 1, 3, 0, 0, 1, 0, 0, 3].map(|c| (vec![0.0], c)).to_vec(),
             shape: [1, 1, 1],
-            captions: vec![vec![0.0]; 3],
+            captions: vec![vec![0.0]; 4],
+            caption_groups: vec![0, 0, 0, 1],
             uncond: vec![0.0],
             context_shape: [1, 1],
         };
         let mass = |balance| {
             let w = caption_balanced_weights(&data, balance).unwrap();
             let of = |c| data.samples.iter().zip(&w).filter(|((_, k), _)| *k == c).map(|(_, w)| w).sum::<f64>();
+            // Group 1 keeps its share (2 of 10 latents) at every balance.
+            assert!((of(3) / w.iter().sum::<f64>() - 0.2).abs() < 1e-12, "balance {balance}");
             of(0) / of(1)
         };
         assert_eq!(mass(0.0), 3.0, "unbalanced: as often as in the data");
         assert!((mass(1.0) - 1.0).abs() < 1e-12, "fully balanced: every caption alike");
         assert!((mass(0.5) - 3f64.sqrt()).abs() < 1e-12);
         assert!(caption_balanced_weights(&data, 1.5).is_err());
+        let mut ungrouped = data.clone();
+        ungrouped.caption_groups.pop();
+        assert!(caption_balanced_weights(&ungrouped, 0.5).is_err(), "a caption without a group");
         let mut bad = data;
-        bad.samples.push((vec![0.0], 3));
+        bad.samples.push((vec![0.0], 4));
         assert!(caption_balanced_weights(&bad, 0.5).is_err(), "a caption index without an embedding");
     }
 
