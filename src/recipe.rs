@@ -323,7 +323,7 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
             .collect(),
         shape: [c, h, h],
         captions: pool.texts.iter().map(|t| embed(t)).collect::<Result<_>>()?,
-        caption_groups: pool.text_families.clone(),
+        caption_groups: pool.text_kinds.iter().map(|&kind| kind as usize).collect(),
         uncond: embed("")?,
         context_shape: [tokenizer.max_length(), text_config.hidden_size],
     };

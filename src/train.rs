@@ -289,8 +289,8 @@ pub struct CaptionedImages {
     pub captions: Vec<usize>,
     /// The distinct captions.
     pub texts: Vec<String>,
-    /// The phantom family of each of `texts` (0 chest, 1 dermoscopy): the groups caption balancing keeps.
-    pub text_families: Vec<usize>,
+    /// The phantom family of each of `texts`: the groups caption balancing keeps.
+    pub text_kinds: Vec<Kind>,
     /// Size in pixels.
     pub size: usize,
     /// Per image, `[size, size]`: 1 where the attributes change the pixel (the image against its
@@ -304,7 +304,7 @@ pub fn render_captioned(n: usize, seed: u64, size: usize, mut progress: impl FnM
         pixels: Vec::with_capacity(n),
         captions: Vec::with_capacity(n),
         texts: vec![],
-        text_families: vec![],
+        text_kinds: vec![],
         size,
         attribute_masks: Vec::with_capacity(n),
     };
@@ -326,7 +326,7 @@ pub fn render_captioned(n: usize, seed: u64, size: usize, mut progress: impl FnM
         let caption = phantom.caption();
         let idx = out.texts.iter().position(|t| *t == caption).unwrap_or_else(|| {
             out.texts.push(caption);
-            out.text_families.push(i % 2);
+            out.text_kinds.push(kind);
             out.texts.len() - 1
         });
         out.captions.push(idx);
