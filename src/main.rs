@@ -41,12 +41,30 @@ enum Command {
     TrainClassifier(TrainClassifierArgs),
     /// Train (or resume) the embedded mini model on phantoms: tokenizer, text encoder, VAE, U-Net.
     TrainMini(TrainMiniArgs),
+    /// Blend a fine-tuned U-Net with the one it started from (weight-space ensembling) into a new model folder.
+    Blend(BlendArgs),
     /// Score trajectories as the paper's Table 2 (CFRT) and Fig. 5 (direction cosines) with a classifier.
     Evaluate(EvaluateArgs),
     /// Judge images (e.g. a `generate` run's PNGs) with an attribute classifier: one probability per label.
     Classify(ClassifyArgs),
     /// Write an int8 copy of a model folder and report its size and image fidelity against the original.
     Quantize(QuantizeArgs),
+}
+
+#[derive(Args)]
+struct BlendArgs {
+    /// The model folder the fine-tune started from (e.g. public/model; int8 is dequantized).
+    #[arg(long)]
+    base: PathBuf,
+    /// The fine-tuned model folder (a `train-mini --out` folder); everything but its U-Net is copied as is.
+    #[arg(long)]
+    tuned: PathBuf,
+    /// The fine-tune's share: 0 gives the base U-Net, 1 the tuned one.
+    #[arg(long, default_value_t = 0.5)]
+    weight: f32,
+    /// Output folder (must not exist).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -354,6 +372,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dataset(a) => dataset(a),
         Command::TrainClassifier(a) => train_classifier(a, &device),
         Command::TrainMini(a) => train_mini(a, &device),
+        Command::Blend(a) => {
+            traverse::recipe::blend_unet(&a.base, &a.tuned, a.weight, &a.out)?;
+            println!("wrote {} (U-Net: {} of the tuned one's weights)", a.out.display(), a.weight);
+            Ok(())
+        }
         Command::Quantize(a) => quantize(a, &device),
         Command::Evaluate(a) => evaluate_cmd(a, &device),
         Command::Classify(a) => classify_cmd(a, &device),

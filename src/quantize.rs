@@ -28,7 +28,7 @@ fn bad(what: &str, message: impl Into<String>) -> Error {
 }
 
 /// Values of a float tensor as f32.
-fn floats(what: &str, name: &str, view: &TensorView) -> Result<Vec<f32>> {
+pub(crate) fn floats(what: &str, name: &str, view: &TensorView) -> Result<Vec<f32>> {
     let d = view.data();
     Ok(match view.dtype() {
         Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
