@@ -135,6 +135,48 @@ fn quantize_writes_a_loadable_int8_folder_with_a_report() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 }
 
+#[test]
+fn blend_writes_a_model_folder_that_generates() {
+    let tmp = TempDir::new("blend");
+    let model = fixtures().join("tiny-sd");
+    let model = model.to_str().unwrap();
+    let blended = tmp.0.join("blended");
+    let blend = |weight: &str| {
+        traverse(&["blend", "--base", model, "--tuned", model, "--weight", weight, "--out", blended.to_str().unwrap()])
+    };
+    let run = blend("0.3");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // A model blended with itself is itself (to float rounding): the same seed gives the same latents.
+    let latents = |model: &str, out: &str| {
+        let out = tmp.0.join(out);
+        let run = traverse(&[
+            "generate",
+            "--model",
+            model,
+            "--steps",
+            "4",
+            "--swap-points",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let bytes = std::fs::read(out.join("latents.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let data = st.tensor("style0.t2").unwrap().data().to_vec();
+        data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>()
+    };
+    let (original, mixed) = (latents(model, "a"), latents(blended.to_str().unwrap(), "b"));
+    assert_eq!(original.len(), mixed.len());
+    assert!(original.iter().zip(&mixed).all(|(a, b)| (a - b).abs() < 1e-3));
+    // The output exists now, so a second blend is refused and leaves it alone; so is a weight outside 0..=1.
+    for weight in ["0.5", "1.5"] {
+        let run = blend(weight);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success() && err.starts_with("error:") && !err.contains("panicked"), "{err}");
+    }
+}
+
 fn classifiers() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("public/classifiers")
 }
