@@ -169,7 +169,7 @@ fn blend_writes_a_model_folder_that_generates() {
     let (original, mixed) = (latents(model, "a"), latents(blended.to_str().unwrap(), "b"));
     assert_eq!(original.len(), mixed.len());
     assert!(original.iter().zip(&mixed).all(|(a, b)| (a - b).abs() < 1e-3));
-    // The output exists now, so a second blend is refused and leaves it alone; so is a weight outside 0..=1.
+    // The output exists now, so a second blend is refused; so is a weight outside 0..=1.
     for weight in ["0.5", "1.5"] {
         let run = blend(weight);
         let err = String::from_utf8_lossy(&run.stderr);
