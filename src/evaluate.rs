@@ -107,6 +107,11 @@ pub struct StyleScore {
     pub neutral_positive_rate: f64,
     /// Fraction of swap images the classifier calls positive for the attribute, per swap point.
     pub positive_rate: Vec<f64>,
+    /// CFRT of the swap images at each swap point (one sample per subject).
+    pub cfrt_by_swap_point: Vec<f64>,
+    /// Share of the swap images that pass Eq. 3 while the classifier does not call them positive for the
+    /// attribute: the edit moved its probability more than the other edits did, but not across 0.5.
+    pub passes_below_threshold: f64,
     /// Side effects: for every other classifier label (the diagnosis included), the fraction of swap images
     /// whose decision for it differs from the neutral image's. Any of these fails that image's CFRT.
     pub side_effects: Vec<(String, f64)>,
@@ -251,6 +256,8 @@ pub fn evaluate(
     let mut swap_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
     let mut interp_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
     let mut positives: Vec<Vec<usize>> = vec![vec![0; eval.swap.swap_points.len()]; n_styles];
+    let mut passes: Vec<Vec<usize>> = vec![vec![0; eval.swap.swap_points.len()]; n_styles];
+    let mut passes_below = vec![0usize; n_styles];
     let mut neutral_positives = vec![0usize; n_styles];
     let mut side_effects = vec![vec![0usize; config.labels.len()]; n_styles];
     let mut cosines: Vec<Vec<Vec<Vec<f64>>>> = vec![Vec::new(); n_styles];
@@ -276,8 +283,12 @@ pub fn evaluate(
         for a in 0..n_styles {
             neutral_positives[a] += usize::from(neutral[styles[a]] >= 0.5);
             for k in 0..res.swap_points.len() {
-                swap_samples[a].push(samples(&swapped, k, a));
-                positives[a][k] += usize::from(swapped[a][k][styles[a]] >= 0.5);
+                let sample = samples(&swapped, k, a);
+                let positive = swapped[a][k][styles[a]] >= 0.5;
+                passes[a][k] += usize::from(sample.passes());
+                passes_below[a] += usize::from(sample.passes() && !positive);
+                positives[a][k] += usize::from(positive);
+                swap_samples[a].push(sample);
                 // Counted for every label; the style's own is left out of the report below.
                 for (j, flips) in side_effects[a].iter_mut().enumerate() {
                     *flips += usize::from((neutral[j] >= 0.5) != (swapped[a][k][j] >= 0.5));
@@ -323,6 +334,8 @@ pub fn evaluate(
             samples: swap_samples[a].len(),
             neutral_positive_rate: neutral_positives[a] as f64 / eval.subjects.max(1) as f64,
             positive_rate: positives[a].iter().map(|&p| p as f64 / eval.subjects.max(1) as f64).collect(),
+            cfrt_by_swap_point: passes[a].iter().map(|&p| p as f64 / eval.subjects.max(1) as f64).collect(),
+            passes_below_threshold: passes_below[a] as f64 / swap_samples[a].len().max(1) as f64,
             side_effects: (config.labels.iter().zip(&side_effects[a]))
                 .enumerate()
                 .filter(|&(j, _)| j != styles[a])

@@ -939,6 +939,21 @@ fn evaluate_cmd(a: EvaluateArgs, device: &Device) -> Result<()> {
             let effects: Vec<String> = s.side_effects.iter().map(|(l, r)| format!("{l} {r:.2}")).collect();
             println!("- {} {}: {}", s.setting, s.attribute, effects.join(", "));
         }
+        println!(
+            "\nCFRT per swap point t = {:?}, and the share of swap images passing Eq. 3 below the classifier's \
+             threshold",
+            eval.swap.swap_points
+        );
+        for s in &scores {
+            let per_point: Vec<String> = s.cfrt_by_swap_point.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "- {} {}: {} (below threshold {:.2})",
+                s.setting,
+                s.attribute,
+                per_point.join(" "),
+                s.passes_below_threshold
+            );
+        }
     }
     for m in &maps {
         if let (Some(latent), Some(map)) = (m.same_subject_neighbours, m.same_subject_neighbours_map) {

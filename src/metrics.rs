@@ -45,15 +45,17 @@ pub fn cfrt(samples: &[CfrtSample]) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
-    let flips = samples
-        .iter()
-        .filter(|s| {
-            let own = (s.f_neutral - s.f_edited).abs();
-            let others = s.f_other_edits.iter().map(|f| (s.f_neutral - f).abs()).fold(0.0, f64::max);
-            own > others && s.class.0 == s.class.1 && s.other_attributes.0 == s.other_attributes.1
-        })
-        .count();
-    flips as f64 / samples.len() as f64
+    samples.iter().filter(|s| s.passes()).count() as f64 / samples.len() as f64
+}
+
+impl CfrtSample {
+    /// Eq. 3's indicator for this sample: `A`'s edit moved f more than every other edit did, and the class and
+    /// every other attribute kept their labels. It does not ask f(x'_A) to cross the decision threshold.
+    pub fn passes(&self) -> bool {
+        let own = (self.f_neutral - self.f_edited).abs();
+        let others = self.f_other_edits.iter().map(|f| (self.f_neutral - f).abs()).fold(0.0, f64::max);
+        own > others && self.class.0 == self.class.1 && self.other_attributes.0 == self.other_attributes.1
+    }
 }
 
 /// The largest perplexity that `n` points allow (t-SNE needs n − 1 ≥ 3 · perplexity): `wanted`, or less.

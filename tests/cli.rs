@@ -222,6 +222,7 @@ fn evaluate_scores_every_style_of_a_family() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("| chest | pleural_effusion |"), "{stdout}");
     assert!(stdout.contains("- chest pleural_effusion: support_devices "), "{stdout}");
+    assert!(stdout.contains("CFRT per swap point t = [2, 4, 6]"), "{stdout}");
     let report = manifest_named(&tmp.0, "evaluation.json");
     let scores = report["scores"].as_array().unwrap();
     let styles: Vec<&str> = scores.iter().map(|s| s["attribute"].as_str().unwrap()).collect();
@@ -241,6 +242,14 @@ fn evaluate_scores_every_style_of_a_family() {
         assert_eq!(effects.len(), 1, "{s}");
         assert_eq!(effects[0][0], other);
         assert!((0.0..=1.0).contains(&effects[0][1].as_f64().unwrap()), "{s}");
+        // Per swap point over the 2 subjects; their mean is the CFRT over all swap images.
+        let per_point: Vec<f64> =
+            s["cfrt_by_swap_point"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(per_point.len(), 3, "{s}");
+        assert!(per_point.iter().all(|r| [0.0, 0.5, 1.0].contains(r)), "{s}");
+        let cfrt = s["cfrt"].as_f64().unwrap();
+        assert!((per_point.iter().sum::<f64>() / 3.0 - cfrt).abs() < 1e-9, "{s}");
+        assert!((0.0..=cfrt).contains(&s["passes_below_threshold"].as_f64().unwrap()), "{s}");
         let cos = s["cosines"].as_array().unwrap();
         assert_eq!(cos.len(), 3);
         assert!((cos[1][1].as_f64().unwrap() - 1.0).abs() < 1e-9);
