@@ -18,7 +18,7 @@ pub struct Example {
     /// Neutral prompt and the style prompt of each attribute, with its classifier label.
     pub setting: Setting,
     /// Classifier-free guidance the example runs at: the paper's 7.5 for chest X-rays; 4 for dermoscopy,
-    /// where the embedded model's edits carry fewer side effects at 4 (higher CFRT on each of three seed sets,
+    /// where the embedded model's edits carry fewer side effects at 4 (higher CFRT on every seed set measured,
     /// see the README's *Guidance*).
     pub guidance: f64,
 }
