@@ -38,16 +38,6 @@ pub struct CfrtSample {
     pub other_attributes: (Vec<bool>, Vec<bool>),
 }
 
-/// Classifier Flip Rate along a Trajectory (Eq. 3): the fraction of samples whose `A` classifier moves more
-/// when `A` is edited than when any other attribute is, while the class and every other attribute stay.
-/// For generated images the labels come from the attribute classifiers; for phantoms they are known.
-pub fn cfrt(samples: &[CfrtSample]) -> f64 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    samples.iter().filter(|s| s.passes()).count() as f64 / samples.len() as f64
-}
-
 impl CfrtSample {
     /// Eq. 3's indicator for this sample: `A`'s edit moved f more than every other edit did, and the class and
     /// every other attribute kept their labels. It does not ask f(x'_A) to cross the decision threshold.
@@ -56,6 +46,16 @@ impl CfrtSample {
         let others = self.f_other_edits.iter().map(|f| (self.f_neutral - f).abs()).fold(0.0, f64::max);
         own > others && self.class.0 == self.class.1 && self.other_attributes.0 == self.other_attributes.1
     }
+}
+
+/// Classifier Flip Rate along a Trajectory (Eq. 3): the fraction of samples whose `A` classifier moves more
+/// when `A` is edited than when any other attribute is, while the class and every other attribute stay.
+/// For generated images the labels come from the attribute classifiers; for phantoms they are known.
+pub fn cfrt(samples: &[CfrtSample]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.iter().filter(|s| s.passes()).count() as f64 / samples.len() as f64
 }
 
 /// The largest perplexity that `n` points allow (t-SNE needs n − 1 ≥ 3 · perplexity): `wanted`, or less.
