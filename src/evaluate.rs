@@ -284,9 +284,9 @@ pub fn evaluate(
             neutral_positives[a] += usize::from(neutral[styles[a]] >= 0.5);
             for k in 0..res.swap_points.len() {
                 let sample = samples(&swapped, k, a);
-                let positive = swapped[a][k][styles[a]] >= 0.5;
-                passes[a][k] += usize::from(sample.passes());
-                passes_below[a] += usize::from(sample.passes() && !positive);
+                let (pass, positive) = (sample.passes(), swapped[a][k][styles[a]] >= 0.5);
+                passes[a][k] += usize::from(pass);
+                passes_below[a] += usize::from(pass && !positive);
                 positives[a][k] += usize::from(positive);
                 swap_samples[a].push(sample);
                 // Counted for every label; the style's own is left out of the report below.
