@@ -194,6 +194,10 @@ struct TrainMiniArgs {
     /// keeps its share of the draws.
     #[arg(long, default_value_t = 0.0)]
     unet_caption_balance: f64,
+    /// Share of the U-Net's draws given to chest phantoms (dermoscopy gets the rest), in 0..=1; by default each
+    /// family keeps its share of the pool (half each).
+    #[arg(long)]
+    unet_chest_share: Option<f64>,
     /// Checkpoint interval in steps.
     #[arg(long, default_value_t = 200)]
     checkpoint_every: usize,
@@ -1060,6 +1064,9 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
     if a.images == 0 || a.checkpoint_every == 0 || !(a.unet_lr > 0.0 && a.unet_lr.is_finite()) {
         return Err(Error::arg("need --images ≥ 1, --checkpoint-every ≥ 1 and a positive --unet-lr"));
     }
+    if a.unet_chest_share.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+        return Err(Error::arg("--unet-chest-share must lie in 0..=1"));
+    }
     let recipe = Recipe {
         preset: Preset::Mini,
         size: a.size,
@@ -1074,6 +1081,7 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
         unet_steps: a.unet_steps,
         unet_learning_rate: a.unet_lr,
         unet_caption_balance: a.unet_caption_balance,
+        unet_chest_share: a.unet_chest_share,
         batches: [32, 8, 16],
         checkpoint_every: a.checkpoint_every,
     };

@@ -127,6 +127,8 @@ pub struct Recipe {
     pub unet_learning_rate: f64,
     /// Oversampling of rare captions in the U-Net's batches ([`UnetTraining::caption_balance`]).
     pub unet_caption_balance: f64,
+    /// Share of the U-Net's draws given to chest phantoms, the rest to dermoscopy; `None` keeps the pool's.
+    pub unet_chest_share: Option<f64>,
     /// Side of the random crops the autoencoder trains on (≤ `size`).
     pub vae_crop: usize,
     /// Weight of the autoencoder's edge loss ([`VaeTraining::edge_weight`]).
@@ -398,6 +400,8 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
         learning_rate: r.unet_learning_rate,
         uncond_probability: 0.1,
         caption_balance: r.unet_caption_balance,
+        // Caption groups are the families' `Kind` indices: chest first.
+        group_shares: r.unet_chest_share.map(|chest| vec![chest, 1.0 - chest]),
         seed: r.seed,
         checkpoint_every: r.checkpoint_every,
     };

@@ -600,6 +600,9 @@ pub struct UnetTraining {
     /// so 0 draws every latent alike and 1 every caption of a group alike, each caption group keeping its share
     /// ([`caption_balanced_weights`]).
     pub caption_balance: f64,
+    /// Share of the draws given to each caption group (phantom family), summing to 1: a family whose attribute
+    /// is learnt slowly can be shown more often. `None` keeps each group's share of the data.
+    pub group_shares: Option<Vec<f64>>,
     /// Seed of batch order, timesteps, noise and weights.
     pub seed: u64,
     /// Save the model every this many steps.
@@ -659,11 +662,11 @@ pub fn train_unet(
     let [c, h, w] = data.shape;
     let [l, d] = data.context_shape;
     let b = settings.batch;
-    // Unbalanced runs keep the plain uniform draw, so they repeat the batches of runs made before the option.
-    let balanced = if settings.caption_balance == 0.0 {
+    // Unbalanced runs keep the plain uniform draw, so they repeat the batches of runs made before the options.
+    let balanced = if settings.caption_balance == 0.0 && settings.group_shares.is_none() {
         None
     } else {
-        let weights = caption_balanced_weights(data, settings.caption_balance)?;
+        let weights = caption_balanced_weights(data, settings.caption_balance, settings.group_shares.as_deref())?;
         Some(WeightedIndex::new(weights).map_err(|e| Error::arg(format!("caption weights: {e}")))?)
     };
     for step in start..settings.steps {
@@ -705,12 +708,13 @@ pub fn train_unet(
 }
 
 /// Sampling weight of each latent in `data`: the count of its caption to the power `-balance` (in 0..=1),
-/// scaled so that each caption group (phantom family) keeps the share of the draws it has in the data. At 1
+/// scaled so that each caption group (phantom family) gets `shares[group]` of the draws, or, without `shares`,
+/// keeps the share it has in the data. At 1
 /// every caption of a group is drawn equally often, whatever its prevalence; in between, rare attribute
 /// combinations (melanoma with ink alone, say) are seen more often without repeating a handful of images too
 /// much. Without the group scaling, a family with many rare captions (dermoscopy's 32 against chest's 4) would
 /// take most of the batches (0.71 of them at 0.5 on the mini model's pool).
-pub fn caption_balanced_weights(data: &LatentDataset, balance: f64) -> Result<Vec<f64>> {
+pub fn caption_balanced_weights(data: &LatentDataset, balance: f64, shares: Option<&[f64]>) -> Result<Vec<f64>> {
     if !(0.0..=1.0).contains(&balance) {
         return Err(Error::arg(format!("caption balance must lie in 0..=1, got {balance}")));
     }
@@ -735,13 +739,26 @@ pub fn caption_balanced_weights(data: &LatentDataset, balance: f64) -> Result<Ve
         latents[data.caption_groups[caption]] += 1;
         mass[data.caption_groups[caption]] += w;
     }
+    let share: Vec<f64> = match shares {
+        None => latents.iter().map(|&n| n as f64).collect(),
+        Some(s) => {
+            let sum: f64 = s.iter().sum();
+            if s.len() != groups || s.iter().any(|v| !(0.0..=1.0).contains(v)) || (sum - 1.0).abs() > 1e-9 {
+                return Err(Error::arg(format!("{groups} group shares in 0..=1 summing to 1 expected, got {s:?}")));
+            }
+            if let Some(g) = (0..groups).find(|&g| s[g] > 0.0 && latents[g] == 0) {
+                return Err(Error::arg(format!("group {g} is given a share of the draws but has no latents")));
+            }
+            s.to_vec()
+        }
+    };
     Ok(data
         .samples
         .iter()
         .zip(raw)
         .map(|(&(_, caption), w)| {
             let g = data.caption_groups[caption];
-            w * latents[g] as f64 / mass[g]
+            w * share[g] / mass[g]
         })
         .collect())
 }
@@ -1065,6 +1082,7 @@ mod tests {
             learning_rate: 1e-3,
             uncond_probability: 0.1,
             caption_balance: 0.0,
+            group_shares: None,
             seed: 1,
             checkpoint_every: 1,
         };
@@ -1098,7 +1116,7 @@ mod tests {
             context_shape: [1, 1],
         };
         let mass = |balance| {
-            let w = caption_balanced_weights(&data, balance).unwrap();
+            let w = caption_balanced_weights(&data, balance, None).unwrap();
             let of = |c| data.samples.iter().zip(&w).filter(|((_, k), _)| *k == c).map(|(_, w)| w).sum::<f64>();
             // Group 1 keeps its share (2 of 10 latents) at every balance.
             assert!((of(3) / w.iter().sum::<f64>() - 0.2).abs() < 1e-12, "balance {balance}");
@@ -1107,13 +1125,25 @@ mod tests {
         assert_eq!(mass(0.0), 3.0, "unbalanced: as often as in the data");
         assert!((mass(1.0) - 1.0).abs() < 1e-12, "fully balanced: every caption alike");
         assert!((mass(0.5) - 3f64.sqrt()).abs() < 1e-12);
-        assert!(caption_balanced_weights(&data, 1.5).is_err());
+        assert!(caption_balanced_weights(&data, 1.5, None).is_err());
+        // Given shares override the data's: group 1 now takes 0.7 of the draws, and group 0's captions keep
+        // their balanced ratio.
+        let w = caption_balanced_weights(&data, 0.5, Some(&[0.3, 0.7])).unwrap();
+        let of = |c| data.samples.iter().zip(&w).filter(|((_, k), _)| *k == c).map(|(_, w)| w).sum::<f64>();
+        assert!((of(3) / w.iter().sum::<f64>() - 0.7).abs() < 1e-12);
+        assert!((of(0) / of(1) - 3f64.sqrt()).abs() < 1e-12);
+        for bad_shares in [&[0.5, 0.6][..], &[1.0][..], &[1.2, -0.2][..]] {
+            assert!(caption_balanced_weights(&data, 0.5, Some(bad_shares)).is_err(), "{bad_shares:?}");
+        }
         let mut ungrouped = data.clone();
         ungrouped.caption_groups.pop();
-        assert!(caption_balanced_weights(&ungrouped, 0.5).is_err(), "a caption without a group");
+        assert!(caption_balanced_weights(&ungrouped, 0.5, None).is_err(), "a caption without a group");
+        let mut empty_group = data.clone();
+        empty_group.samples.retain(|&(_, c)| c != 3);
+        assert!(caption_balanced_weights(&empty_group, 0.5, Some(&[0.5, 0.5])).is_err(), "a share for no latents");
         let mut bad = data;
         bad.samples.push((vec![0.0], 4));
-        assert!(caption_balanced_weights(&bad, 0.5).is_err(), "a caption index without an embedding");
+        assert!(caption_balanced_weights(&bad, 0.5, None).is_err(), "a caption index without an embedding");
     }
 
     #[test]

@@ -334,6 +334,12 @@ fn bad_input_is_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--unet-lr") && !err.contains("panicked"), "{err}");
+
+    // So would a family share outside 0..=1.
+    let out = traverse(&["train-mini", "--out", "/definitely/not/here", "--unet-chest-share", "1.5"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--unet-chest-share") && !err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
         unet_steps: 2,
         unet_learning_rate: 2e-4,
         unet_caption_balance: 0.0,
+        unet_chest_share: None,
         batches: [4, 2, 2],
         checkpoint_every: 1,
     };
