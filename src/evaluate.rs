@@ -322,6 +322,7 @@ pub fn evaluate(
         }
         progress(subject);
     }
+    let per_subject = |count: usize| count as f64 / eval.subjects.max(1) as f64;
     let scores = (0..n_styles)
         .map(|a| StyleScore {
             setting: setting.name.clone(),
@@ -332,9 +333,9 @@ pub fn evaluate(
             lpips: mean(&swap_lpips[a]),
             lpips_interpolated: mean(&interp_lpips[a]),
             samples: swap_samples[a].len(),
-            neutral_positive_rate: neutral_positives[a] as f64 / eval.subjects.max(1) as f64,
-            positive_rate: positives[a].iter().map(|&p| p as f64 / eval.subjects.max(1) as f64).collect(),
-            cfrt_by_swap_point: passes[a].iter().map(|&p| p as f64 / eval.subjects.max(1) as f64).collect(),
+            neutral_positive_rate: per_subject(neutral_positives[a]),
+            positive_rate: positives[a].iter().copied().map(per_subject).collect(),
+            cfrt_by_swap_point: passes[a].iter().copied().map(per_subject).collect(),
             passes_below_threshold: passes_below[a] as f64 / swap_samples[a].len().max(1) as f64,
             side_effects: (config.labels.iter().zip(&side_effects[a]))
                 .enumerate()
