@@ -191,7 +191,7 @@ struct TrainMiniArgs {
     unet_lr: f64,
     /// Oversample rare captions in the U-Net's batches: each image is drawn with weight (how many images share
     /// its caption)^-B, from 0 (every image alike) to 1 (every caption of a family alike); each phantom family
-    /// keeps its share of the draws.
+    /// keeps its share of the draws (see --unet-chest-share).
     #[arg(long, default_value_t = 0.0)]
     unet_caption_balance: f64,
     /// Share of the U-Net's draws given to chest phantoms (dermoscopy gets the rest), in 0..=1; by default each

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::clip::ClipTextConfig;
 use crate::error::{Error, Result};
 use crate::scheduler::DdimConfig;
+use crate::synthetic::Kind;
 use crate::tokenizer::{ClipTokenizer, train_clip_bpe};
 use crate::train::{
     LatentDataset, TextEncoderTraining, UnetTraining, VaeTraining, render_captioned, train_text_encoder, train_unet,
@@ -400,8 +401,13 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
         learning_rate: r.unet_learning_rate,
         uncond_probability: 0.1,
         caption_balance: r.unet_caption_balance,
-        // Caption groups are the families' `Kind` indices: chest first.
-        group_shares: r.unet_chest_share.map(|chest| vec![chest, 1.0 - chest]),
+        // Caption groups are the families' `Kind` indices.
+        group_shares: r.unet_chest_share.map(|chest| {
+            let mut shares = vec![0.0; 2];
+            shares[Kind::Chest as usize] = chest;
+            shares[Kind::Derm as usize] = 1.0 - chest;
+            shares
+        }),
         seed: r.seed,
         checkpoint_every: r.checkpoint_every,
     };

@@ -709,10 +709,9 @@ pub fn train_unet(
 
 /// Sampling weight of each latent in `data`: the count of its caption to the power `-balance` (in 0..=1),
 /// scaled so that each caption group (phantom family) gets `shares[group]` of the draws, or, without `shares`,
-/// keeps the share it has in the data. At 1
-/// every caption of a group is drawn equally often, whatever its prevalence; in between, rare attribute
-/// combinations (melanoma with ink alone, say) are seen more often without repeating a handful of images too
-/// much. Without the group scaling, a family with many rare captions (dermoscopy's 32 against chest's 4) would
+/// keeps the share it has in the data. At 1 every caption of a group is drawn equally often, whatever its
+/// prevalence; in between, rare attribute combinations (melanoma with ink alone, say) are seen more often
+/// without repeating a handful of images too much. Without the group scaling, a family with many rare captions (dermoscopy's 32 against chest's 4) would
 /// take most of the batches (0.71 of them at 0.5 on the mini model's pool).
 pub fn caption_balanced_weights(data: &LatentDataset, balance: f64, shares: Option<&[f64]>) -> Result<Vec<f64>> {
     if !(0.0..=1.0).contains(&balance) {

@@ -43,9 +43,13 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
     };
     let trained_scaling = scaling(&dir.0);
     // A second run with more U-Net steps, on a larger pool, resumes every stage and trains only the new U-Net
-    // step; the pool's latents have another spread now, but the U-Net learned the first scaling factor.
+    // step (the draw's settings may change on resume); the pool's latents have another spread now, but the U-Net
+    // learned the first scaling factor.
     recipe.unet_steps = 3;
     recipe.images = 12;
+    // The resumed step draws with caption balance and a chest share: both families are in the pool.
+    recipe.unet_caption_balance = 0.5;
+    recipe.unet_chest_share = Some(0.7);
     let mut again = vec![];
     train(&recipe, &device(), &dir.0, |stage, step, _| again.push((stage.to_string(), step))).unwrap();
     assert_eq!(again, vec![("unet".to_string(), 2)]);
