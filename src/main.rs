@@ -1064,8 +1064,13 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
     if a.images == 0 || a.checkpoint_every == 0 || !(a.unet_lr > 0.0 && a.unet_lr.is_finite()) {
         return Err(Error::arg("need --images ≥ 1, --checkpoint-every ≥ 1 and a positive --unet-lr"));
     }
-    if a.unet_chest_share.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
-        return Err(Error::arg("--unet-chest-share must lie in 0..=1"));
+    // Shares are checked again where the draw is built, but only after the earlier stages; refuse them now.
+    for (flag, value) in
+        [("--unet-caption-balance", Some(a.unet_caption_balance)), ("--unet-chest-share", a.unet_chest_share)]
+    {
+        if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            return Err(Error::arg(format!("{flag} must lie in 0..=1")));
+        }
     }
     let recipe = Recipe {
         preset: Preset::Mini,

@@ -335,11 +335,13 @@ fn bad_input_is_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--unet-lr") && !err.contains("panicked"), "{err}");
 
-    // So would a family share outside 0..=1.
-    let out = traverse(&["train-mini", "--out", "/definitely/not/here", "--unet-chest-share", "1.5"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--unet-chest-share") && !err.contains("panicked"), "{err}");
+    // So would a draw share outside 0..=1.
+    for flag in ["--unet-caption-balance", "--unet-chest-share"] {
+        let out = traverse(&["train-mini", "--out", "/definitely/not/here", flag, "1.5"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
+    }
 }
 
 #[test]
