@@ -9,6 +9,8 @@ Writes:
   public/tokenizer/            the real CLIP BPE tokenizer (49408 tokens) as SD1.5 ships it, plus tokenizer.json
   tests/fixtures/tiny-sd/      a tiny random SD-1.x pipeline in diffusers format (f32, fp16 variant, bf16 VAE)
   tests/fixtures/tiny-unet-v2/ a tiny SD-2.x-style U-Net (linear projections, v-prediction), sharded
+  tests/fixtures/tiny-unet-v3/ a tiny U-Net with diffusers options past SD's (only_cross_attention, …);
+                               `make_fixtures.py unet-v3` rewrites it alone
   tests/fixtures/*.safetensors inputs and reference outputs
   tests/fixtures/prompts.json  prompts whose token ids are checked against transformers' CLIPTokenizer
 """
@@ -18,6 +20,7 @@ import gzip
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import open_clip
@@ -173,6 +176,22 @@ def tiny_unet_v2():
     return perturb(unet.eval(), 13)
 
 
+def tiny_unet_v3():
+    """diffusers options past the SD presets: text in the first attention, per-block depths, 1×1 conv_in/out."""
+    torch.manual_seed(5)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(8, 16, 24), layers_per_block=[1, 2, 1], attention_head_dim=[2, 2, 4],
+        only_cross_attention=[False, True, True], cross_attention_dim=16, norm_num_groups=4,
+        # diffusers passes resnet_out_scale_factor only to block types outside SD's, so it must change nothing
+        mid_block_scale_factor=0.7, resnet_out_scale_factor=1.3, time_embedding_dim=24,
+        conv_in_kernel=1, conv_out_kernel=1, downsample_padding=0,
+    )
+    return perturb(unet.eval(), 15)
+
+
 def tiny_vae():
     torch.manual_seed(4)
     vae = AutoencoderKL(
@@ -215,8 +234,24 @@ def swap_run(unet, sched, z, neutral, style, uncond, scale, steps, swap_points):
     return out
 
 
+def write_unet_v3():
+    unet3 = tiny_unet_v3()
+    u3_dir = FIX / "tiny-unet-v3"
+    if u3_dir.exists():
+        shutil.rmtree(u3_dir)
+    unet3.save_pretrained(u3_dir / "unet", safe_serialization=True)
+    g = torch.Generator().manual_seed(4321)
+    ref = {"unet.sample": torch.randn(2, 4, 8, 12, generator=g), "unet.encoder_hidden_states": torch.randn(2, 77, 16, generator=g)}
+    ref["unet.timestep"] = torch.tensor([333], dtype=torch.int64)
+    ref["unet.out"] = unet3(ref["unet.sample"], 333, encoder_hidden_states=ref["unet.encoder_hidden_states"]).sample
+    save_file({k: v.contiguous() for k, v in ref.items()}, FIX / "tiny_unet_v3_reference.safetensors")
+
+
 def main():
     FIX.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["unet-v3"]:  # this fixture alone, leaving the others' bytes as they are
+        write_unet_v3()
+        return
     tok = build_clip_tokenizer()
     ids = check_tokenizer(tok)
     save_file({"input_ids": ids.to(torch.int64).contiguous()}, FIX / "prompt_ids.safetensors")
@@ -315,6 +350,7 @@ def main():
         x = sched2.step(guided_eps(unet2, x, t, e2, e2u, 5.0), t, x).prev_sample
     ref2["ddim.latents"] = x
     save_file({k: v.contiguous() for k, v in ref2.items()}, FIX / "tiny_unet_v2_reference.safetensors")
+    write_unet_v3()
     print("fixtures written")
 
 

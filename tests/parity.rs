@@ -137,21 +137,28 @@ fn inversion_matches_ddim_inverse_scheduler() {
     assert_close("regenerated latent", res.neutral, &r["invert.regenerated"], 1e-3);
 }
 
+/// The U-Net of a fixture folder, and how many weight files it was read from.
+fn load_unet(dir: &std::path::Path) -> (traverse::unet::UNet2DConditionModel, usize) {
+    let config = traverse::unet::UNet2DConditionConfig::from_json(
+        &std::fs::read_to_string(dir.join("unet/config.json")).unwrap(),
+    )
+    .unwrap();
+    let src = traverse::pipeline::DirSource(dir.to_path_buf());
+    let files = traverse::pipeline::weight_files(&src, "unet", "diffusion_pytorch_model", None).unwrap();
+    let mut unet = config.init(&device()).unwrap();
+    let n = files.len();
+    let files = files.iter().map(|f| traverse::weights::WeightFile::Path(dir.join(f))).collect();
+    traverse::weights::load_into(&mut unet, "unet", files, &traverse::unet::NAMES).unwrap();
+    (unet, n)
+}
+
 #[test]
 fn sd2_style_unet_sharded_v_prediction() {
     let r = load_reference("tiny_unet_v2_reference.safetensors");
     let dir = fixtures().join("tiny-unet-v2");
     let dev = device();
-    let config = traverse::unet::UNet2DConditionConfig::from_json(
-        &std::fs::read_to_string(dir.join("unet/config.json")).unwrap(),
-    )
-    .unwrap();
-    let src = traverse::pipeline::DirSource(dir.clone());
-    let files = traverse::pipeline::weight_files(&src, "unet", "diffusion_pytorch_model", None).unwrap();
-    assert_eq!(files.len(), 7, "sharded into 7 files");
-    let mut unet = config.init(&dev).unwrap();
-    let files = files.iter().map(|f| traverse::weights::WeightFile::Path(dir.join(f))).collect();
-    traverse::weights::load_into(&mut unet, "unet", files, &traverse::unet::NAMES).unwrap();
+    let (unet, shards) = load_unet(&dir);
+    assert_eq!(shards, 7, "sharded into 7 files");
     let ctx = r["unet.encoder_hidden_states"].tensor::<3>(&dev);
     let out = unet.forward(r["unet.sample"].tensor(&dev), r["unet.timestep"].data[0], &ctx);
     assert_close("v2 unet (odd 10×6 latent)", out, &r["unet.out"], 1e-4);
@@ -175,6 +182,19 @@ fn sd2_style_unet_sharded_v_prediction() {
         x = ddim.step(u.clone() + (c - u) * 5.0, t, x);
     }
     assert_close("v2 v-prediction ddim 10 steps", x, &r["ddim.latents"], 1e-3);
+}
+
+/// diffusers options past SD's presets: `only_cross_attention` (not in the mid block), per-block
+/// `layers_per_block`, a `resnet_out_scale_factor` that SD's block types ignore, the mid block's own scale,
+/// `time_embedding_dim`, 1×1 `conv_in`/`conv_out`, `downsample_padding` 0, a block without attention first.
+#[test]
+fn unet_with_diffusers_options_past_sd_presets() {
+    let r = load_reference("tiny_unet_v3_reference.safetensors");
+    let dev = device();
+    let (unet, _) = load_unet(&fixtures().join("tiny-unet-v3"));
+    let ctx = r["unet.encoder_hidden_states"].tensor::<3>(&dev);
+    let out = unet.forward(r["unet.sample"].tensor(&dev), r["unet.timestep"].data[0], &ctx);
+    assert_close("v3 unet (8×12 latent)", out, &r["unet.out"], 1e-4);
 }
 
 #[test]

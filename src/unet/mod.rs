@@ -77,7 +77,6 @@ pub struct UNet2DConditionConfig {
     pub use_linear_projection: bool,
     pub upcast_attention: bool,
     pub resnet_time_scale_shift: String,
-    pub resnet_out_scale_factor: f64,
     pub time_embedding_type: String,
     pub time_embedding_dim: Option<usize>,
     pub conv_in_kernel: usize,
@@ -117,7 +116,6 @@ impl Default for UNet2DConditionConfig {
             use_linear_projection: false,
             upcast_attention: false,
             resnet_time_scale_shift: "default".into(),
-            resnet_out_scale_factor: 1.0,
             time_embedding_type: "positional".into(),
             time_embedding_dim: None,
             conv_in_kernel: 3,
@@ -228,6 +226,8 @@ impl UNet2DConditionConfig {
         let ch = &self.block_out_channels;
         let n = ch.len();
         let temb_dim = self.time_embedding_dim.unwrap_or(ch[0] * 4);
+        // diffusers hands `resnet_out_scale_factor` only to block types outside SD 1.x/2.x, so these
+        // resnets keep a scale of 1 whatever the config says; only the mid block's has its own factor.
         let resnet = |cin, cout, scale| ResnetBlock2DConfig {
             in_channels: cin,
             out_channels: cout,
@@ -250,14 +250,13 @@ impl UNet2DConditionConfig {
         for (i, &channels) in ch.iter().enumerate() {
             let input = out;
             out = channels;
-            let resnets = (0..r.layers[i])
-                .map(|j| resnet(if j == 0 { input } else { out }, out, self.resnet_out_scale_factor))
-                .collect();
+            let resnets = (0..r.layers[i]).map(|j| resnet(if j == 0 { input } else { out }, out, 1.0)).collect();
             let cross = self.down_block_types[i] == "CrossAttnDownBlock2D";
             let down = (i + 1 < n).then_some(self.downsample_padding);
             down_blocks.push(DownBlock::new(resnets, cross.then(|| attn(i, out)), down, device));
         }
-        let mid_attn = attn(n - 1, ch[n - 1]);
+        // diffusers' UNetMidBlock2DCrossAttn takes no `only_cross_attention`: its first attention is always self.
+        let mid_attn = Transformer2DConfig { only_cross_attention: false, ..attn(n - 1, ch[n - 1]) };
         let mid_block = MidBlock::new(resnet(ch[n - 1], ch[n - 1], self.mid_block_scale_factor), mid_attn, 1, device);
         let mut up_blocks = Vec::with_capacity(n);
         let rev = |v: &[usize], i: usize| v[n - 1 - i];
@@ -271,7 +270,7 @@ impl UNet2DConditionConfig {
                 .map(|j| {
                     let skip = if j == layers - 1 { input } else { out };
                     let res_in = if j == 0 { prev } else { out };
-                    resnet(res_in + skip, out, self.resnet_out_scale_factor)
+                    resnet(res_in + skip, out, 1.0)
                 })
                 .collect();
             let cross = self.up_block_types[i] == "CrossAttnUpBlock2D";
