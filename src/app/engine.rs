@@ -87,7 +87,9 @@ pub async fn webgpu() -> Result<Gpu> {
     Ok(Gpu { device, adapter: if name.is_empty() { "unnamed adapter".into() } else { name }, max_binding })
 }
 
-/// Fetches `url`; `Ok(None)` when the server says it does not exist (404).
+/// Fetches `url`; `Ok(None)` when the server says it does not exist: a 404, or an HTML page in its place,
+/// which is how single-page-app servers (`trunk serve` by default, many static hosts) answer for a missing
+/// file. No model file is HTML.
 async fn fetch(url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
     let fail = |message: String| Error::Fetch { url: url.to_string(), message };
     let window = web_sys::window().ok_or_else(|| fail("no window".into()))?;
@@ -96,7 +98,8 @@ async fn fetch(url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         .map_err(|e| fail(js_err("network", e).to_string()))?
         .dyn_into()
         .map_err(|_| fail("not a response".into()))?;
-    if response.status() == 404 {
+    let html = response.headers().get("content-type").ok().flatten().is_some_and(|t| t.starts_with("text/html"));
+    if response.status() == 404 || (response.ok() && html) {
         return Ok(None);
     }
     if !response.ok() {
@@ -117,7 +120,10 @@ async fn fetch(url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
 }
 
 async fn fetch_required(url: &str, limit: u64) -> Result<Vec<u8>> {
-    fetch(url, limit).await?.ok_or_else(|| Error::Fetch { url: url.to_string(), message: "not found (404)".into() })
+    fetch(url, limit).await?.ok_or_else(|| Error::Fetch {
+        url: url.to_string(),
+        message: "not found (404, or an HTML page in its place)".into(),
+    })
 }
 
 /// Loads a diffusers folder served at `base` (single-file or sharded safetensors), checking every weight

@@ -5,7 +5,8 @@
 // DIST is `trunk build --release`'s output; CLI_OUT is a `traverse generate` run with the same settings as
 // LINK below (scripts/test-web.sh makes both). The page's images must match the CLI's (CPU) images: the same
 // link gives the same images on CPU and GPU. A sharded copy of the model (served at /sharded/) must load.
-// Error paths: a bad link, a missing model, no WebGPU.
+// Error paths: a bad link, a missing model, no WebGPU. Missing files get index.html (status 200) as from a
+// single-page-app server, except in the sharded copy, which gets 404s.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -67,7 +68,8 @@ const served = new Set();
 
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, "http://localhost");
-  if (url.pathname.startsWith("/sharded/")) {
+  const viaSharded = url.pathname.startsWith("/sharded/");
+  if (viaSharded) {
     const rel = url.pathname.slice("/sharded/".length);
     if (sharded[rel]) {
       served.add(rel);
@@ -81,7 +83,13 @@ const server = http.createServer((req, res) => {
   const rel = decodeURIComponent(url.pathname.replace(/^\/cli\//, "/")).replace(/^\/+/, "") || "index.html";
   const file = path.resolve(root, rel);
   if (!file.startsWith(path.resolve(root)) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
-    res.writeHead(404).end("not found");
+    if (viaSharded) {
+      res.writeHead(404).end("not found");
+    } else {
+      // Like many static hosts and single-page-app servers: index.html, status 200, for a missing file. The
+      // page must take that as missing (the sharded copy keeps plain 404s, so both answers are covered).
+      res.writeHead(200, { "content-type": "text/html" }).end(fs.readFileSync(path.join(dist, "index.html")));
+    }
     return;
   }
   res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" });
