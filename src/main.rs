@@ -1107,6 +1107,15 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
+/// Phantoms on a dataset's `sheet.png` (the first ones, four per row): the README's phantom figures.
+const SHEET_SAMPLES: usize = 8;
+
+/// An 8-bit image with 1 (gray) or 3 channels as RGB, for contact sheets.
+fn rgb_of(bytes: &[u8], channels: usize, size: u32) -> Result<image::RgbImage> {
+    let rgb = if channels == 1 { bytes.iter().flat_map(|&v| [v; 3]).collect() } else { bytes.to_vec() };
+    image::RgbImage::from_raw(size, size, rgb).ok_or_else(|| Error::Image("buffer size".into()))
+}
+
 fn dataset(a: DatasetArgs) -> Result<()> {
     use traverse::synthetic::{Kind, Phantom, split_of};
     if a.n == 0 || !(16..=1024).contains(&a.size) {
@@ -1118,12 +1127,16 @@ fn dataset(a: DatasetArgs) -> Result<()> {
     let mut csv = String::new();
     let mut jsonl = String::new();
     let mut counts = std::collections::BTreeMap::<String, [usize; 3]>::new();
+    let mut preview = Vec::new();
     for i in 0..a.n {
         let p = Phantom::sample(kind, a.seed, i as u64);
         let img = p.render(a.size);
         let file = format!("images/{i:06}.png");
         let path = a.out.join(&file);
         let bytes = img.to_u8();
+        if i < SHEET_SAMPLES {
+            preview.push(rgb_of(&bytes, img.channels, a.size as u32)?);
+        }
         let saved = if img.channels == 1 {
             image::GrayImage::from_raw(a.size as u32, a.size as u32, bytes).map(|g| g.save(&path))
         } else {
@@ -1158,6 +1171,7 @@ fn dataset(a: DatasetArgs) -> Result<()> {
         pb.inc(1);
     }
     pb.finish();
+    save_png(&contact_sheet(&preview, 4), &a.out.join("sheet.png"))?;
     write(&a.out.join("metadata.csv"), csv.as_bytes())?;
     write(&a.out.join("metadata.jsonl"), jsonl.as_bytes())?;
     let sizes = [0, 1, 2].map(|s| (0..a.n).filter(|&i| split_of(i, a.n) as usize == s).count());
@@ -1166,7 +1180,7 @@ fn dataset(a: DatasetArgs) -> Result<()> {
         "positives_per_split": counts});
     write(&a.out.join("dataset.json"), serde_json::to_string_pretty(&summary).unwrap_or_default().as_bytes())?;
     println!(
-        "wrote {} {kind:?} phantoms to {} (train/val/test {}/{}/{})",
+        "wrote {} {kind:?} phantoms, metadata and sheet.png to {} (train/val/test {}/{}/{})",
         a.n,
         a.out.display(),
         sizes[0],

@@ -350,6 +350,13 @@ fn classify_judges_phantoms_as_their_labels() {
     let data = tmp.0.join("data");
     let out = traverse(&["dataset", "--kind", "derm", "--n", "12", "--seed", "5000", "--out", data.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The preview sheet: the first eight phantoms, four per row, 2-pixel gaps, the first one top left.
+    let sheet = image::open(data.join("sheet.png")).unwrap().to_rgb8();
+    assert_eq!(sheet.dimensions(), (4 * 130 - 2, 2 * 130 - 2));
+    for (k, (x, y)) in [(0, (0, 0)), (5, (130, 130))] {
+        let phantom = image::open(data.join(format!("images/{k:06}.png"))).unwrap().to_rgb8();
+        assert_eq!(image::imageops::crop_imm(&sheet, x, y, 128, 128).to_image(), phantom, "phantom {k}");
+    }
     let csv = std::fs::read_to_string(data.join("metadata.csv")).unwrap();
     let mut rows = csv.lines();
     let header: Vec<&str> = rows.next().unwrap().split(',').collect();
