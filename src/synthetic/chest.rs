@@ -77,7 +77,8 @@ pub struct Devices {
 /// The attributes of one chest image.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChestAttributes {
-    /// Pleural effusion: side and severity (fraction of lung height filled, 0.12–0.4).
+    /// Pleural effusion: side and severity (fraction of lung height filled, 0.04–0.4: from a blunted
+    /// costophrenic angle to a large basal opacity).
     pub effusion: Option<(Side, f32)>,
     /// Support devices present (None: no devices).
     pub devices: Option<Devices>,
@@ -119,7 +120,7 @@ impl ChestAttributes {
             1 => Side::Right,
             _ => Side::Bilateral,
         };
-        let severity = e.random_range(0.14..0.4);
+        let severity = e.random_range(0.04..0.4);
         let mut set = Devices {
             endotracheal_tube: d.random_bool(0.5),
             nasogastric_tube: d.random_bool(0.45),
