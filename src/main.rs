@@ -1110,12 +1110,6 @@ fn train_mini(a: TrainMiniArgs, device: &Device) -> Result<()> {
 /// Phantoms on a dataset's `sheet.png` (the first ones, four per row): the README's phantom figures.
 const SHEET_SAMPLES: usize = 8;
 
-/// An 8-bit image with 1 (gray) or 3 channels as RGB, for contact sheets.
-fn rgb_of(bytes: &[u8], channels: usize, size: u32) -> Result<image::RgbImage> {
-    let rgb = if channels == 1 { bytes.iter().flat_map(|&v| [v; 3]).collect() } else { bytes.to_vec() };
-    image::RgbImage::from_raw(size, size, rgb).ok_or_else(|| Error::Image("buffer size".into()))
-}
-
 fn dataset(a: DatasetArgs) -> Result<()> {
     use traverse::synthetic::{Kind, Phantom, split_of};
     if a.n == 0 || !(16..=1024).contains(&a.size) {
@@ -1133,18 +1127,17 @@ fn dataset(a: DatasetArgs) -> Result<()> {
         let img = p.render(a.size);
         let file = format!("images/{i:06}.png");
         let path = a.out.join(&file);
-        let bytes = img.to_u8();
-        if i < SHEET_SAMPLES {
-            preview.push(rgb_of(&bytes, img.channels, a.size as u32)?);
-        }
-        let saved = if img.channels == 1 {
-            image::GrayImage::from_raw(a.size as u32, a.size as u32, bytes).map(|g| g.save(&path))
+        let (side, bytes) = (a.size as u32, img.to_u8());
+        let png: image::DynamicImage = if img.channels == 1 {
+            image::GrayImage::from_raw(side, side, bytes).map(Into::into)
         } else {
-            image::RgbImage::from_raw(a.size as u32, a.size as u32, bytes).map(|g| g.save(&path))
-        };
-        saved
-            .ok_or_else(|| Error::Image("buffer size".into()))?
-            .map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
+            image::RgbImage::from_raw(side, side, bytes).map(Into::into)
+        }
+        .ok_or_else(|| Error::Image("buffer size".into()))?;
+        png.save(&path).map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
+        if i < SHEET_SAMPLES {
+            preview.push(png.to_rgb8());
+        }
         let split = split_of(i, a.n);
         let labels = p.labels();
         if i == 0 {
