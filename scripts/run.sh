@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# The README's run command, until the web page lands: builds the CLI and runs prompt-swap trajectories and
+# The CLI's counterpart of the page: sets up the toolchain, builds the CLI and runs prompt-swap trajectories and
 # a Bézier traversal with the embedded model (public/model, trained on synthetic phantoms; see its
 # MODEL_CARD.md). Pass --model DIR to use a real diffusers SD-1.x folder instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 export CARGO_TARGET_DIR="$CACHE/target"
-TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
-rustup toolchain install "$TOOLCHAIN" --profile minimal
+source scripts/setup.sh
 cargo build --locked --release --bin traverse
 BIN="$CARGO_TARGET_DIR/release/traverse"
 MODEL=public/model

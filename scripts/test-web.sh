@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# The page's end-to-end tests: builds it, renders the same link with the CLI on the CPU, and checks in
-# headless Chromium (software WebGPU) that the page reproduces those images and reports errors clearly.
-# Run by scripts/test.sh after the native tests (which build target/debug/traverse).
+# The page's tests. First the main command's set-up and page build from an empty cargo registry, as on a
+# fresh machine (scripts/build-web.sh, with the page's cargo home emptied; nothing is recompiled, since that
+# home keeps its path). Then the wasm32 lints, and the end-to-end test: the CLI renders a link on the CPU, and
+# headless Chromium (software WebGPU) must reproduce those images on the page and report errors clearly.
+# Run by scripts/test.sh after the native tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup-web.sh chromium
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 
-CARGO_TARGET_DIR="$CACHE/target-wasm" trunk build --release
-ls -l dist/*.wasm
+echo "== the main command's set-up and page build, from an empty cargo registry"
+rm -rf "$CACHE/cargo-web/registry" "$CACHE/cargo-web/git"
+source scripts/build-web.sh chromium
 
+echo "== the browser build lints clean (wasm32, WebGPU backend, the page)"
+CARGO_HOME="$WEB_CARGO_HOME" CARGO_TARGET_DIR="$CACHE/target-wasm" cargo clippy --locked --offline --lib \
+  --target wasm32-unknown-unknown --no-default-features --features web -- -D warnings 2>&1
+
+echo "== the page, end to end in headless Chromium (software WebGPU)"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 # The settings of tests/web/e2e.mjs's LINK, on burn's CPU backend.

@@ -8,22 +8,19 @@ CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 mkdir -p "$CACHE"
 export CARGO_TERM_COLOR=never
 
-# The toolchain pinned in rust-toolchain.toml with its wasm32 target, trunk, wasm-bindgen, wasm-opt,
-# and chromium (each a no-op once installed).
-command -v rustup >/dev/null || { echo "rustup is required (https://rustup.rs)"; exit 1; }
-
-source scripts/setup-web.sh chromium
+# The pinned toolchain, and libclang for the native GPU build's bindgen; the page's tools (trunk,
+# wasm-bindgen, wasm-opt, chromium) come in test-web.sh.
+source scripts/setup.sh
+apt_install libclang-dev
 
 echo "== formatting and lints"
 cargo fmt --check
 CARGO_TARGET_DIR="$CACHE/target" cargo clippy --locked --all-targets -- -D warnings 2>&1
+# The CLI with its GPU backend (`--device wgpu`, burn's wgpu on Vulkan/Metal).
+CARGO_TARGET_DIR="$CACHE/target" cargo clippy --locked --bin traverse --features wgpu -- -D warnings 2>&1
 
 echo "== native tests (library, parity with diffusers, error handling, CLI)"
 CARGO_TARGET_DIR="$CACHE/target" cargo test --locked 2>&1
 
-echo "== the browser build lints clean (wasm32, WebGPU backend, the page)"
-CARGO_TARGET_DIR="$CACHE/target-wasm" cargo clippy --locked --lib --target wasm32-unknown-unknown \
-  --no-default-features --features web -- -D warnings 2>&1
-
-echo "== the page, end to end in headless Chromium (software WebGPU)"
+echo "== the page: set-up and build from an empty registry, wasm32 lints, end to end in headless Chromium"
 bash scripts/test-web.sh 2>&1
