@@ -49,7 +49,7 @@ fn run(dir: &Path, device: &Device) -> Result<(f32, f32), Box<dyn std::error::Er
     let init = Tensor::<4>::from_data(TensorData::new(init.clone(), shape.clone()), device);
     let prompt = case["prompt"].as_str().ok_or("prompt")?.to_string();
     let negative = case["negative"].as_str().ok_or("negative")?;
-    let res = SwapSampler::new(&sd, init, &prompt, std::slice::from_ref(&prompt), negative, &settings)?.run();
+    let res = SwapSampler::new(&sd, init, &prompt, std::slice::from_ref(&prompt), negative, &settings)?.run()?;
     let latent = res.trajectories[0].latents[0].clone();
     let latents = relative_error(latent.clone(), &r["latents"])?;
     let image = relative_error(sd.vae.decode(latent), &r["image"])?;

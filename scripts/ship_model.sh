@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ships a trained mini model (from `traverse train-mini --out DIR`): int8 copy in public/model with its
-# quantization report, the loss curves, the CFRT evaluation and autoencoder ceiling of both phantom families,
+# quantization report, the training recipe, each stage's runs and loss curves, the CFRT evaluation and autoencoder ceiling of both phantom families,
 # and the README's trajectory, reconstruction and t-SNE images. Every figure in public/model/MODEL_CARD.md comes
 # from the files this writes.
 #
@@ -30,9 +30,13 @@ find "$OUT" -mindepth 1 -maxdepth 1 ! -name MODEL_CARD.md -exec rm -rf {} +
 mkdir -p "$OUT/training"
 # The contrastive text/image pair is for resuming training (`train-mini --resume-from public/model`) only.
 mv "$OUT/text_encoder/contrastive.safetensors" "$OUT/training/"
+# How it was trained: the recipe, and each stage's runs with their settings (`train-mini --resume-from` reads
+# the states back).
+[ -f "$TRAINED/training.json" ] && cp "$TRAINED/training.json" "$OUT/training/recipe.json"
 for stage in text_encoder vae unet; do
   cp "$TRAINED/$stage/loss.csv" "$OUT/training/$stage-loss.csv"
   cp "$TRAINED/$stage/loss.svg" "$OUT/training/$stage-loss.svg"
+  cp "$TRAINED/$stage/train_state.json" "$OUT/training/$stage-state.json"
 done
 
 for kind in chest derm; do

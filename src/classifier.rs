@@ -7,10 +7,13 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, silu};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::nn::group_norm;
+use crate::weights::{NameMap, WeightFile};
 
 /// Sizes and label names of a classifier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,22 +67,88 @@ impl ClassifierConfig {
 
     /// Reads `config.json`.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| Error::config("classifier config.json", e))
+        crate::error::parse_json("classifier config.json", json)
+    }
+
+    /// Position of `label` among the classifier's outputs.
+    pub fn label_column(&self, label: &str) -> Result<usize> {
+        self.labels
+            .iter()
+            .position(|l| l == label)
+            .ok_or_else(|| Error::arg(format!("the classifier has no label {label:?} (it has {:?})", self.labels)))
     }
 }
 
-/// Loads a classifier saved as `config.json` + `model.safetensors` from their contents (the CLI reads them
-/// from a folder, the browser fetches them).
-pub fn load(
-    config_json: &str,
-    weights: crate::weights::WeightFile,
-    device: &Device,
-) -> Result<(AttributeClassifier, ClassifierConfig)> {
-    let config = ClassifierConfig::from_json(config_json)?;
-    let mut model = config.init(device)?;
-    let names = crate::weights::NameMap { remaps: &[], ignore: &[] };
-    crate::weights::load_into(&mut model, "classifier", vec![weights], &names)?;
-    Ok((model, config))
+/// A classifier with its config: what CFRT's readouts need.
+#[derive(Debug)]
+pub struct Classifier {
+    /// The network.
+    pub model: AttributeClassifier,
+    /// Its sizes and labels.
+    pub config: ClassifierConfig,
+}
+
+/// Weights are saved with our module paths, which are also the PyTorch names.
+const NAMES: NameMap = NameMap { remaps: &[], ignore: &[] };
+
+impl Classifier {
+    /// Loads a classifier saved as `config.json` + `model.safetensors` from their contents (the CLI reads
+    /// them from a folder, the browser fetches them).
+    pub fn load(config_json: &str, weights: WeightFile, device: &Device) -> Result<Self> {
+        let config = ClassifierConfig::from_json(config_json)?;
+        let mut model = config.init(device)?;
+        crate::weights::load_into(&mut model, "classifier", vec![weights], &NAMES)?;
+        Ok(Self { model, config })
+    }
+
+    /// Loads a classifier folder written by [`Classifier::save`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_dir(dir: &std::path::Path, device: &Device) -> Result<Self> {
+        let json = crate::files::read_text(&dir.join("config.json"))?;
+        Self::load(&json, WeightFile::Path(dir.join("model.safetensors")), device)
+    }
+
+    /// Saves a classifier folder: `config.json` and `model.safetensors` (PyTorch layout and names, like
+    /// every other weights file Traverse reads), in f32 or (`int8`) in the format of [`crate::quantize`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save(&self, dir: &std::path::Path, int8: bool) -> Result<()> {
+        crate::files::create_dir(dir)?;
+        let json = crate::files::json_text("classifier config", &self.config)?;
+        crate::files::write(&dir.join("config.json"), json.as_bytes())?;
+        let path = dir.join("model.safetensors");
+        crate::weights::save_pytorch(&self.model, &path, &[])?;
+        if int8 {
+            let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+            crate::files::write(&path, &crate::quantize::quantize(&path.display().to_string(), &bytes)?)?;
+        }
+        Ok(())
+    }
+
+    /// Probabilities `[B, labels]` of images `[B, 3, H, W]` (in [-1, 1]), resized to the classifier's input
+    /// and reduced to gray for one-channel classifiers, left on the images' device (the browser reads them
+    /// back asynchronously).
+    pub fn probabilities(&self, images: Tensor<4>) -> Result<Tensor<2>> {
+        let [_, c, h, w] = images.dims();
+        let config = &self.config;
+        let mut x = images;
+        if (h, w) != (config.image_size, config.image_size) {
+            let size = [config.image_size, config.image_size];
+            x = interpolate(x, InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size(size));
+        }
+        x = match (c, config.in_channels) {
+            (3, 1) => x.mean_dim(1),
+            (a, e) if a == e => x,
+            (a, e) => return Err(Error::arg(format!("classifier takes {e}-channel images, got {a} channels"))),
+        };
+        Ok(self.model.predict(x))
+    }
+
+    /// [`probabilities`](Self::probabilities) read back: one row of label probabilities per image.
+    pub fn classify(&self, images: Tensor<4>) -> Result<Vec<Vec<f32>>> {
+        let b = images.dims()[0];
+        let p = crate::readback::values(self.probabilities(images)?)?;
+        Ok(p.chunks(self.config.labels.len()).take(b).map(<[f32]>::to_vec).collect())
+    }
 }
 
 impl AttributeClassifier {

@@ -10,6 +10,16 @@ use crate::error::{Error, Result};
 use crate::nn::attention::multi_head_attention;
 use crate::weights::NameMap;
 
+/// The MLP's activation (transformers' `hidden_act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// x · σ(1.702 x) (SD 1.x's OpenAI CLIP).
+    QuickGelu,
+    /// The exact GELU (SD 2.x's OpenCLIP).
+    Gelu,
+}
+
 /// transformers' `CLIPTextConfig` (the fields the encoder uses), with its defaults.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
@@ -21,8 +31,7 @@ pub struct ClipTextConfig {
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub max_position_embeddings: usize,
-    /// `quick_gelu` (SD 1.x) or `gelu` (SD 2.x's OpenCLIP).
-    pub hidden_act: String,
+    pub hidden_act: HiddenAct,
     pub layer_norm_eps: f64,
 }
 
@@ -35,7 +44,7 @@ impl Default for ClipTextConfig {
             num_hidden_layers: 12,
             num_attention_heads: 8,
             max_position_embeddings: 77,
-            hidden_act: "quick_gelu".into(),
+            hidden_act: HiddenAct::QuickGelu,
             layer_norm_eps: 1e-5,
         }
     }
@@ -54,6 +63,7 @@ struct ClipAttention {
 struct ClipMlp {
     fc1: Linear,
     fc2: Linear,
+    /// quick_gelu rather than gelu ([`HiddenAct`]).
     quick_gelu: bool,
 }
 
@@ -96,7 +106,7 @@ pub const NAMES: NameMap =
 impl ClipTextConfig {
     /// Parses `text_encoder/config.json`.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| Error::config("text_encoder/config.json", e))
+        crate::error::parse_json("text_encoder/config.json", json)
     }
 
     /// Builds the model (weights uninitialized until loaded or trained); fails on unsupported configs.
@@ -108,13 +118,7 @@ impl ClipTextConfig {
                 format!("hidden_size {} does not split into {} heads", c.hidden_size, c.num_attention_heads),
             ));
         }
-        let quick_gelu = match c.hidden_act.as_str() {
-            "quick_gelu" => true,
-            "gelu" => false,
-            other => {
-                return Err(Error::config("text_encoder/config.json", format!("hidden_act {other} is not supported")));
-            }
-        };
+        let quick_gelu = c.hidden_act == HiddenAct::QuickGelu;
         let d = c.hidden_size;
         let lin = |i, o| LinearConfig::new(i, o).init(device);
         let ln = || LayerNormConfig::new(d).with_epsilon(c.layer_norm_eps).init(device);
@@ -143,6 +147,23 @@ impl ClipTextConfig {
     }
 }
 
+impl ClipEmbeddings {
+    /// Token ids `[B, L]` → token plus position embeddings `[B, L, hidden]`.
+    fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, l] = ids.dims();
+        let positions = Tensor::<1, Int>::arange(0..l as i64, &ids.device()).unsqueeze::<2>().expand([b, l]);
+        self.token_embedding.forward(ids) + self.position_embedding.forward(positions)
+    }
+}
+
+impl ClipAttention {
+    /// Causal multi-head self-attention over `[B, L, hidden]`.
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let (q, k, v) = (self.q_proj.forward(x.clone()), self.k_proj.forward(x.clone()), self.v_proj.forward(x));
+        self.out_proj.forward(multi_head_attention(q, k, v, self.heads, true))
+    }
+}
+
 impl ClipMlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.fc1.forward(x);
@@ -151,28 +172,24 @@ impl ClipMlp {
     }
 }
 
+impl ClipEncoderLayer {
+    /// Pre-LayerNorm residual attention, then the pre-LayerNorm residual MLP.
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
+        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+    }
+}
+
+impl ClipEncoder {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.layers.iter().fold(x, |x, layer| layer.forward(x))
+    }
+}
+
 impl ClipTextModel {
     /// Token ids `[B, L]` (L ≤ max_position_embeddings, ids < vocab_size) → `last_hidden_state` `[B, L, hidden]`.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let m = self;
-        let [b, l] = ids.dims();
-        let device = ids.device();
-        let positions = Tensor::<1, Int>::arange(0..l as i64, &device).unsqueeze::<2>().expand([b, l]);
-        let mut x = m.embeddings.token_embedding.forward(ids) + m.embeddings.position_embedding.forward(positions);
-        for layer in &m.encoder.layers {
-            let a = &layer.self_attn;
-            let h = layer.layer_norm1.forward(x.clone());
-            let attn = multi_head_attention(
-                a.q_proj.forward(h.clone()),
-                a.k_proj.forward(h.clone()),
-                a.v_proj.forward(h),
-                a.heads,
-                true,
-            );
-            x = x + a.out_proj.forward(attn);
-            x = x.clone() + layer.mlp.forward(layer.layer_norm2.forward(x));
-        }
-        m.final_layer_norm.forward(x)
+        self.final_layer_norm.forward(self.encoder.forward(self.embeddings.forward(ids)))
     }
 
     /// Vocabulary size (ids at or above it are rejected before [`forward`](Self::forward)).

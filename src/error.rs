@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Everything that can go wrong while loading models or running the pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be read.
+    /// A file could not be read or written.
     #[error("cannot read {path}: {source}")]
     Io {
         /// The file.
@@ -13,12 +13,15 @@ pub enum Error {
         /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// A file a model folder must have is not there (on disk or among the files a page fetched).
+    #[error("cannot read {0}: no such file")]
+    Missing(String),
     /// A `config.json` (or other JSON file) is malformed or describes an unsupported model.
     #[error("invalid config {what}: {message}")]
     Config {
         /// Which file or model the config belongs to.
         what: String,
-        /// What is wrong with it.
+        /// What is wrong with it, naming the field.
         message: String,
     },
     /// A safetensors file is malformed, truncated or hostile.
@@ -43,9 +46,26 @@ pub enum Error {
     /// An argument (prompt, step count, swap point, image size, ...) is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// An image could not be read or written.
+    /// A computation gave no usable numbers (e.g. a t-SNE map that diverged).
+    #[error("numerical failure: {0}")]
+    Numeric(String),
+    /// A tensor could not be read back from the device as f32 values.
+    #[error("cannot read a tensor back: {0}")]
+    Tensor(String),
+    /// An image could not be decoded, encoded or written.
     #[error("image error: {0}")]
     Image(String),
+    /// A plot could not be drawn or written.
+    #[error("plot error: {0}")]
+    Plot(String),
+    /// A training checkpoint is inconsistent or corrupt; the message says how to resume.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The checkpoint folder or file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A file could not be fetched over the network (browser).
     #[error("cannot fetch {url}: {message}")]
     Fetch {
@@ -54,7 +74,7 @@ pub enum Error {
         /// Why it failed.
         message: String,
     },
-    /// The compute device failed (e.g. a lost GPU device).
+    /// The compute device failed or is unsuitable (no WebGPU, a lost device, a buffer over its limits).
     #[error("device error: {0}")]
     Device(String),
 }
@@ -67,7 +87,22 @@ impl Error {
     pub fn arg(message: impl Into<String>) -> Self {
         Self::InvalidArgument(message.into())
     }
+    /// An [`Error::Io`] on `path`, for `map_err`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
 }
 
 /// The library's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Parses a JSON config, naming the field that is wrong (`down_block_types[2]: unknown variant …`).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." { Error::config(what, inner) } else { Error::config(what, format!("{path}: {inner}")) }
+    })
+}

@@ -24,9 +24,7 @@ pub fn tensor_to_rgb(image: Tensor<4>) -> Result<RgbImage> {
     if c != 3 {
         return Err(Error::Image(format!("expected 3 channels, got {c}")));
     }
-    let data = image.narrow(0, 0, 1).into_data().convert::<f32>();
-    let values = data.as_slice::<f32>().map_err(|e| Error::Image(format!("{e:?}")))?;
-    to_rgb(values, h, w)
+    to_rgb(&crate::readback::values(image.narrow(0, 0, 1))?, h, w)
 }
 
 /// An RGB image → `[1, 3, H, W]` in [-1, 1], resized (Lanczos) to `height`×`width` first if needed.

@@ -1,8 +1,19 @@
 //! The paper's measures along a trajectory (section 3.2): CFRT (Eq. 3), the cosine similarity of
 //! trajectory directions (Fig. 5) and the t-SNE map of latents (Fig. 4), with how often a latent's nearest
-//! neighbour is of the same subject. LPIPS, a network, is in [`crate::lpips`].
+//! neighbour is of the same subject; and image distances (PSNR, RMS). LPIPS, a network, is in
+//! the `lpips` module.
+
+use burn::prelude::*;
 
 use crate::error::{Error, Result};
+
+/// A classifier says an attribute is present when its probability is at least this.
+pub const DECISION_THRESHOLD: f32 = 0.5;
+
+/// A classifier's decision on one probability.
+pub fn positive(probability: f32) -> bool {
+    probability >= DECISION_THRESHOLD
+}
 
 /// Pairwise cosine similarity of the directions Δz_t = z_t − z_neutral of a trajectory's latents (Fig. 5):
 /// entry `[i][j]` compares swap points `i` and `j`. Values well below 1 off the diagonal say the
@@ -39,6 +50,49 @@ pub struct CfrtSample {
 }
 
 impl CfrtSample {
+    /// One sample from classifier probabilities: `neutral` of the neutral image, `edits[a][k]` of style `a` at
+    /// position `k` (a swap point or a Bézier frame); `styles[a]` is style `a`'s label column and `class` the
+    /// diagnosis column that must not change. Every other style's image at the same position is an "other
+    /// edit". Indices outside the given rows are an error.
+    pub fn from_probabilities(
+        neutral: &[f32],
+        edits: &[Vec<Vec<f32>>],
+        k: usize,
+        a: usize,
+        styles: &[usize],
+        class: Option<usize>,
+    ) -> Result<Self> {
+        let labels = neutral.len();
+        let label = *styles.get(a).ok_or_else(|| Error::arg(format!("style {a} of {}", styles.len())))?;
+        if edits.len() != styles.len() {
+            return Err(Error::arg(format!("{} rows of edits for {} styles", edits.len(), styles.len())));
+        }
+        if label >= labels || class.is_some_and(|c| c >= labels) {
+            return Err(Error::arg(format!("label column {label} or class {class:?} beyond {labels} labels")));
+        }
+        let at = |j: usize| -> Result<&[f32]> {
+            edits[j]
+                .get(k)
+                .filter(|p| p.len() == labels)
+                .map(Vec::as_slice)
+                .ok_or_else(|| Error::arg(format!("style {j} has no {labels}-label edit at position {k}")))
+        };
+        let edited = at(a)?;
+        // Every classifier output except the attribute under test and the class label must keep its decision.
+        let others = |p: &[f32]| -> Vec<bool> {
+            (0..p.len()).filter(|&i| i != label && Some(i) != class).map(|i| positive(p[i])).collect()
+        };
+        let f_other_edits =
+            (0..edits.len()).filter(|&j| j != a).map(|j| at(j).map(|p| p[label] as f64)).collect::<Result<_>>()?;
+        Ok(Self {
+            f_neutral: neutral[label] as f64,
+            f_edited: edited[label] as f64,
+            f_other_edits,
+            class: class.map_or((true, true), |c| (positive(neutral[c]), positive(edited[c]))),
+            other_attributes: (others(neutral), others(edited)),
+        })
+    }
+
     /// Eq. 3's indicator for this sample: `A`'s edit moved f more than every other edit did, and the class and
     /// every other attribute kept their labels. It does not ask f(x'_A) to cross the decision threshold.
     pub fn passes(&self) -> bool {
@@ -94,7 +148,7 @@ pub fn tsne(points: &[Vec<f32>], perplexity: f32, seed: u64) -> Result<Vec<[f32;
         Err(_) => run(),
     };
     if flat.len() != 2 * n || flat.iter().any(|x| !x.is_finite()) {
-        return Err(Error::arg("t-SNE diverged (non-finite coordinates)"));
+        return Err(Error::Numeric("t-SNE diverged (non-finite coordinates)".into()));
     }
     Ok(flat.chunks(2).map(|c| [c[0], c[1]]).collect())
 }
@@ -118,9 +172,45 @@ pub fn same_group_neighbours<P: AsRef<[f32]>>(points: &[P], groups: &[usize]) ->
     same as f64 / n as f64
 }
 
+/// Root mean square of `a − b`.
+pub fn rms_error<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    (a - b).powf_scalar(2.0).mean().sqrt().into_scalar::<f32>()
+}
+
+/// PSNR in dB between two images in [-1, 1] (peak-to-peak 2).
+pub fn psnr(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    let mse = (a.clamp(-1.0, 1.0) - b.clamp(-1.0, 1.0)).powf_scalar(2.0).mean().into_scalar::<f32>();
+    10.0 * (4.0f32 / mse.max(1e-12)).log10()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sample_compares_the_edit_with_the_other_edits() {
+        // Two styles (labels 1 and 2), class label 0; one position.
+        let neutral = vec![0.9, 0.1, 0.1];
+        let edits = vec![vec![vec![0.9, 0.8, 0.2]], vec![vec![0.2, 0.3, 0.7]]];
+        let s = CfrtSample::from_probabilities(&neutral, &edits, 0, 0, &[1, 2], Some(0)).unwrap();
+        assert_eq!((s.f_neutral, s.f_edited), (0.1f32 as f64, 0.8f32 as f64));
+        assert_eq!(s.f_other_edits, vec![0.3f32 as f64]);
+        assert_eq!(s.class, (true, true));
+        assert_eq!(s.other_attributes, (vec![false], vec![false]));
+        assert_eq!(cfrt(&[s]), 1.0);
+        // The second style's edit flipped the class: not counted.
+        let s = CfrtSample::from_probabilities(&neutral, &edits, 0, 1, &[1, 2], Some(0)).unwrap();
+        assert_eq!(s.class, (true, false));
+        assert_eq!(cfrt(&[s]), 0.0);
+        // Out-of-range positions, styles, label columns and ragged rows are errors, not panics.
+        for (k, a, styles, class) in [(1, 0, &[1, 2][..], Some(0)), (0, 2, &[1, 2], Some(0)), (0, 0, &[3, 2], None)] {
+            assert!(CfrtSample::from_probabilities(&neutral, &edits, k, a, styles, class).is_err());
+        }
+        assert!(CfrtSample::from_probabilities(&neutral, &edits, 0, 0, &[1, 2], Some(7)).is_err());
+        assert!(CfrtSample::from_probabilities(&neutral, &edits[..1], 0, 0, &[1, 2], None).is_err());
+        let ragged = vec![vec![vec![0.9, 0.8]], vec![vec![0.2, 0.3, 0.7]]];
+        assert!(CfrtSample::from_probabilities(&neutral, &ragged, 0, 1, &[1, 2], None).is_err());
+    }
 
     #[test]
     fn cosines_of_straight_and_bent_trajectories() {

@@ -8,12 +8,13 @@ use burn_store::ModuleSnapshot;
 use serde::Deserialize;
 
 use crate::clip::{self, ClipTextConfig, ClipTextModel};
+use crate::codec::WeightFile;
 use crate::error::{Error, Result};
 use crate::scheduler::DdimConfig;
 use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
 use crate::unet::{self, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{self, AutoencoderKL, AutoencoderKLConfig};
-use crate::weights::{NameMap, WeightFile};
+use crate::weights::NameMap;
 
 /// Largest JSON file (config, index) we read.
 const MAX_JSON_BYTES: u64 = 16 << 20;
@@ -67,17 +68,19 @@ impl ModelSource for DirSource {
     }
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
         let full = self.0.join(path);
-        let io = |source| Error::Io { path: full.clone(), source };
-        let len = std::fs::metadata(&full).map_err(io)?.len();
+        if !full.is_file() {
+            return Err(Error::Missing(full.display().to_string()));
+        }
+        let len = std::fs::metadata(&full).map_err(Error::io(&full))?.len();
         if len > limit {
             return Err(Error::config(path, format!("file is {len} bytes, over the {limit}-byte limit")));
         }
-        std::fs::read(&full).map_err(io)
+        std::fs::read(&full).map_err(Error::io(&full))
     }
     fn weights(&self, path: &str) -> Result<WeightFile> {
         let full = self.0.join(path);
         if !full.is_file() {
-            return Err(Error::Io { path: full, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+            return Err(Error::Missing(full.display().to_string()));
         }
         Ok(WeightFile::Path(full))
     }
@@ -91,14 +94,14 @@ impl ModelSource for MemorySource {
         self.0.contains_key(path)
     }
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
-        let b = self.0.get(path).ok_or_else(|| Error::config(path, "file is missing"))?;
+        let b = self.0.get(path).ok_or_else(|| Error::Missing(path.to_string()))?;
         if b.len() as u64 > limit {
             return Err(Error::config(path, format!("file is {} bytes, over the {limit}-byte limit", b.len())));
         }
         Ok(b.clone())
     }
     fn weights(&self, path: &str) -> Result<WeightFile> {
-        let bytes = self.0.get(path).ok_or_else(|| Error::config(path, "weights file is missing"))?.clone();
+        let bytes = self.0.get(path).ok_or_else(|| Error::Missing(path.to_string()))?.clone();
         Ok(WeightFile::Bytes { name: path.to_string(), bytes })
     }
 }
@@ -111,7 +114,8 @@ struct ShardIndex {
 /// The distinct shard file names of a sharded-weights index (`index` names it in errors), each checked to be a
 /// plain file name so an index cannot point outside its folder.
 pub fn shard_names(index: &str, json: &[u8]) -> Result<Vec<String>> {
-    let idx: ShardIndex = serde_json::from_slice(json).map_err(|e| Error::config(index, e))?;
+    let text = std::str::from_utf8(json).map_err(|e| Error::config(index, e))?;
+    let idx: ShardIndex = crate::error::parse_json(index, text)?;
     let shards: BTreeSet<String> = idx.weight_map.into_values().collect();
     if shards.is_empty() {
         return Err(Error::config(index, "weight_map is empty"));
@@ -185,10 +189,7 @@ impl StableDiffusion {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(dir: &std::path::Path, variant: Option<&str>, device: &Device) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(Error::Io {
-                path: dir.to_path_buf(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            return Err(Error::Missing(dir.display().to_string()));
         }
         Self::from_source(&DirSource(dir.to_path_buf()), variant, device)
     }
@@ -309,9 +310,8 @@ impl StableDiffusion {
         let [_, l, d] = uncond.dims();
         let input = Tensor::cat(vec![latents.clone(), latents], 0);
         let ctx = Tensor::cat(vec![uncond.clone().expand([n, l, d]), contexts], 0);
-        let mut out = self.unet.forward(input, t, &ctx).chunk(2, 0);
-        let cond = out.pop().expect("two halves");
-        let un = out.pop().expect("two halves");
+        let out = self.unet.forward(input, t, &ctx);
+        let (un, cond) = (out.clone().narrow(0, 0, n), out.narrow(0, n, n));
         un.clone() + (cond - un) * guidance
     }
 }

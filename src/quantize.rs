@@ -12,11 +12,11 @@
 
 use std::collections::HashMap;
 
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
+use serde::Serialize;
 
+use crate::codec::{TensorInfo, floats, parse, serialize};
 use crate::error::{Error, Result};
-use crate::weights::serialize;
 
 /// Suffix of the scale tensor stored beside each int8 tensor.
 pub const SCALE_SUFFIX: &str = ".qscale";
@@ -27,20 +27,9 @@ fn bad(what: &str, message: impl Into<String>) -> Error {
     Error::Safetensors { what: what.to_string(), message: message.into() }
 }
 
-/// Values of a float tensor as f32.
-pub(crate) fn floats(what: &str, name: &str, view: &TensorView) -> Result<Vec<f32>> {
-    let d = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(bad(what, format!("tensor {name} has dtype {other:?}, expected a float"))),
-    })
-}
-
 /// Quantizes a safetensors file (f32/f16/bf16) to the int8 format.
 pub fn quantize(what: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(what, e.to_string()))?;
+    let st = parse(what, bytes)?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
@@ -71,15 +60,15 @@ pub fn quantize(what: &str, bytes: &[u8]) -> Result<Vec<u8>> {
     serialize(what, out, Some(meta))
 }
 
-/// Whether a header table (from [`crate::weights::inspect`]) holds int8 tensors.
-pub fn is_quantized(table: &std::collections::BTreeMap<String, crate::weights::TensorInfo>) -> bool {
+/// Whether a header table (from [`crate::codec::inspect`]) holds int8 tensors.
+pub fn is_quantized(table: &std::collections::BTreeMap<String, TensorInfo>) -> bool {
     table.values().any(|t| t.dtype == "I8")
 }
 
 /// Turns an int8 file back into an f32 safetensors file (other tensors are kept as they are). Every int8
 /// tensor needs a finite scale per output channel; anything else is an error.
 pub fn dequantize(what: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(what, e.to_string()))?;
+    let st = parse(what, bytes)?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         if name.ends_with(SCALE_SUFFIX) {
@@ -113,9 +102,55 @@ pub fn dequantize(what: &str, bytes: &[u8]) -> Result<Vec<u8>> {
     serialize(what, out, None)
 }
 
+/// One weights file of a folder written by [`quantize_folder`].
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizedFile {
+    /// Path inside the folder, `/`-separated.
+    pub path: String,
+    /// Size before quantization.
+    pub bytes_before: u64,
+    /// Size of the int8 file.
+    pub bytes_int8: u64,
+}
+
+/// Copies the model folder `from` to `to`, quantizing every safetensors file and copying the JSON and text
+/// files (not a training run's `train_state.json`); returns every quantized file, in path order.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn quantize_folder(from: &std::path::Path, to: &std::path::Path) -> Result<Vec<QuantizedFile>> {
+    fn walk(from: &std::path::Path, to: &std::path::Path, prefix: &str, out: &mut Vec<QuantizedFile>) -> Result<()> {
+        std::fs::create_dir_all(to).map_err(Error::io(to))?;
+        let mut entries: Vec<_> =
+            std::fs::read_dir(from).and_then(|d| d.collect::<std::io::Result<Vec<_>>>()).map_err(Error::io(from))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let (src, name) = (entry.path(), entry.file_name().to_string_lossy().to_string());
+            if src.is_dir() {
+                walk(&src, &to.join(&name), &format!("{prefix}{name}/"), out)?;
+            } else if name.ends_with(".safetensors") {
+                let bytes = std::fs::read(&src).map_err(Error::io(&src))?;
+                let q = quantize(&src.display().to_string(), &bytes)?;
+                let path = to.join(&name);
+                std::fs::write(&path, &q).map_err(Error::io(&path))?;
+                out.push(QuantizedFile {
+                    path: format!("{prefix}{name}"),
+                    bytes_before: bytes.len() as u64,
+                    bytes_int8: q.len() as u64,
+                });
+            } else if (name.ends_with(".json") && name != "train_state.json") || name.ends_with(".txt") {
+                std::fs::copy(&src, to.join(&name)).map_err(Error::io(&src))?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(from, to, "", &mut out)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use safetensors::SafeTensors;
 
     fn file(tensors: Vec<(&str, Vec<usize>, Vec<f32>)>) -> Vec<u8> {
         let t = tensors

@@ -19,6 +19,30 @@ pub enum PredictionType {
     Sample,
 }
 
+/// How betas grow over the training timesteps (diffusers' `beta_schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    /// Linear in β.
+    Linear,
+    /// Linear in √β (SD).
+    ScaledLinear,
+    /// Nichol & Dhariwal's cosine schedule.
+    SquaredcosCapV2,
+}
+
+/// Where the inference timesteps fall (diffusers' `timestep_spacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSpacing {
+    /// `i · ratio + steps_offset` (SD 1.x).
+    Leading,
+    /// Counted down from the last training timestep.
+    Trailing,
+    /// Evenly spread over all training timesteps.
+    Linspace,
+}
+
 /// The fields of diffusers' scheduler configs that define DDIM; other schedulers' configs (PNDM, as SD 1.5
 /// ships) share them, which is how diffusers' `DDIMScheduler.from_config` reuses them.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -28,11 +52,11 @@ pub struct DdimConfig {
     pub num_train_timesteps: usize,
     pub beta_start: f64,
     pub beta_end: f64,
-    pub beta_schedule: String,
+    pub beta_schedule: BetaSchedule,
     pub set_alpha_to_one: bool,
     pub steps_offset: usize,
     pub prediction_type: PredictionType,
-    pub timestep_spacing: String,
+    pub timestep_spacing: TimestepSpacing,
     pub clip_sample: bool,
     pub clip_sample_range: f64,
     /// Explicit betas, overriding `beta_schedule` when given.
@@ -51,11 +75,11 @@ impl Default for DdimConfig {
             num_train_timesteps: 1000,
             beta_start: 0.00085,
             beta_end: 0.012,
-            beta_schedule: "scaled_linear".into(),
+            beta_schedule: BetaSchedule::ScaledLinear,
             set_alpha_to_one: false,
             steps_offset: 1,
             prediction_type: PredictionType::Epsilon,
-            timestep_spacing: "leading".into(),
+            timestep_spacing: TimestepSpacing::Leading,
             clip_sample: false,
             clip_sample_range: 1.0,
             trained_betas: None,
@@ -77,7 +101,7 @@ pub struct Ddim {
 impl DdimConfig {
     /// Parses `scheduler/scheduler_config.json`.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| Error::config("scheduler/scheduler_config.json", e))
+        crate::error::parse_json("scheduler/scheduler_config.json", json)
     }
 
     /// ᾱ_t for every training timestep (what training noises with, and what DDIM steps between).
@@ -87,7 +111,7 @@ impl DdimConfig {
         if self.thresholding {
             return Err(Error::config("scheduler", "thresholding (for pixel-space models) is not supported"));
         }
-        let betas: Vec<f32> = match (&self.trained_betas, self.beta_schedule.as_str()) {
+        let betas: Vec<f32> = match (&self.trained_betas, self.beta_schedule) {
             (Some(b), _) if b.len() == n && b.iter().all(|x| (0.0..1.0).contains(x)) => {
                 b.iter().map(|&x| x as f32).collect()
             }
@@ -97,11 +121,11 @@ impl DdimConfig {
                     format!("trained_betas needs {n} values in [0, 1), got {}", b.len()),
                 ));
             }
-            (None, "scaled_linear") => {
+            (None, BetaSchedule::ScaledLinear) => {
                 linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n).map(|b| b * b).collect()
             }
-            (None, "linear") => linspace(self.beta_start, self.beta_end, n).collect(),
-            (None, "squaredcos_cap_v2") => {
+            (None, BetaSchedule::Linear) => linspace(self.beta_start, self.beta_end, n).collect(),
+            (None, BetaSchedule::SquaredcosCapV2) => {
                 // Nichol & Dhariwal's cosine schedule, as diffusers' betas_for_alpha_bar computes it (in f64).
                 let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
                 (0..n)
@@ -110,7 +134,6 @@ impl DdimConfig {
                     })
                     .collect()
             }
-            (None, other) => return Err(Error::config("scheduler", format!("beta_schedule {other} is not supported"))),
         };
         let betas = if self.rescale_betas_zero_snr {
             if n < 2 {
@@ -131,22 +154,21 @@ impl DdimConfig {
         }
         let alphas_cumprod = self.alphas_cumprod()?;
         let step_ratio = n / steps;
-        let timesteps: Vec<usize> = match self.timestep_spacing.as_str() {
-            "leading" => (0..steps).rev().map(|i| i * step_ratio + self.steps_offset).collect(),
+        let timesteps: Vec<usize> = match self.timestep_spacing {
+            TimestepSpacing::Leading => (0..steps).rev().map(|i| i * step_ratio + self.steps_offset).collect(),
             // As numpy computes them: `arange(n, 0, -n/steps)` and `linspace(0, n-1, steps)` (start + i·step, the
             // last point exact), rounded half to even, as `np.round` does.
-            "trailing" => {
+            TimestepSpacing::Trailing => {
                 let ratio = n as f64 / steps as f64;
                 (0..steps)
                     .map(|k| ((n as f64 - k as f64 * ratio).round_ties_even() as usize).saturating_sub(1))
                     .collect()
             }
-            "linspace" => {
+            TimestepSpacing::Linspace => {
                 let step = (n - 1) as f64 / (steps - 1).max(1) as f64;
                 let at = |i: usize| if i + 1 == steps && steps > 1 { (n - 1) as f64 } else { i as f64 * step };
                 (0..steps).rev().map(|i| at(i).round_ties_even() as usize).collect()
             }
-            other => return Err(Error::config("scheduler", format!("timestep_spacing {other} is not supported"))),
         };
         if timesteps.iter().any(|&t| t >= n) {
             return Err(Error::config("scheduler", "steps_offset pushes timesteps past num_train_timesteps"));
@@ -202,6 +224,13 @@ impl Ddim {
         if t >= 0 { self.alphas_cumprod[t as usize] } else { first }
     }
 
+    /// ᾱ at a training timestep, which must be one of this schedule's.
+    fn alpha_at(&self, timestep: usize) -> Result<f64> {
+        self.alphas_cumprod.get(timestep).copied().ok_or_else(|| {
+            Error::arg(format!("timestep {timestep} is beyond the {} training timesteps", self.alphas_cumprod.len()))
+        })
+    }
+
     /// Splits a model output into (predicted x₀, predicted ε).
     fn predict(&self, output: Tensor<4>, sample: Tensor<4>, alpha: f64) -> (Tensor<4>, Tensor<4>) {
         let (a, b) = (alpha.sqrt(), (1.0 - alpha).sqrt());
@@ -219,14 +248,14 @@ impl Ddim {
         (x0, eps)
     }
 
-    /// One denoising step from `timestep` to the next (deterministic, eta = 0).
-    pub fn step(&self, output: Tensor<4>, timestep: usize, sample: Tensor<4>) -> Tensor<4> {
+    /// One denoising step from `timestep` (a training timestep) to the next (deterministic, eta = 0).
+    pub fn step(&self, output: Tensor<4>, timestep: usize, sample: Tensor<4>) -> Result<Tensor<4>> {
+        let alpha = self.alpha_at(timestep)?;
         let prev = timestep as isize - self.step_ratio as isize;
         let final_alpha = if self.config.set_alpha_to_one { 1.0 } else { self.alphas_cumprod[0] };
-        let alpha = self.alphas_cumprod[timestep];
         let alpha_prev = self.alpha(prev, final_alpha);
         let (x0, eps) = self.predict(output, sample, alpha);
-        x0 * alpha_prev.sqrt() + eps * (1.0 - alpha_prev).sqrt()
+        Ok(x0 * alpha_prev.sqrt() + eps * (1.0 - alpha_prev).sqrt())
     }
 
     /// Timesteps of the inversion, from least to most noisy, as `DDIMInverseScheduler` visits them.
@@ -236,14 +265,14 @@ impl Ddim {
 
     /// One inversion step (diffusers' `DDIMInverseScheduler.step`): from the noise level one step below
     /// `timestep` up to `timestep`, `output` being the model's prediction at the current, lower level.
-    pub fn inverse_step(&self, output: Tensor<4>, timestep: usize, sample: Tensor<4>) -> Tensor<4> {
+    pub fn inverse_step(&self, output: Tensor<4>, timestep: usize, sample: Tensor<4>) -> Result<Tensor<4>> {
+        let alpha_next = self.alpha_at(timestep)?;
         let n = self.config.num_train_timesteps as isize;
         let current = (timestep as isize - self.step_ratio as isize).min(n - 1);
         let initial = if self.config.set_alpha_to_one { 1.0 } else { self.alphas_cumprod[0] };
         let alpha = self.alpha(current, initial);
-        let alpha_next = self.alphas_cumprod[timestep];
         let (x0, eps) = self.predict(output, sample, alpha);
-        x0 * alpha_next.sqrt() + eps * (1.0 - alpha_next).sqrt()
+        Ok(x0 * alpha_next.sqrt() + eps * (1.0 - alpha_next).sqrt())
     }
 }
 
@@ -268,7 +297,7 @@ mod tests {
     #[test]
     fn other_beta_schedules_match_diffusers() {
         let cos =
-            DdimConfig { beta_schedule: "squaredcos_cap_v2".into(), ..Default::default() }.alphas_cumprod().unwrap();
+            DdimConfig { beta_schedule: BetaSchedule::SquaredcosCapV2, ..Default::default() }.alphas_cumprod().unwrap();
         // diffusers: DDIMScheduler(beta_schedule="squaredcos_cap_v2").alphas_cumprod[[0, 1, 500, 998]]
         for (i, e) in
             [(0, 0.9999586939811707), (1, 0.9999125599861145), (500, 0.4922850430011749), (998, 2.428766265438753e-06)]
@@ -292,7 +321,7 @@ mod tests {
         let config = DdimConfig {
             rescale_betas_zero_snr: true,
             clip_sample: true,
-            timestep_spacing: "trailing".into(),
+            timestep_spacing: TimestepSpacing::Trailing,
             prediction_type: PredictionType::VPrediction,
             ..Default::default()
         };
@@ -303,7 +332,7 @@ mod tests {
         }
         assert!((a[998] - 1.9679633567193378e-07).abs() < 1e-9 && a[999] == 0.0, "{} {}", a[998], a[999]);
         let linear =
-            DdimConfig { beta_schedule: "linear".into(), beta_start: 0.0001, beta_end: 0.02, ..config.clone() };
+            DdimConfig { beta_schedule: BetaSchedule::Linear, beta_start: 0.0001, beta_end: 0.02, ..config.clone() };
         let l = linear.alphas_cumprod().unwrap();
         assert!((l[0] - 0.9998999834060669).abs() < 1e-7 && (l[500] - 0.07524619996547699).abs() < 1e-6);
         let d = config.build(10).unwrap();
@@ -368,7 +397,7 @@ mod tests {
             let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
             Tensor::<4>::from_data(TensorData::new(v, [1, 4, 2, 2]), &device)
         };
-        let got = d.step(t(v), 999, t(x)).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let got = d.step(t(v), 999, t(x)).unwrap().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         for (g, w) in got.iter().zip(want) {
             assert!((*g as f64 - w).abs() < 1e-5, "{got:?} vs {want:?}");
         }
@@ -377,23 +406,36 @@ mod tests {
     #[test]
     fn trailing_and_linspace_timesteps_round_as_numpy() {
         // diffusers' DDIMScheduler(timestep_spacing=…).set_timesteps(…).timesteps; the .5 cases round to even.
-        let spaced = |spacing: &str, n: usize, steps: usize| {
-            let c = DdimConfig { timestep_spacing: spacing.into(), num_train_timesteps: n, ..Default::default() };
+        let spaced = |spacing: TimestepSpacing, n: usize, steps: usize| {
+            let c = DdimConfig { timestep_spacing: spacing, num_train_timesteps: n, ..Default::default() };
             c.build(steps).unwrap().timesteps().to_vec()
         };
         assert_eq!(
-            spaced("trailing", 1000, 16),
+            spaced(TimestepSpacing::Trailing, 1000, 16),
             [999, 937, 874, 811, 749, 687, 624, 561, 499, 437, 374, 311, 249, 187, 124, 61]
         );
-        assert_eq!(spaced("trailing", 10, 4), [9, 7, 4, 1]);
-        assert_eq!(spaced("linspace", 1000, 7), [999, 832, 666, 500, 333, 166, 0]);
-        assert_eq!(spaced("linspace", 10, 5), [9, 7, 4, 2, 0]);
-        assert_eq!(spaced("linspace", 1000, 1), [0]);
+        assert_eq!(spaced(TimestepSpacing::Trailing, 10, 4), [9, 7, 4, 1]);
+        assert_eq!(spaced(TimestepSpacing::Linspace, 1000, 7), [999, 832, 666, 500, 333, 166, 0]);
+        assert_eq!(spaced(TimestepSpacing::Linspace, 10, 5), [9, 7, 4, 2, 0]);
+        assert_eq!(spaced(TimestepSpacing::Linspace, 1000, 1), [0]);
     }
 
     #[test]
     fn rejects_bad_step_counts() {
         assert!(DdimConfig::default().build(0).is_err());
         assert!(DdimConfig::default().build(1001).is_err());
+    }
+
+    #[test]
+    fn rejects_timesteps_past_the_schedule_and_unknown_config_values() {
+        let d = DdimConfig::default().build(10).unwrap();
+        let x = Tensor::<4>::zeros([1, 1, 1, 1], &Device::flex());
+        assert!(d.step(x.clone(), 1000, x.clone()).is_err());
+        assert!(d.inverse_step(x.clone(), 5000, x.clone()).is_err());
+        assert!(d.step(x.clone(), 981, x).is_ok());
+        let err = DdimConfig::from_json(r#"{"beta_schedule": "sigmoid"}"#).unwrap_err().to_string();
+        assert!(err.contains("beta_schedule") && err.contains("sigmoid"), "{err}");
+        let err = DdimConfig::from_json(r#"{"timestep_spacing": 3}"#).unwrap_err().to_string();
+        assert!(err.contains("timestep_spacing"), "{err}");
     }
 }

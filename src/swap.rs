@@ -17,6 +17,9 @@ use crate::scheduler::Ddim;
 /// The paper's swap points: 5, 10, …, 45 of 50 steps.
 pub const PAPER_SWAP_POINTS: [usize; 9] = [5, 10, 15, 20, 25, 30, 35, 40, 45];
 
+/// Classifier-free guidance scales a run accepts (the page, links and the CLI alike).
+pub const GUIDANCE_RANGE: std::ops::RangeInclusive<f64> = 0.0..=50.0;
+
 /// Settings of one prompt-swap run.
 #[derive(Debug, Clone)]
 pub struct SwapSettings {
@@ -45,8 +48,9 @@ impl SwapSettings {
         if let Some(&p) = points.iter().find(|&&p| p == 0 || p > self.steps) {
             return Err(Error::arg(format!("swap point {p} must be in 1..={}", self.steps)));
         }
-        if !(self.guidance.is_finite() && (0.0..=50.0).contains(&self.guidance)) {
-            return Err(Error::arg(format!("guidance {} must be in 0..=50", self.guidance)));
+        if !(self.guidance.is_finite() && GUIDANCE_RANGE.contains(&self.guidance)) {
+            let (lo, hi) = GUIDANCE_RANGE.into_inner();
+            return Err(Error::arg(format!("guidance {} must be in {lo}..={hi}", self.guidance)));
         }
         if self.max_batch == 0 {
             return Err(Error::arg("max_batch must be at least 1"));
@@ -145,10 +149,10 @@ impl<'a> SwapSampler<'a> {
         self.step >= self.settings.steps
     }
 
-    /// Runs one DDIM step for the trunk and every live branch.
-    pub fn step(&mut self) {
+    /// Runs one DDIM step for the trunk and every live branch (nothing once done).
+    pub fn step(&mut self) -> Result<()> {
         if self.is_done() {
-            return;
+            return Ok(());
         }
         let remaining = self.settings.steps - self.step;
         for (pi, &p) in self.settings.swap_points.iter().enumerate() {
@@ -174,25 +178,28 @@ impl<'a> SwapSampler<'a> {
                 t,
                 self.settings.guidance,
             );
-            let next = self.ddim.step(eps, t, x);
+            let next = self.ddim.step(eps, t, x)?;
             stepped.extend(next.chunk(lat.len(), 0));
             self.batches += 1;
         }
         self.evaluations += latents.len();
         let mut it = stepped.into_iter();
-        self.trunk = it.next().expect("the trunk is always evaluated");
+        if let Some(trunk) = it.next() {
+            self.trunk = trunk;
+        }
         for (branch, next) in self.branches.iter_mut().zip(it) {
             branch.2 = next;
         }
         self.step += 1;
+        Ok(())
     }
 
     /// Runs the remaining steps and returns the result.
-    pub fn run(mut self) -> SwapResult {
+    pub fn run(mut self) -> Result<SwapResult> {
         while !self.is_done() {
-            self.step();
+            self.step()?;
         }
-        self.finish()
+        Ok(self.finish())
     }
 
     /// The result; call after [`is_done`](Self::is_done).

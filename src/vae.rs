@@ -11,8 +11,22 @@ use crate::error::{Error, Result};
 use crate::nn::attention::{Attention, AttentionConfig};
 use crate::nn::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 use crate::nn::sampling::{Downsample2D, Upsample2D};
-use crate::nn::{conv, group_norm};
+use crate::nn::{ActFn, conv, group_norm};
 use crate::weights::NameMap;
+
+/// The encoder's block type (diffusers' `down_block_types`); SD's VAE has only this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum DownEncoderBlockType {
+    /// Resnets and a stride-2 downsampler.
+    DownEncoderBlock2D,
+}
+
+/// The decoder's block type (diffusers' `up_block_types`); SD's VAE has only this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum UpDecoderBlockType {
+    /// Resnets and a nearest-neighbour upsampler.
+    UpDecoderBlock2D,
+}
 
 /// diffusers' `AutoencoderKL` config; defaults are diffusers' defaults.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -21,11 +35,11 @@ use crate::weights::NameMap;
 pub struct AutoencoderKLConfig {
     pub in_channels: usize,
     pub out_channels: usize,
-    pub down_block_types: Vec<String>,
-    pub up_block_types: Vec<String>,
+    pub down_block_types: Vec<DownEncoderBlockType>,
+    pub up_block_types: Vec<UpDecoderBlockType>,
     pub block_out_channels: Vec<usize>,
     pub layers_per_block: usize,
-    pub act_fn: String,
+    pub act_fn: ActFn,
     pub latent_channels: usize,
     pub norm_num_groups: usize,
     pub sample_size: usize,
@@ -42,11 +56,11 @@ impl Default for AutoencoderKLConfig {
         Self {
             in_channels: 3,
             out_channels: 3,
-            down_block_types: vec!["DownEncoderBlock2D".into()],
-            up_block_types: vec!["UpDecoderBlock2D".into()],
+            down_block_types: vec![DownEncoderBlockType::DownEncoderBlock2D],
+            up_block_types: vec![UpDecoderBlockType::UpDecoderBlock2D],
             block_out_channels: vec![64],
             layers_per_block: 1,
-            act_fn: "silu".into(),
+            act_fn: ActFn::Silu,
             latent_channels: 4,
             norm_num_groups: 32,
             sample_size: 32,
@@ -190,7 +204,7 @@ pub const NAMES: NameMap = NameMap {
 impl AutoencoderKLConfig {
     /// Parses `vae/config.json`.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| Error::config("vae/config.json", e))
+        crate::error::parse_json("vae/config.json", json)
     }
 
     /// Spatial downsampling factor between image and latent (8 for SD).
@@ -211,17 +225,9 @@ impl AutoencoderKLConfig {
                 self.up_block_types.len()
             ));
         }
-        if self.down_block_types.iter().any(|t| t != "DownEncoderBlock2D")
-            || self.up_block_types.iter().any(|t| t != "UpDecoderBlock2D")
-        {
-            return bad("only DownEncoderBlock2D/UpDecoderBlock2D blocks are supported".into());
-        }
         if g == 0 || ch.iter().any(|&c| c == 0 || c % g != 0) || self.layers_per_block == 0 || self.latent_channels == 0
         {
             return bad(format!("channels {ch:?} do not split into {g} groups, or zero layers/latent channels"));
-        }
-        if !matches!(self.act_fn.as_str(), "silu" | "swish") {
-            return bad(format!("act_fn {} is not supported", self.act_fn));
         }
         let lc = self.latent_channels;
         let mut out = ch[0];
@@ -266,23 +272,33 @@ impl AutoencoderKLConfig {
     }
 }
 
+impl Encoder {
+    /// Image `[B, 3, H, W]` → the latent distribution's moments, stacked `[B, 2C, H/8, W/8]`.
+    fn forward(&self, image: Tensor<4>) -> Tensor<4> {
+        let x = self.down_blocks.iter().fold(self.conv_in.forward(image), |x, b| b.forward(x));
+        let x = self.mid_block.forward(x);
+        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+    }
+}
+
+impl Decoder {
+    /// Unscaled latent `[B, C, h, w]` → image `[B, 3, 8h, 8w]`.
+    fn forward(&self, z: Tensor<4>) -> Tensor<4> {
+        let x = self.mid_block.forward(self.conv_in.forward(z));
+        let x = self.up_blocks.iter().fold(x, |x, b| b.forward(x));
+        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+    }
+}
+
 impl AutoencoderKL {
     /// Image `[B, 3, H, W]` in [-1, 1] → (mean, logvar) of the latent distribution, each `[B, C, H/8, W/8]`.
     pub fn encode_distribution(&self, image: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let e = &self.encoder;
-        let mut x = e.conv_in.forward(image);
-        for b in &e.down_blocks {
-            x = b.forward(x);
-        }
-        x = e.mid_block.forward(x);
-        x = e.conv_out.forward(silu(e.conv_norm_out.forward(x)));
+        let mut x = self.encoder.forward(image);
         if let Some(q) = &self.quant_conv {
             x = q.forward(x);
         }
-        let mut parts = x.chunk(2, 1);
-        let logvar = parts.pop().expect("two halves").clamp(-30.0, 20.0);
-        let mean = parts.pop().expect("two halves");
-        (mean, logvar)
+        let c = self.latent_channels;
+        (x.clone().narrow(1, 0, c), x.narrow(1, c, c).clamp(-30.0, 20.0))
     }
 
     /// Image → scaled latent (the distribution's mean, so encoding is deterministic).
@@ -292,16 +308,11 @@ impl AutoencoderKL {
 
     /// Unscaled latent `[B, C, h, w]` → image `[B, 3, 8h, 8w]`, roughly in [-1, 1].
     pub fn decode_raw(&self, z: Tensor<4>) -> Tensor<4> {
-        let d = &self.decoder;
         let z = match &self.post_quant_conv {
             Some(p) => p.forward(z),
             None => z,
         };
-        let mut x = d.mid_block.forward(d.conv_in.forward(z));
-        for b in &d.up_blocks {
-            x = b.forward(x);
-        }
-        d.conv_out.forward(silu(d.conv_norm_out.forward(x)))
+        self.decoder.forward(z)
     }
 
     /// Scaled latent (as the sampler produces it) → image in [-1, 1].

@@ -2,8 +2,8 @@
 //! ground-truth counterfactual pairs of phantoms they were not trained on (seed 777).
 
 use burn::prelude::*;
+use traverse::classifier::Classifier;
 use traverse::synthetic::{Kind, Phantom};
-use traverse::train::load_classifier;
 
 fn input(p: &Phantom, size: usize, device: &Device) -> Tensor<4> {
     let img = p.render(size);
@@ -15,10 +15,10 @@ fn shipped_classifiers_follow_counterfactuals() {
     let device = Device::flex();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("public/classifiers");
     for (kind, dir) in [(Kind::Chest, "chest"), (Kind::Derm, "derm")] {
-        let weights = traverse::weights::WeightFile::Path(root.join(dir).join("model.safetensors"));
-        let table = traverse::weights::inspect(&weights).unwrap();
+        let weights = traverse::codec::WeightFile::Path(root.join(dir).join("model.safetensors"));
+        let table = traverse::codec::inspect(&weights).unwrap();
         assert!(traverse::quantize::is_quantized(&table), "{dir}: the shipped classifier is int8");
-        let (model, config) = load_classifier(&root.join(dir), &device).unwrap();
+        let Classifier { model, config } = Classifier::load_dir(&root.join(dir), &device).unwrap();
         let (mut agree, mut total) = (0, 0);
         for i in 0..6 {
             let base = Phantom::sample(kind, 777, i);

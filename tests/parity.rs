@@ -86,7 +86,7 @@ fn guided_ddim_matches_diffusers_pipeline() {
     let init = r["ddim.init"].tensor(sd.device());
     let prompt = "Chest X-ray of a subject with pleural effusion";
     // Swapping at 10 of 10 steps = the style prompt all the way: a plain guided DDIM run.
-    let res = SwapSampler::new(&sd, init, prompt, &[prompt.to_string()], "", &settings).unwrap().run();
+    let res = SwapSampler::new(&sd, init, prompt, &[prompt.to_string()], "", &settings).unwrap().run().unwrap();
     assert_close("ddim 10 steps (neutral branch)", res.neutral.clone(), &r["ddim.latents"], 1e-3);
     assert_close("ddim 10 steps (style branch)", res.trajectories[0].latents[0].clone(), &r["ddim.latents"], 1e-3);
     assert_close("ddim decoded image", sd.vae.decode(res.neutral), &r["ddim.image"], 1e-3);
@@ -110,7 +110,8 @@ fn prompt_swap_matches_reference_and_shares_the_prefix() {
         &settings,
     )
     .unwrap()
-    .run();
+    .run()
+    .unwrap();
     assert_eq!(res.swap_points, vec![2, 4, 6, 8]);
     assert_close("swap neutral", res.neutral, &r["swap.style0.0"], 1e-3);
     for (si, traj) in res.trajectories.iter().enumerate() {
@@ -133,7 +134,7 @@ fn inversion_matches_ddim_inverse_scheduler() {
     let noise = invert(&sd, z0, neutral, "", 10, 1.0, |_, _| {}).unwrap();
     assert_close("inverted noise", noise.clone(), &r["invert.noise"], 1e-3);
     let settings = SwapSettings { steps: 10, guidance: 1.0, swap_points: vec![], max_batch: 4 };
-    let res = SwapSampler::new(&sd, noise, neutral, &[], "", &settings).unwrap().run();
+    let res = SwapSampler::new(&sd, noise, neutral, &[], "", &settings).unwrap().run().unwrap();
     assert_close("regenerated latent", res.neutral, &r["invert.regenerated"], 1e-3);
 }
 
@@ -179,7 +180,7 @@ fn sd2_style_unet_sharded_v_prediction() {
         let mut parts = both.chunk(2, 0);
         let c = parts.pop().unwrap();
         let u = parts.pop().unwrap();
-        x = ddim.step(u.clone() + (c - u) * 5.0, t, x);
+        x = ddim.step(u.clone() + (c - u) * 5.0, t, x).unwrap();
     }
     assert_close("v2 v-prediction ddim 10 steps", x, &r["ddim.latents"], 1e-3);
 }

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use traverse::pipeline::StableDiffusion;
 use traverse::quantize::quantize;
-use traverse::recipe::{Preset, Recipe, seed_from, train};
 use traverse::swap::{SwapSampler, SwapSettings};
+use traverse::train::{Preset, Recipe, seed_from, train};
 
 #[test]
 fn tiny_recipe_produces_a_loadable_pipeline() {
@@ -95,8 +95,10 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
     let init = traverse::rng::initial_latents(1, 4, h, w, sd.device());
     let settings = SwapSettings { steps: 4, guidance: 3.0, swap_points: vec![2], max_batch: 4 };
     let styles = ["Chest X-ray of a subject with pleural effusion".to_string()];
-    let res =
-        SwapSampler::new(&sd, init, "Chest x-ray with no significant findings", &styles, "", &settings).unwrap().run();
+    let res = SwapSampler::new(&sd, init, "Chest x-ray with no significant findings", &styles, "", &settings)
+        .unwrap()
+        .run()
+        .unwrap();
     let img = sd.vae.decode(res.trajectories[0].latents[0].clone());
     assert_eq!(img.dims(), [1, 3, 16, 16]);
 }

@@ -6,14 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use traverse::classifier::{AttributeClassifier, ClassifierConfig};
-use traverse::evaluate::{
-    Evaluation, autoencoder_ceiling, classify, counterfactuals, evaluate, render_batch, settings,
-};
+use traverse::classifier::Classifier;
+use traverse::evaluate::{Evaluation, autoencoder_ceiling, evaluate};
 use traverse::pipeline::StableDiffusion;
 use traverse::swap::SwapSettings;
-use traverse::synthetic::Kind;
-use traverse::train::load_classifier;
+use traverse::synthetic::{Kind, counterfactuals, render_batch, settings};
 
 fn public(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("public").join(path)
@@ -46,18 +43,18 @@ fn the_shipped_model_fits_the_browser_budget() {
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The shipped model and the family's shipped classifier, on the CPU.
-fn load(kind: Kind) -> (StableDiffusion, AttributeClassifier, ClassifierConfig) {
+fn load(kind: Kind) -> (StableDiffusion, Classifier) {
     let device = Device::flex();
     let sd = StableDiffusion::load(&public("model"), None, &device).unwrap();
-    let (classifier, config) = load_classifier(&public("classifiers").join(kind.name()), &device).unwrap();
-    (sd, classifier, config)
+    let classifier = Classifier::load_dir(&public("classifiers").join(kind.name()), &device).unwrap();
+    (sd, classifier)
 }
 
 /// Fraction of `subjects` seeds whose image the classifier calls positive, per style: the neutral image, then
 /// the first and the last swap point.
 fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64, f64)> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (sd, classifier, config) = load(kind);
+    let (sd, classifier) = load(kind);
     let eval = Evaluation {
         subjects,
         // Far from the evaluation's seeds (1000…) and from the README's (7).
@@ -68,7 +65,7 @@ fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64, f64)> {
     };
     let mut out = Vec::new();
     for setting in settings(kind).unwrap() {
-        for s in evaluate(&sd, &classifier, &config, None, &setting, &eval, |_| {}).unwrap().scores {
+        for s in evaluate(&sd, &classifier, None, &setting, &eval, |_| {}).unwrap().scores {
             out.push((s.setting, s.attribute, s.neutral_positive_rate, s.positive_rate[0], s.positive_rate[1]));
         }
     }
@@ -80,8 +77,8 @@ fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64, f64)> {
 /// rate on reconstructions that lack it.
 fn ceiling(kind: Kind, subjects: usize) -> Vec<(String, f64, f64, f64)> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (sd, classifier, config) = load(kind);
-    autoencoder_ceiling(&sd, &classifier, &config, kind, subjects, 90_000, |_, _, _| Ok(()))
+    let (sd, classifier) = load(kind);
+    autoencoder_ceiling(&sd, &classifier, kind, subjects, 90_000, |_, _, _| Ok(()))
         .unwrap()
         .into_iter()
         .map(|c| (c.attribute, c.phantom_positive, c.reconstruction_positive, c.reconstruction_false_positive))
@@ -147,14 +144,14 @@ fn the_autoencoder_keeps_every_attribute() {
 
 /// Text encoder, U-Net, autoencoder and classifier outputs of the shipped model on fixed inputs, flattened.
 fn fixed_outputs() -> Vec<f32> {
-    let (sd, classifier, config) = load(Kind::Chest);
+    let (sd, classifier) = load(Kind::Chest);
     let device = sd.device().clone();
     let x = render_batch(&counterfactuals(Kind::Chest, "support_devices", 90_000, 0, 4).unwrap(), 128, &device);
     let z = sd.vae.encode(x);
     let context = sd.embed("Chest x-ray showing Support Devices").unwrap().repeat_dim(0, 4);
     let eps = sd.unet.forward(z.clone(), 500.0, &context);
     let recon = sd.vae.decode(z);
-    let mut out: Vec<f32> = classify(&classifier, &config, recon.clone()).unwrap().into_iter().flatten().collect();
+    let mut out: Vec<f32> = classifier.classify(recon.clone()).unwrap().into_iter().flatten().collect();
     for t in [eps, recon] {
         out.extend(t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
     }

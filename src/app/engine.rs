@@ -12,12 +12,13 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::app::params::Traversal;
 use crate::app::readout::{MapDot, StyleReadout, latent_map, readouts};
-use crate::classifier::{AttributeClassifier, ClassifierConfig};
+use crate::classifier::Classifier;
+use crate::codec::{WeightFile, inspect_bytes};
 use crate::error::{Error, Result};
 use crate::pipeline::{CONFIG_FILES, MemorySource, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names};
+use crate::readback::values_async as read;
 use crate::rng::initial_latents;
 use crate::swap::{SwapSampler, SwapSettings};
-use crate::weights::{WeightFile, inspect_bytes};
 
 /// Largest single file fetched (a browser tab cannot hold much more than this in wasm32 memory).
 const MAX_FILE_BYTES: u64 = 1 << 30;
@@ -194,12 +195,12 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
 
 /// Loads the attribute classifiers of one image family from `{base}/config.json` and `model.safetensors`;
 /// `None` when the folder is absent (the page then shows images without readouts).
-pub async fn load_classifier(base: &str, device: &Device) -> Result<Option<(AttributeClassifier, ClassifierConfig)>> {
+pub async fn load_classifier(base: &str, device: &Device) -> Result<Option<Classifier>> {
     let Some(config) = fetch(&format!("{base}/config.json"), MAX_SMALL_BYTES).await? else { return Ok(None) };
     let weights = fetch_required(&format!("{base}/model.safetensors"), MAX_FILE_BYTES).await?;
-    let config = String::from_utf8(config).map_err(|e| Error::Config { what: base.into(), message: e.to_string() })?;
+    let config = String::from_utf8(config).map_err(|e| Error::config(base, e))?;
     let file = WeightFile::Bytes { name: format!("{base}/model.safetensors"), bytes: weights };
-    crate::classifier::load(&config, file, device).map(Some)
+    Classifier::load(&config, file, device).map(Some)
 }
 
 /// Waits for the browser's next frame, so the page repaints between GPU steps.
@@ -210,11 +211,6 @@ pub async fn next_frame() {
         }
     });
     let _ = JsFuture::from(promise).await;
-}
-
-async fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    let data = t.into_data_async().await.map_err(|e| Error::Device(format!("reading a result back: {e:?}")))?;
-    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
 }
 
 /// One decoded image: a PNG data URL and the classifiers' probabilities (empty without classifiers).
@@ -264,7 +260,7 @@ pub struct Models<'a> {
     /// The diffusion model.
     pub sd: &'a StableDiffusion,
     /// The family's attribute classifiers, if shipped.
-    pub classifier: Option<&'a (AttributeClassifier, ClassifierConfig)>,
+    pub classifier: Option<&'a Classifier>,
 }
 
 impl Models<'_> {
@@ -274,10 +270,9 @@ impl Models<'_> {
             let images = self.sd.vae.decode(Tensor::cat(chunk.to_vec(), 0));
             let [b, _, h, w] = images.dims();
             let probs = match self.classifier {
-                Some((c, config)) => {
-                    let p = crate::evaluate::probabilities(c, config, images.clone())?;
-                    let values = read(p).await?;
-                    values.chunks(config.labels.len()).map(<[f32]>::to_vec).collect()
+                Some(c) => {
+                    let values = read(c.probabilities(images.clone())?).await?;
+                    values.chunks(c.config.labels.len()).map(<[f32]>::to_vec).collect()
                 }
                 None => vec![Vec::new(); b],
             };
@@ -316,7 +311,7 @@ pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(us
         SwapSettings { steps: t.steps, guidance: t.guidance, swap_points: t.swap_points.clone(), max_batch: 16 };
     let mut sampler = SwapSampler::new(sd, init, &t.neutral, &t.styles, "", &settings)?;
     while !sampler.is_done() {
-        sampler.step();
+        sampler.step()?;
         // A tiny read-back paces the queue, so progress is real and the page stays responsive.
         read(sampler.trunk().clone().slice([0..1, 0..1, 0..1, 0..1])).await?;
         let (done, all) = sampler.progress();
@@ -338,9 +333,9 @@ pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(us
         }
         flat.push(zs);
     }
-    let labels = models.classifier.map(|(_, c)| c.labels.clone()).unwrap_or_default();
+    let labels = models.classifier.map(|c| c.config.labels.clone()).unwrap_or_default();
     let edits: Vec<Vec<Vec<f32>>> = swaps.iter().map(|row| row.iter().map(|p| p.probs.clone()).collect()).collect();
-    let readouts = readouts(&labels, &t.neutral, &t.styles, &neutral.probs, &edits, &z0, &flat);
+    let readouts = readouts(&labels, &t.neutral, &t.styles, &neutral.probs, &edits, &z0, &flat)?;
     let map = latent_map(&z0, &flat, &res.swap_points, t.seed)?;
     let latents = res
         .trajectories

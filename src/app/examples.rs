@@ -1,8 +1,8 @@
 //! The built-in teaching examples: the paper's Table 2 settings (a neutral prompt and one style prompt per
 //! attribute) on the embedded phantom model, with what to look for in each.
 
-use crate::evaluate::{self, Setting};
 use crate::synthetic::Kind;
+use crate::synthetic::{self, Setting};
 
 /// One built-in example.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub fn all() -> Vec<Example> {
     for kind in [Kind::Chest, Kind::Derm] {
         // The settings come from fixed phantoms and always exist; an error here is a programming error
         // caught by the tests, so the picker just shows fewer examples.
-        settings.extend(evaluate::settings(kind).unwrap_or_default().into_iter().map(|s| (kind, s)));
+        settings.extend(synthetic::settings(kind).unwrap_or_default().into_iter().map(|s| (kind, s)));
     }
     texts
         .into_iter()

@@ -1,12 +1,13 @@
 //! The browser app: a Leptos page (built with Trunk, see `web/` and `Trunk.toml`) that runs the prompt-swap
 //! sampler on the visitor's GPU through WebGPU and shows trajectories, a Bézier traversal and metric
-//! readouts. What a link says ([`params`]), the built-in examples ([`examples`]) and the readouts
-//! ([`readout`]) are plain Rust, tested natively; the GPU side ([`engine`]) and the page ([`view`]) are
+//! readouts. What a link says and how the form edits it ([`params`]), the built-in examples ([`examples`]),
+//! the readouts ([`readout`]) and the newest-run slot ([`slot`]) are plain Rust, tested natively; the GPU side ([`engine`]) and the page ([`view`]) are
 //! built for wasm32 with the `web` feature.
 
 pub mod examples;
 pub mod params;
 pub mod readout;
+pub mod slot;
 
 #[cfg(all(feature = "web", target_arch = "wasm32"))]
 pub mod engine;

@@ -4,19 +4,19 @@
 
 use crate::app::examples::{self, Example};
 use crate::error::{Error, Result};
-use crate::swap::PAPER_SWAP_POINTS;
+use crate::swap::{GUIDANCE_RANGE, PAPER_SWAP_POINTS};
 use crate::synthetic::Kind;
 
 /// Longest prompt accepted from a link (the tokenizer truncates at 77 tokens anyway).
-const MAX_PROMPT_CHARS: usize = 500;
+pub const MAX_PROMPT_CHARS: usize = 500;
 /// Most style prompts one link may run (each adds a branch per swap point to every U-Net batch).
-const MAX_STYLES: usize = 6;
+pub const MAX_STYLES: usize = 6;
 /// Most swap points one link may ask for.
-const MAX_SWAP_POINTS: usize = 20;
+pub const MAX_SWAP_POINTS: usize = 20;
 /// Most DDIM steps (the scheduler has 1000 training timesteps).
-const MAX_STEPS: usize = 1000;
+pub const MAX_STEPS: usize = 1000;
 /// Most interpolated frames along the Bézier curve.
-const MAX_SAMPLES: usize = 200;
+pub const MAX_SAMPLES: usize = 200;
 
 /// Every parameter of one traversal. [`Default`] is the paper's setting on the first built-in example.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,11 +138,8 @@ impl Traversal {
             t.steps = number("steps", v, 1, MAX_STEPS)?;
         }
         if let Some(v) = one("guidance")? {
-            t.guidance = v
-                .parse::<f64>()
-                .ok()
-                .filter(|g| g.is_finite() && (0.0..=50.0).contains(g))
-                .ok_or_else(|| bad("guidance", format!("{v:?} is not a number in 0..=50")))?;
+            let (lo, hi) = GUIDANCE_RANGE.into_inner();
+            t.guidance = guidance(v).ok_or_else(|| bad("guidance", format!("{v:?} is not a number in {lo}..={hi}")))?;
         }
         if let Some(v) = one("t")? {
             let mut points =
@@ -229,6 +226,80 @@ impl Traversal {
         q.finish()
     }
 
+    /// The form picks built-in example `id`: its prompts and the paper's settings, keeping the seed and the
+    /// model. An unknown id changes nothing.
+    pub fn pick_example(&mut self, id: &str) {
+        if let Some(ex) = examples::all().into_iter().find(|e| e.id == id) {
+            *self = Self { model: self.model.clone(), ..Self::from_example(&ex, self.seed) };
+        }
+    }
+
+    /// The form's seed field: a whole number, else nothing changes.
+    pub fn edit_seed(&mut self, text: &str) {
+        if let Ok(seed) = text.trim().parse() {
+            self.seed = seed;
+        }
+    }
+
+    /// The next subject: the next seed.
+    pub fn next_subject(&mut self) {
+        self.seed = self.seed.wrapping_add(1);
+    }
+
+    /// The form's neutral prompt: a new, non-empty prompt leaves the example.
+    pub fn edit_neutral(&mut self, text: &str) {
+        let v = text.trim();
+        if !v.is_empty() && v != self.neutral {
+            self.neutral = v.to_string();
+            self.example = None;
+        }
+    }
+
+    /// The form's style prompts, one per line (blank lines dropped, at most [`MAX_STYLES`]): new prompts leave
+    /// the example and show the first style.
+    pub fn edit_styles(&mut self, text: &str) {
+        let v: Vec<String> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty()).take(MAX_STYLES).map(String::from).collect();
+        if !v.is_empty() && v != self.styles {
+            self.styles = v;
+            self.example = None;
+            self.shown = 0;
+        }
+    }
+
+    /// The form's step count, in 1..=[`MAX_STEPS`]: the swap points keep their fraction of the run (rounded
+    /// up, merged where they meet) and the control points their bound.
+    pub fn edit_steps(&mut self, text: &str) {
+        let Some(steps) = text.trim().parse::<usize>().ok().filter(|s| (1..=MAX_STEPS).contains(s)) else {
+            return;
+        };
+        let old = self.steps;
+        self.steps = steps;
+        let mut t: Vec<usize> = self.swap_points.iter().map(|p| (p * steps).div_ceil(old).clamp(1, steps)).collect();
+        t.dedup();
+        self.swap_points = t;
+        self.controls = self.controls.min(self.swap_points.len() + 1);
+    }
+
+    /// The form's guidance: a finite number in [`GUIDANCE_RANGE`], else nothing changes.
+    pub fn edit_guidance(&mut self, text: &str) {
+        if let Some(g) = guidance(text) {
+            self.guidance = g;
+        }
+    }
+
+    /// The traversal slider shows style `k` (if there is one).
+    pub fn show_style(&mut self, k: usize) {
+        if k < self.styles.len() {
+            self.shown = k;
+        }
+    }
+
+    /// The traversal slider shows frame `frame`, clamped to the samples.
+    pub fn show_frame(&mut self, frame: usize) {
+        self.frame = frame.min(self.samples - 1);
+    }
+
     fn example_of<'a>(&self, examples: &'a [Example]) -> Option<&'a Example> {
         self.example.as_deref().and_then(|id| examples.iter().find(|e| e.id == id))
     }
@@ -245,6 +316,11 @@ impl Traversal {
 
 fn bad(name: &str, why: impl std::fmt::Display) -> Error {
     Error::arg(format!("URL parameter `{name}`: {why}"))
+}
+
+/// A guidance scale: a finite number in [`GUIDANCE_RANGE`].
+fn guidance(v: &str) -> Option<f64> {
+    v.trim().parse::<f64>().ok().filter(|g| g.is_finite() && GUIDANCE_RANGE.contains(g))
 }
 
 fn number(name: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
@@ -367,6 +443,45 @@ mod tests {
         assert_eq!(t.guidance, examples::DERM_GUIDANCE);
         let (again, _) = Traversal::from_query(&t.to_query()).unwrap();
         assert_eq!(again, t, "{}", t.to_query());
+    }
+
+    #[test]
+    fn form_edits_follow_the_link_rules() {
+        let mut t = Traversal::default();
+        t.edit_seed(" 7 ");
+        t.edit_seed("-3");
+        t.next_subject();
+        assert_eq!(t.seed, 8);
+        // 50 → 10 steps: swap points keep their fraction, rounded up, merged where they meet.
+        t.edit_steps("10");
+        assert_eq!((t.steps, t.swap_points.clone()), (10, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]));
+        t.edit_steps("3");
+        assert_eq!(t.swap_points, [1, 2, 3]);
+        assert_eq!(t.controls, 4);
+        for bad in ["0", "1001", "x"] {
+            t.edit_steps(bad);
+            assert_eq!(t.steps, 3, "{bad}");
+        }
+        t.edit_guidance("4");
+        for bad in ["nan", "51", "-1", "inf"] {
+            t.edit_guidance(bad);
+        }
+        assert_eq!(t.guidance, 4.0);
+        t.edit_neutral("  ");
+        assert_eq!(t.example.as_deref(), Some("chest"), "an empty prompt changes nothing");
+        t.edit_styles("a\n\n b \nc\nd\ne\nf\ng");
+        assert_eq!(t.styles, ["a", "b", "c", "d", "e", "f"]);
+        assert_eq!(t.example, None);
+        t.show_style(9);
+        t.show_style(2);
+        t.show_frame(500);
+        assert_eq!((t.shown, t.frame), (2, t.samples - 1));
+        t.model = "models/mine".into();
+        t.pick_example("derm-nv");
+        assert_eq!((t.example.as_deref(), t.seed, t.model.as_str()), (Some("derm-nv"), 8, "models/mine"));
+        assert_eq!(t.guidance, examples::DERM_GUIDANCE);
+        t.pick_example("brain");
+        assert_eq!(t.example.as_deref(), Some("derm-nv"));
     }
 
     #[test]

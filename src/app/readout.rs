@@ -4,9 +4,12 @@
 //! map of the latents (Fig. 4, one subject).
 
 use crate::app::examples::attribute_of;
-use crate::error::Result;
-use crate::evaluate::{CLASS_LABEL, Probs, cfrt_sample};
-use crate::metrics::{cfrt, direction_cosines, tsne};
+use crate::error::{Error, Result};
+use crate::metrics::{CfrtSample, cfrt, direction_cosines, tsne};
+use crate::synthetic::CLASS_LABEL;
+
+/// Per image: probabilities of the classifier's labels.
+pub type Probs = Vec<Vec<f32>>;
 
 /// Readouts of one style prompt's trajectory.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +30,8 @@ pub struct StyleReadout {
 }
 
 /// Readouts of every style. `neutral_probs` and `edits[style][swap]` are classifier probabilities in the
-/// order of `labels` (empty when there is no classifier); `latents[style][swap]` are flattened latents.
+/// order of `labels` (empty when there is no classifier); `latents[style][swap]` are flattened latents. Rows
+/// that do not match the styles and labels are an error.
 pub fn readouts(
     labels: &[String],
     neutral_prompt: &str,
@@ -36,7 +40,22 @@ pub fn readouts(
     edits: &[Probs],
     neutral_latent: &[f32],
     latents: &[Vec<Vec<f32>>],
-) -> Vec<StyleReadout> {
+) -> Result<Vec<StyleReadout>> {
+    let swaps = latents.first().map_or(0, Vec::len);
+    let rows_fit = |lens: Vec<usize>| lens.len() == styles.len() && lens.iter().all(|&n| n == swaps);
+    if !rows_fit(edits.iter().map(Vec::len).collect()) || !rows_fit(latents.iter().map(Vec::len).collect()) {
+        return Err(Error::arg(format!(
+            "{} styles need as many rows of {swaps} edits and latents, got {} and {}",
+            styles.len(),
+            edits.len(),
+            latents.len()
+        )));
+    }
+    if !neutral_probs.is_empty()
+        && (neutral_probs.len() != labels.len() || edits.iter().flatten().any(|p| p.len() != labels.len()))
+    {
+        return Err(Error::arg(format!("every probability row must have the {} labels", labels.len())));
+    }
     let columns: Vec<Option<usize>> = styles
         .iter()
         .map(|s| attribute_of(labels, neutral_prompt, s).and_then(|a| labels.iter().position(|l| l == a)))
@@ -52,22 +71,21 @@ pub fn readouts(
         .enumerate()
         .map(|(a, prompt)| {
             let cosines = direction_cosines(neutral_latent, &latents[a]);
-            let Some(column) = columns[a] else {
-                return StyleReadout {
+            let (Some(column), Some(at)) = (columns[a], scored.iter().position(|&s| s == a)) else {
+                return Ok(StyleReadout {
                     prompt: prompt.clone(),
                     attribute: None,
                     probability: Vec::new(),
                     flips: Vec::new(),
                     cfrt: None,
                     cosines,
-                };
+                });
             };
-            let at = scored.iter().position(|&s| s == a).expect("a scored style");
             let class = class.filter(|&c| c != column);
             let samples: Vec<_> = (0..edits[a].len())
-                .map(|k| cfrt_sample(neutral_probs, &scored_edits, k, at, &scored_columns, class))
-                .collect();
-            StyleReadout {
+                .map(|k| CfrtSample::from_probabilities(neutral_probs, &scored_edits, k, at, &scored_columns, class))
+                .collect::<Result<_>>()?;
+            Ok(StyleReadout {
                 prompt: prompt.clone(),
                 attribute: Some(labels[column].clone()),
                 probability: std::iter::once(neutral_probs[column] as f64)
@@ -76,7 +94,7 @@ pub fn readouts(
                 flips: samples.iter().map(|s| cfrt(std::slice::from_ref(s)) == 1.0).collect(),
                 cfrt: Some(cfrt(&samples)),
                 cosines,
-            }
+            })
         })
         .collect()
 }
@@ -148,7 +166,7 @@ mod tests {
         ];
         let z0 = vec![0.0, 0.0];
         let zs = vec![vec![vec![1.0, 0.0], vec![2.0, 0.0], vec![0.0, 1.0]]; 2];
-        let r = readouts(&labels(), "lesion (MEL)", &styles, &neutral, &edits, &z0, &zs);
+        let r = readouts(&labels(), "lesion (MEL)", &styles, &neutral, &edits, &z0, &zs).unwrap();
         assert_eq!(r[0].attribute.as_deref(), Some("hair"));
         assert_eq!(r[0].probability, vec![0.1f32 as f64, 0.1f32 as f64, 0.8f32 as f64, 0.9f32 as f64]);
         // t1: no move; t2: hair moved 0.7 vs 0.6 under the ruler edit; t3: diagnosis changed.
@@ -170,7 +188,8 @@ mod tests {
             &[vec![vec![0.9, 0.1, 0.1]]],
             &[0.0],
             &[vec![vec![1.0]]],
-        );
+        )
+        .unwrap();
         assert_eq!(r[0].attribute, None);
         assert_eq!(r[0].cfrt, None);
         let r = readouts(
@@ -181,8 +200,25 @@ mod tests {
             &[vec![vec![]]],
             &[0.0],
             &[vec![vec![1.0]]],
-        );
+        )
+        .unwrap();
         assert_eq!(r[0].attribute, None, "no classifier, no attribute scores");
+    }
+
+    #[test]
+    fn rows_that_do_not_match_the_styles_are_errors() {
+        let styles = vec!["lesion (MEL) showing hair".to_string(), "lesion (MEL) showing ruler".to_string()];
+        let row = vec![vec![0.9, 0.1, 0.1]];
+        let (z0, zs) = (vec![0.0], vec![vec![vec![1.0]]; 2]);
+        let run = |edits: &[Probs], zs: &[Vec<Vec<f32>>], neutral: &[f32]| {
+            readouts(&labels(), "lesion (MEL)", &styles, neutral, edits, &z0, zs)
+        };
+        assert!(run(&[row.clone(), row.clone()], &zs, &[0.9, 0.1, 0.1]).is_ok());
+        assert!(run(std::slice::from_ref(&row), &zs, &[0.9, 0.1, 0.1]).is_err(), "a style without edits");
+        assert!(run(&[row.clone(), vec![]], &zs, &[0.9, 0.1, 0.1]).is_err(), "a style with fewer swap images");
+        assert!(run(&[row.clone(), row.clone()], &zs[..1], &[0.9, 0.1, 0.1]).is_err(), "a style without latents");
+        assert!(run(&[row.clone(), vec![vec![0.9]]], &zs, &[0.9, 0.1, 0.1]).is_err(), "a short probability row");
+        assert!(run(&[row.clone(), row], &zs, &[0.9]).is_err(), "a short neutral row");
     }
 
     #[test]

@@ -9,10 +9,12 @@ use leptos::task::spawn_local;
 
 use crate::app::engine::{self, Gpu, Models, Outcome, Picture, Run};
 use crate::app::examples::{self, Example};
-use crate::app::params::Traversal;
+use crate::app::params::{MAX_STEPS, Traversal};
 use crate::app::readout::MapDot;
-use crate::classifier::{AttributeClassifier, ClassifierConfig};
+use crate::app::slot::Latest;
+use crate::classifier::Classifier;
 use crate::pipeline::StableDiffusion;
+use crate::swap::GUIDANCE_RANGE;
 use crate::synthetic::Kind;
 
 /// What the page is doing.
@@ -35,8 +37,8 @@ struct Engine {
     gpu: Gpu,
     sd: StableDiffusion,
     model: String,
-    chest: Option<(AttributeClassifier, ClassifierConfig)>,
-    derm: Option<(AttributeClassifier, ClassifierConfig)>,
+    chest: Option<Classifier>,
+    derm: Option<Classifier>,
 }
 
 impl Engine {
@@ -83,7 +85,8 @@ pub fn App() -> impl IntoView {
     let shown = RwSignal::new(None::<Outcome>);
     let frame = RwSignal::new(None::<Picture>);
     let engine: StoredValue<Option<Rc<Engine>>, LocalStorage> = StoredValue::new_local(None);
-    let run: StoredValue<Rc<RefCell<Option<Run>>>, LocalStorage> = StoredValue::new_local(Rc::new(RefCell::new(None)));
+    // The newest run: a stale run or frame decode finishing late cannot overwrite it.
+    let run: StoredValue<Rc<RefCell<Latest<Run>>>, LocalStorage> = StoredValue::new_local(Rc::default());
     // The slider's latest wish and whether a decode is under way (the latest wins; none are queued).
     let wanted = StoredValue::new_local(None::<(usize, usize)>);
     let decoding = StoredValue::new_local(false);
@@ -98,11 +101,14 @@ pub fn App() -> impl IntoView {
             while let Some((style, at)) = wanted.get_value() {
                 wanted.set_value(None);
                 let (Some(e), cell) = (engine.get_value(), run.get_value()) else { break };
-                // The run is taken out while decoding, so no borrow is held across an await.
-                let Some(mut r) = cell.borrow_mut().take() else { break };
+                // The run is lent out while decoding, so no borrow is held across an await.
+                let Some((ticket, mut r)) = cell.borrow_mut().lend() else { break };
                 let kind = r.outcome.traversal.kind;
                 let result = r.frame(&e.models(kind), style, at).await;
-                *cell.borrow_mut() = Some(r);
+                // A run started meanwhile voids this one: its frame is not shown and it is not put back.
+                if !cell.borrow_mut().finish(ticket, r) {
+                    break;
+                }
                 match result {
                     Ok(p) => frame.set(Some(p)),
                     Err(err) => phase.set(Phase::Failed(err.to_string())),
@@ -117,6 +123,7 @@ pub fn App() -> impl IntoView {
         let t = form.get_untracked();
         set_location_query(&t);
         phase.set(Phase::Running(0, t.steps));
+        let ticket = run.get_value().borrow_mut().begin();
         spawn_local(async move {
             let models = e.models(t.kind);
             let result = engine::run(&models, &t, |done, all| {
@@ -125,10 +132,13 @@ pub fn App() -> impl IntoView {
             .await;
             match result {
                 Ok(r) => {
-                    shown.set(Some(r.outcome.clone()));
-                    *run.get_value().borrow_mut() = Some(r);
-                    phase.set(Phase::Ready);
-                    show_frame(t.shown, t.frame);
+                    let outcome = r.outcome.clone();
+                    // Only the newest run is shown; a newer one has its own task under way.
+                    if run.get_value().borrow_mut().finish(ticket, r) {
+                        shown.set(Some(outcome));
+                        phase.set(Phase::Ready);
+                        show_frame(t.shown, t.frame);
+                    }
                 }
                 Err(err) => phase.set(Phase::Failed(err.to_string())),
             }
@@ -208,13 +218,7 @@ fn Controls(
 ) -> impl IntoView {
     let all = examples::all();
     let busy = move || !matches!(phase.get(), Phase::Ready | Phase::Failed(_));
-    let pick = move |id: String| {
-        if let Some(ex) = examples::all().into_iter().find(|e| e.id == id) {
-            form.update(|f| {
-                *f = Traversal { model: f.model.clone(), ..Traversal::from_example(&ex, f.seed) };
-            });
-        }
-    };
+    let pick = move |id: String| form.update(|f| f.pick_example(&id));
     let blurb = move || {
         let id = form.with(|f| f.example.clone());
         examples::all()
@@ -223,7 +227,6 @@ fn Controls(
             .map(|e: Example| e.blurb)
             .unwrap_or("Your own prompts: the readouts score the classifier label each style names.")
     };
-    let number = |v: String| v.trim().parse::<u64>().ok();
     view! {
         <section id="controls">
             <label>
@@ -249,67 +252,30 @@ fn Controls(
             <label>
                 "Seed "
                 <input id="seed" type="number" min="0" prop:value=move || form.with(|f| f.seed.to_string())
-                    on:change=move |ev| {
-                        if let Some(s) = number(event_target_value(&ev)) {
-                            form.update(|f| f.seed = s);
-                        }
-                    } />
+                    on:change=move |ev| form.update(|f| f.edit_seed(&event_target_value(&ev))) />
             </label>
-            <button id="reseed" on:click=move |_| form.update(|f| f.seed = f.seed.wrapping_add(1))>"Next subject"</button>
+            <button id="reseed" on:click=move |_| form.update(Traversal::next_subject)>"Next subject"</button>
             <label class="wide">
                 "Neutral prompt "
                 <input id="neutral" type="text" prop:value=move || form.with(|f| f.neutral.clone())
-                    on:change=move |ev| {
-                        let v = event_target_value(&ev);
-                        form.update(|f| if !v.trim().is_empty() && v.trim() != f.neutral {
-                            f.neutral = v.trim().to_string();
-                            f.example = None;
-                        });
-                    } />
+                    on:change=move |ev| form.update(|f| f.edit_neutral(&event_target_value(&ev))) />
             </label>
             <label class="wide">
                 "Style prompts (one per line) "
                 <textarea id="styles" rows="4" prop:value=move || form.with(|f| f.styles.join("\n"))
-                    on:change=move |ev| {
-                        let v: Vec<String> = event_target_value(&ev).lines().map(str::trim)
-                            .filter(|l| !l.is_empty()).take(6).map(String::from).collect();
-                        form.update(|f| if !v.is_empty() && v != f.styles {
-                            f.styles = v;
-                            f.example = None;
-                            f.shown = 0;
-                        });
-                    } />
+                    on:change=move |ev| form.update(|f| f.edit_styles(&event_target_value(&ev))) />
             </label>
             <label>
                 "Steps "
-                <input id="steps" type="number" min="1" max="1000" prop:value=move || form.with(|f| f.steps.to_string())
-                    on:change=move |ev| {
-                        if let Some(s) = number(event_target_value(&ev)).filter(|s| (1..=1000).contains(s)) {
-                            form.update(|f| {
-                                let s = s as usize;
-                                let old = f.steps;
-                                f.steps = s;
-                                // Keep the swap points at the same fraction of the run.
-                                let mut t: Vec<usize> = f.swap_points.iter()
-                                    .map(|p| (p * s).div_ceil(old).clamp(1, s)).collect();
-                                t.dedup();
-                                f.swap_points = t;
-                                f.controls = f.controls.min(f.swap_points.len() + 1);
-                            });
-                        }
-                    } />
+                <input id="steps" type="number" min="1" max=MAX_STEPS.to_string() prop:value=move || form.with(|f| f.steps.to_string())
+                    on:change=move |ev| form.update(|f| f.edit_steps(&event_target_value(&ev))) />
             </label>
             <label>
                 "Guidance "
-                <input id="guidance" type="number" min="0" max="50" step="0.5" prop:value=move || form.with(|f| f.guidance.to_string())
-                    on:change=move |ev| {
-                        if let Ok(g) = event_target_value(&ev).trim().parse::<f64>()
-                            && g.is_finite()
-                            && (0.0..=50.0).contains(&g)
-                        {
-                            form.update(|f| f.guidance = g);
-                        }
-                    } />
+                <input id="guidance" type="number" min=GUIDANCE_RANGE.start().to_string()
+                    max=GUIDANCE_RANGE.end().to_string() step="0.5"
+                    prop:value=move || form.with(|f| f.guidance.to_string())
+                    on:change=move |ev| form.update(|f| f.edit_guidance(&event_target_value(&ev))) />
             </label>
             <button id="run" disabled=busy on:click=move |_| go()>"Traverse"</button>
             <a id="share" href=move || form.with(|f| format!("?{}", f.to_query()))>"Link to these settings"</a>
@@ -396,8 +362,8 @@ fn Results(
                         "Style "
                         <select id="shown" on:change=move |ev| {
                             if let Ok(k) = event_target_value(&ev).parse::<usize>() {
-                                form.update(|f| f.shown = k);
-                                show_frame(k, form.with_untracked(|f| f.frame));
+                                form.update(|f| f.show_style(k));
+                                show_frame(form.with_untracked(|f| f.shown), form.with_untracked(|f| f.frame));
                             }
                         }>
                             {styles.iter().enumerate().map(|(k, p)| view! {
@@ -409,9 +375,9 @@ fn Results(
                         prop:value=move || form.with(|f| f.frame.to_string())
                         on:input=move |ev| {
                             if let Ok(i) = event_target_value(&ev).parse::<usize>() {
-                                form.update(|f| f.frame = i.min(samples - 1));
+                                form.update(|f| f.show_frame(i));
                                 set_location_query(&form.get_untracked());
-                                show_frame(form.with_untracked(|f| f.shown), i.min(samples - 1));
+                                show_frame(form.with_untracked(|f| f.shown), form.with_untracked(|f| f.frame));
                             }
                         } />
                     <span class="frame-no">{move || form.with(|f| format!("frame {} of {samples}", f.frame + 1))}</span>

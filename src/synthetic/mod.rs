@@ -5,7 +5,12 @@
 
 pub mod canvas;
 pub mod chest;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod dataset;
 pub mod derm;
+pub mod prompts;
+
+pub use prompts::{CLASS_LABEL, Setting, counterfactuals, render_batch, settings};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -45,6 +50,17 @@ pub enum Split {
     Val,
     /// Test.
     Test,
+}
+
+impl Split {
+    /// Lowercase name (as serialized).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
 }
 
 /// The split of sample `index` of `n`: the first 72.3 % train, the next 12.7 % validation, the rest test.

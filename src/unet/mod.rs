@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::nn::resnet::ResnetBlock2DConfig;
-use crate::nn::{conv, group_norm};
+use crate::nn::{ActFn, conv, group_norm};
 use crate::weights::NameMap;
 use blocks::{DownBlock, MidBlock, UpBlock};
 use embeddings::{TimestepEmbedding, timestep_features};
@@ -40,11 +40,62 @@ impl<T: Clone> PerBlock<T> {
     }
 }
 
-fn default_down() -> Vec<String> {
-    ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"].map(String::from).to_vec()
+/// A down block type (diffusers' `down_block_types`) of SD 1.x/2.x.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum DownBlockType {
+    /// Resnets, each followed by a transformer, then a downsampler.
+    CrossAttnDownBlock2D,
+    /// Resnets, then a downsampler.
+    DownBlock2D,
 }
-fn default_up() -> Vec<String> {
-    ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"].map(String::from).to_vec()
+
+/// An up block type (diffusers' `up_block_types`) of SD 1.x/2.x.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum UpBlockType {
+    /// Resnets, each followed by a transformer, then an upsampler.
+    CrossAttnUpBlock2D,
+    /// Resnets, then an upsampler.
+    UpBlock2D,
+}
+
+/// The mid block type (diffusers' `mid_block_type`); SD has only this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum MidBlockType {
+    /// Resnet, transformer, resnet.
+    UNetMidBlock2DCrossAttn,
+}
+
+/// How the time embedding enters the resnets (diffusers' `resnet_time_scale_shift`); SD adds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeScaleShift {
+    /// Added after the first convolution.
+    Default,
+}
+
+/// The timestep features (diffusers' `time_embedding_type`); SD uses sinusoids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeEmbeddingType {
+    /// Sinusoidal features of the timestep.
+    Positional,
+}
+
+/// The transformers' attention (diffusers' `attention_type`); SD uses plain attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionType {
+    /// Self- and cross-attention, no gating.
+    Default,
+}
+
+fn default_down() -> Vec<DownBlockType> {
+    use DownBlockType::*;
+    vec![CrossAttnDownBlock2D, CrossAttnDownBlock2D, CrossAttnDownBlock2D, DownBlock2D]
+}
+fn default_up() -> Vec<UpBlockType> {
+    use UpBlockType::*;
+    vec![UpBlock2D, CrossAttnUpBlock2D, CrossAttnUpBlock2D, CrossAttnUpBlock2D]
 }
 
 /// diffusers' `UNet2DConditionModel` config; defaults are diffusers' defaults (those of SD 1.x).
@@ -58,15 +109,15 @@ pub struct UNet2DConditionConfig {
     pub center_input_sample: bool,
     pub flip_sin_to_cos: bool,
     pub freq_shift: f64,
-    pub down_block_types: Vec<String>,
-    pub mid_block_type: Option<String>,
-    pub up_block_types: Vec<String>,
+    pub down_block_types: Vec<DownBlockType>,
+    pub mid_block_type: Option<MidBlockType>,
+    pub up_block_types: Vec<UpBlockType>,
     pub only_cross_attention: PerBlock<bool>,
     pub block_out_channels: Vec<usize>,
     pub layers_per_block: PerBlock<usize>,
     pub downsample_padding: usize,
     pub mid_block_scale_factor: f64,
-    pub act_fn: String,
+    pub act_fn: ActFn,
     pub norm_num_groups: Option<usize>,
     pub norm_eps: f64,
     pub cross_attention_dim: PerBlock<usize>,
@@ -76,8 +127,8 @@ pub struct UNet2DConditionConfig {
     pub num_attention_heads: Option<PerBlock<usize>>,
     pub use_linear_projection: bool,
     pub upcast_attention: bool,
-    pub resnet_time_scale_shift: String,
-    pub time_embedding_type: String,
+    pub resnet_time_scale_shift: TimeScaleShift,
+    pub time_embedding_type: TimeEmbeddingType,
     pub time_embedding_dim: Option<usize>,
     pub conv_in_kernel: usize,
     pub conv_out_kernel: usize,
@@ -86,7 +137,7 @@ pub struct UNet2DConditionConfig {
     pub encoder_hid_dim: Option<usize>,
     pub time_cond_proj_dim: Option<usize>,
     pub dual_cross_attention: bool,
-    pub attention_type: String,
+    pub attention_type: AttentionType,
 }
 
 impl Default for UNet2DConditionConfig {
@@ -99,14 +150,14 @@ impl Default for UNet2DConditionConfig {
             flip_sin_to_cos: true,
             freq_shift: 0.0,
             down_block_types: default_down(),
-            mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
+            mid_block_type: Some(MidBlockType::UNetMidBlock2DCrossAttn),
             up_block_types: default_up(),
             only_cross_attention: PerBlock::All(false),
             block_out_channels: vec![320, 640, 1280, 1280],
             layers_per_block: PerBlock::All(2),
             downsample_padding: 1,
             mid_block_scale_factor: 1.0,
-            act_fn: "silu".into(),
+            act_fn: ActFn::Silu,
             norm_num_groups: Some(32),
             norm_eps: 1e-5,
             cross_attention_dim: PerBlock::All(1280),
@@ -115,8 +166,8 @@ impl Default for UNet2DConditionConfig {
             num_attention_heads: None,
             use_linear_projection: false,
             upcast_attention: false,
-            resnet_time_scale_shift: "default".into(),
-            time_embedding_type: "positional".into(),
+            resnet_time_scale_shift: TimeScaleShift::Default,
+            time_embedding_type: TimeEmbeddingType::Positional,
             time_embedding_dim: None,
             conv_in_kernel: 3,
             conv_out_kernel: 3,
@@ -125,7 +176,7 @@ impl Default for UNet2DConditionConfig {
             encoder_hid_dim: None,
             time_cond_proj_dim: None,
             dual_cross_attention: false,
-            attention_type: "default".into(),
+            attention_type: AttentionType::Default,
         }
     }
 }
@@ -144,7 +195,7 @@ struct Resolved {
 impl UNet2DConditionConfig {
     /// Parses `unet/config.json`.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| Error::config("unet/config.json", e))
+        crate::error::parse_json("unet/config.json", json)
     }
 
     /// Width of the text embedding the U-Net expects.
@@ -171,28 +222,11 @@ impl UNet2DConditionConfig {
             (self.encoder_hid_dim.is_some(), "encoder_hid_dim"),
             (self.time_cond_proj_dim.is_some(), "time_cond_proj_dim"),
             (self.dual_cross_attention, "dual_cross_attention"),
-            (self.resnet_time_scale_shift != "default", "resnet_time_scale_shift other than \"default\""),
-            (self.time_embedding_type != "positional", "time_embedding_type other than \"positional\""),
-            (!matches!(self.act_fn.as_str(), "silu" | "swish"), "act_fn other than silu"),
-            (self.attention_type != "default", "attention_type other than \"default\""),
-            (
-                self.mid_block_type.as_deref() != Some("UNetMidBlock2DCrossAttn"),
-                "mid_block_type other than UNetMidBlock2DCrossAttn",
-            ),
+            (self.mid_block_type.is_none(), "a U-Net without a mid block (mid_block_type null)"),
             (self.conv_in_kernel.is_multiple_of(2) || self.conv_out_kernel.is_multiple_of(2), "even conv kernels"),
         ];
         if let Some((_, what)) = unsupported.iter().find(|(on, _)| *on) {
             return bad(format!("{what} is not supported (SD 1.x/2.x U-Nets only)"));
-        }
-        for t in &self.down_block_types {
-            if !matches!(t.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D") {
-                return bad(format!("unsupported down block type {t}"));
-            }
-        }
-        for t in &self.up_block_types {
-            if !matches!(t.as_str(), "CrossAttnUpBlock2D" | "UpBlock2D") {
-                return bad(format!("unsupported up block type {t}"));
-            }
         }
         let heads =
             self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).expand("attention heads", n)?;
@@ -251,7 +285,7 @@ impl UNet2DConditionConfig {
             let input = out;
             out = channels;
             let resnets = (0..r.layers[i]).map(|j| resnet(if j == 0 { input } else { out }, out, 1.0)).collect();
-            let cross = self.down_block_types[i] == "CrossAttnDownBlock2D";
+            let cross = self.down_block_types[i] == DownBlockType::CrossAttnDownBlock2D;
             let down = (i + 1 < n).then_some(self.downsample_padding);
             down_blocks.push(DownBlock::new(resnets, cross.then(|| attn(i, out)), down, device));
         }
@@ -273,7 +307,7 @@ impl UNet2DConditionConfig {
                     resnet(res_in + skip, out, 1.0)
                 })
                 .collect();
-            let cross = self.up_block_types[i] == "CrossAttnUpBlock2D";
+            let cross = self.up_block_types[i] == UpBlockType::CrossAttnUpBlock2D;
             // Up block i mirrors down block n-1-i: its heads, depth and text width too.
             up_blocks.push(UpBlock::new(resnets, cross.then(|| attn(n - 1 - i, out)), i + 1 < n, device));
         }

@@ -139,5 +139,5 @@ pub fn lpips_test_weights() -> Vec<u8> {
         tensors.push((format!("lins.{k}.model.1.weight"), f32s, lin.shape.clone(), bytes(&lin.data)));
     }
     tensors.push(("scaling_layer.shift".into(), f32s, vec![1, 3, 1, 1], bytes(&[-0.030, -0.088, -0.188])));
-    traverse::weights::serialize("lpips", tensors, None).unwrap()
+    traverse::codec::serialize("lpips", tensors, None).unwrap()
 }

@@ -1,0 +1,81 @@
+//! `traverse`: the command-line front end. Each command parses its arguments and calls the library; what it
+//! writes and prints comes from the library's typed results.
+
+mod blend;
+mod classify;
+mod common;
+mod dataset;
+mod evaluate;
+mod generate;
+mod interpolate;
+mod invert;
+mod quantize;
+mod train_classifier;
+mod train_mini;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use traverse::Result;
+
+#[derive(Parser)]
+#[command(name = "traverse", version, about = "Attribute traversals of Stable Diffusion by prompt swapping")]
+struct Cli {
+    /// Where models run: burn's pure-Rust CPU backend, or the GPU through wgpu (Vulkan/Metal/DX12; needs a
+    /// build with `--features wgpu`).
+    #[arg(long, value_enum, default_value_t = common::DeviceArg::Cpu, global = true)]
+    device: common::DeviceArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a neutral image and its prompt-swap trajectories from a seed.
+    Generate(generate::Args),
+    /// Invert a real image to noise with the neutral prompt, then prompt-swap from there.
+    Invert(invert::Args),
+    /// Decode a Bézier traversal through the latents of a `generate` run.
+    Interpolate(interpolate::Args),
+    /// Write a synthetic phantom dataset: PNGs, metadata (attributes, content, caption) and splits.
+    Dataset(dataset::Args),
+    /// Train an attribute classifier on phantoms and score it on the held-out test split.
+    TrainClassifier(train_classifier::Args),
+    /// Train (or resume) the embedded mini model on phantoms: tokenizer, text encoder, VAE, U-Net.
+    TrainMini(train_mini::Args),
+    /// Blend a fine-tuned U-Net with the one it started from (weight-space ensembling) into a new model folder.
+    Blend(blend::Args),
+    /// Score trajectories as the paper's Table 2 (CFRT) and Fig. 5 (direction cosines) with a classifier.
+    Evaluate(evaluate::Args),
+    /// Judge images (e.g. a `generate` run's PNGs) with an attribute classifier: one probability per label.
+    Classify(classify::Args),
+    /// Write an int8 copy of a model folder and report its size and image fidelity against the original.
+    Quantize(quantize::Args),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // Commands that run no model never start a device.
+    let device = || cli.device.init();
+    match cli.command {
+        Command::Generate(a) => generate::run(a, &device()?),
+        Command::Invert(a) => invert::run(a, &device()?),
+        Command::Interpolate(a) => interpolate::run(a, &device()?),
+        Command::Dataset(a) => dataset::run(a),
+        Command::TrainClassifier(a) => train_classifier::run(a, &device()?),
+        Command::TrainMini(a) => train_mini::run(a, &device()?),
+        Command::Blend(a) => blend::run(a),
+        Command::Evaluate(a) => evaluate::run(a, &device()?),
+        Command::Classify(a) => classify::run(a, &device()?),
+        Command::Quantize(a) => quantize::run(a, &device()?),
+    }
+}

@@ -1,0 +1,232 @@
+//! A model folder under training: `config.json`, the weights (diffusers' names), `train_state.json` (the step
+//! reached and every run that trained it, with its settings) and `loss.csv` with its plot `loss.svg`.
+//! Opening a folder resumes from its last save; every file is replaced atomically, so a crash mid-save leaves
+//! the previous save whole; a folder whose state is missing, corrupt or without weights is an error that says
+//! how to go on, never a silent restart.
+
+use std::path::{Path, PathBuf};
+
+use burn_store::ModuleSnapshot;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::files;
+use crate::weights::{NameMap, WeightFile};
+
+/// One run of a stage: the steps it trained and the settings it trained them with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The step it started from.
+    pub from_step: usize,
+    /// The step its last save reached.
+    pub to_step: usize,
+    /// Its settings (the stage's training config).
+    pub settings: serde_json::Value,
+}
+
+/// What `train_state.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Every run that trained the weights, oldest first (empty for folders saved before runs were recorded).
+    #[serde(default)]
+    pub runs: Vec<RunRecord>,
+}
+
+impl TrainState {
+    /// Reads `train_state.json`; a file that is not a state is an error saying how to go on.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = files::read_text(path)?;
+        serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!(
+                "is not a training state ({e}); restore it from a backup, or delete its folder to train this \
+                 stage from scratch"
+            ),
+        })
+    }
+}
+
+/// The open checkpoint of one stage.
+pub struct Checkpoint {
+    dir: PathBuf,
+    weights: String,
+    export: &'static [(&'static str, &'static str)],
+    state: TrainState,
+    /// `loss.csv` as saved, plus the steps logged since.
+    losses: String,
+}
+
+impl Checkpoint {
+    /// Opens the stage folder `dir`, whose weights file is `weights`, for a run with `settings`: writes
+    /// `config` as `config.json` and, when the folder holds a save, loads its weights into `model`. Returns
+    /// the checkpoint and the step to start from.
+    pub fn open<M: ModuleSnapshot>(
+        dir: &Path,
+        weights: &str,
+        config: &serde_json::Value,
+        model: &mut M,
+        names: &NameMap,
+        export: &'static [(&'static str, &'static str)],
+        settings: &impl Serialize,
+    ) -> Result<(Self, usize)> {
+        files::create_dir(dir)?;
+        let (state_path, weights_path) = (dir.join("train_state.json"), dir.join(weights));
+        let fail = |message: String| Error::Checkpoint { path: dir.to_path_buf(), message };
+        let mut state = match (state_path.is_file(), weights_path.is_file()) {
+            (false, false) => TrainState { step: 0, runs: Vec::new() },
+            (true, true) => {
+                let state = TrainState::read(&state_path)?;
+                crate::weights::load_into(model, weights, vec![WeightFile::Path(weights_path)], names).map_err(
+                    |e| fail(format!("{e}; restore {weights}, or delete the folder to train this stage from scratch")),
+                )?;
+                state
+            }
+            (true, false) => {
+                return Err(fail(format!(
+                    "has train_state.json but no {weights}; restore the weights, or delete train_state.json to \
+                     train this stage from scratch"
+                )));
+            }
+            (false, true) => {
+                return Err(fail(format!(
+                    "has {weights} but no train_state.json, so the step they reached is unknown; restore \
+                     train_state.json (e.g. {{\"step\": 1200}}), delete the weights to train this stage from \
+                     scratch, or seed the folder from a shipped model with `train-mini --resume-from`"
+                )));
+            }
+        };
+        let settings = serde_json::to_value(settings).map_err(|e| fail(format!("settings: {e}")))?;
+        state.runs.push(RunRecord { from_step: state.step, to_step: state.step, settings });
+        // Steps logged after the last save (before a crash) are trained again, so their rows go.
+        let log = dir.join("loss.csv");
+        let losses = if log.is_file() {
+            let text = files::read_text(&log)?;
+            let kept = text.lines().filter(|l| {
+                l.split_once(',').and_then(|(s, _)| s.trim().parse::<usize>().ok()).is_some_and(|s| s < state.step)
+            });
+            kept.map(|l| format!("{l}\n")).collect()
+        } else {
+            String::new()
+        };
+        files::write_json(&dir.join("config.json"), config)?;
+        let start = state.step;
+        let ckpt = Self { dir: dir.to_path_buf(), weights: weights.to_string(), export, state, losses };
+        if !ckpt.losses.is_empty() {
+            ckpt.plot()?;
+        }
+        Ok((ckpt, start))
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Logs step `step`'s loss and saves when `every` steps have passed or the run (`steps` in all) is done;
+    /// says whether it saved.
+    pub fn after_step<M: ModuleSnapshot>(
+        &mut self,
+        model: &M,
+        step: usize,
+        loss: f32,
+        steps: usize,
+        every: usize,
+    ) -> Result<bool> {
+        self.losses.push_str(&format!("{step},{loss}\n"));
+        let due = (step + 1).is_multiple_of(every.max(1)) || step + 1 == steps;
+        if due {
+            self.save(model, step + 1)?;
+        }
+        Ok(due)
+    }
+
+    /// Saves the weights and the loss log, then the state that names their step (last, so a crash in between
+    /// resumes from the previous save, whose log rows past it are dropped), then the plot.
+    fn save<M: ModuleSnapshot>(&mut self, model: &M, step: usize) -> Result<()> {
+        crate::weights::save_pytorch(model, &self.dir.join(&self.weights), self.export)?;
+        files::write(&self.dir.join("loss.csv"), self.losses.as_bytes())?;
+        self.state.step = step;
+        if let Some(run) = self.state.runs.last_mut() {
+            run.to_step = step;
+        }
+        files::write_json(&self.dir.join("train_state.json"), &self.state)?;
+        self.plot()
+    }
+
+    fn plot(&self) -> Result<()> {
+        let title = self.dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        crate::plot::loss(&self.losses, &title, &self.dir.join("loss.svg"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(burn::module::Module, Debug)]
+    struct Tiny {
+        w: burn::module::Param<burn::prelude::Tensor<1>>,
+    }
+
+    fn tiny(v: f32) -> Tiny {
+        let device = burn::prelude::Device::flex();
+        Tiny { w: burn::module::Param::from_data(burn::tensor::TensorData::new(vec![v; 4], [4]), &device) }
+    }
+
+    const NAMES: NameMap = NameMap { remaps: &[], ignore: &[] };
+
+    fn open(dir: &Path, model: &mut Tiny, lr: f64) -> Result<(Checkpoint, usize)> {
+        Checkpoint::open(
+            dir,
+            "w.safetensors",
+            &serde_json::json!({"a": 1}),
+            model,
+            &NAMES,
+            &[],
+            &serde_json::json!({"lr": lr}),
+        )
+    }
+
+    #[test]
+    fn resumes_records_every_run_and_refuses_what_it_cannot_trust() {
+        let dir = std::env::temp_dir().join(format!("traverse-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut ckpt, start) = open(&dir, &mut tiny(1.0), 0.1).unwrap();
+        assert_eq!(start, 0);
+        for step in 0..3 {
+            ckpt.after_step(&tiny(2.0), step, 0.5, 3, 2).unwrap();
+        }
+        // Step 3 was logged but never saved: a resumed run starts at the save (step 3 of the file) and drops
+        // nothing; a row past the save would be dropped.
+        std::fs::write(dir.join("loss.csv"), "0,0.5\n1,0.5\n2,0.5\n3,0.9\n").unwrap();
+        let mut model = tiny(0.0);
+        let (mut ckpt, start) = open(&dir, &mut model, 0.05).unwrap();
+        assert_eq!(start, 3);
+        assert_eq!(crate::readback::values(model.w.val()).unwrap(), vec![2.0; 4], "weights loaded");
+        assert_eq!(files::read_text(&dir.join("loss.csv")).unwrap().lines().count(), 4, "nothing rewritten yet");
+        ckpt.after_step(&tiny(3.0), 3, 0.4, 4, 10).unwrap();
+        assert_eq!(files::read_text(&dir.join("loss.csv")).unwrap(), "0,0.5\n1,0.5\n2,0.5\n3,0.4\n");
+        let state = TrainState::read(&dir.join("train_state.json")).unwrap();
+        assert_eq!(state.step, 4);
+        let runs: Vec<_> = state.runs.iter().map(|r| (r.from_step, r.to_step, r.settings["lr"].as_f64())).collect();
+        assert_eq!(runs, [(0, 3, Some(0.1)), (3, 4, Some(0.05))]);
+        assert!(
+            std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".partial"))
+        );
+
+        // A corrupt state, a state without weights, weights without a state: errors that say what to do.
+        std::fs::write(dir.join("train_state.json"), "{\"step\": ").unwrap();
+        let err = open(&dir, &mut tiny(0.0), 0.1).err().unwrap().to_string();
+        assert!(err.contains("is not a training state") && err.contains("delete"), "{err}");
+        std::fs::remove_file(dir.join("train_state.json")).unwrap();
+        let err = open(&dir, &mut tiny(0.0), 0.1).err().unwrap().to_string();
+        assert!(err.contains("no train_state.json") && err.contains("--resume-from"), "{err}");
+        std::fs::write(dir.join("train_state.json"), "{\"step\": 4}").unwrap();
+        std::fs::remove_file(dir.join("w.safetensors")).unwrap();
+        let err = open(&dir, &mut tiny(0.0), 0.1).err().unwrap().to_string();
+        assert!(err.contains("but no w.safetensors"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

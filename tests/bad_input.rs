@@ -1,0 +1,127 @@
+//! Every public entry point that takes values from outside (a link, a flag, a file, a caller) answers an
+//! out-of-range value with an error that says what is wrong, never a panic.
+
+mod common;
+
+use burn::prelude::*;
+use common::*;
+use traverse::Error;
+use traverse::classifier::{Classifier, ClassifierConfig};
+use traverse::pipeline::StableDiffusion;
+use traverse::swap::{SwapSampler, SwapSettings};
+use traverse::synthetic::{Kind, Phantom};
+
+/// The error of `result`, which must be one.
+fn err<T>(result: traverse::Result<T>) -> String {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn sampling_refuses_bad_noise_steps_and_timesteps() {
+    let sd = StableDiffusion::load(&fixtures().join("tiny-sd"), None, &device()).unwrap();
+    let settings = SwapSettings { steps: 2, swap_points: vec![1], ..Default::default() };
+    let wrong = Tensor::<4>::zeros([2, 4, 4, 4], &device());
+    assert!(err(SwapSampler::new(&sd, wrong, "a", &[], "", &settings)).contains("initial latents"));
+    let no_steps = SwapSettings { steps: 0, swap_points: vec![], ..Default::default() };
+    let init = Tensor::<4>::zeros([1, 4, 4, 4], &device());
+    assert!(SwapSampler::new(&sd, init.clone(), "a", &[], "", &no_steps).is_err());
+    assert!(err(sd.scheduler.build(10).unwrap().step(init.clone(), 1000, init.clone())).contains("timestep 1000"));
+    assert!(traverse::invert::invert(&sd, init, "a", "", 0, 1.0, |_, _| {}).is_err());
+    assert!(sd.embed_ids(&[]).is_err());
+}
+
+#[test]
+fn bezier_and_metrics_refuse_what_they_cannot_compute() {
+    let z = Tensor::<4>::zeros([1, 1, 2, 2], &device());
+    assert!(traverse::bezier::control_indices(5, 7).is_err());
+    assert!(traverse::bezier::control_indices(5, 1).is_err());
+    assert!(traverse::bezier::interpolate(std::slice::from_ref(&z), 10).is_err());
+    assert!(traverse::bezier::interpolate(&[z.clone(), Tensor::zeros([1, 1, 3, 3], &device())], 10).is_err());
+    assert!(traverse::bezier::interpolate(&[z.clone(), z], 1).is_err());
+    assert!(traverse::metrics::tsne(&vec![vec![0.0]; 3], 30.0, 0).is_err(), "too few points");
+    assert!(traverse::metrics::tsne(&[vec![0.0, 1.0], vec![0.0]], 30.0, 0).is_err(), "ragged points");
+    assert!(traverse::metrics::tsne(&vec![vec![f32::NAN]; 5], 30.0, 0).is_err(), "not finite");
+    assert!(traverse::metrics::tsne(&vec![vec![0.0]; 5], -1.0, 0).is_err(), "bad perplexity");
+}
+
+#[test]
+fn images_and_classifiers_refuse_wrong_shapes() {
+    assert!(traverse::image::to_rgb(&[0.0; 5], 2, 2).is_err());
+    assert!(traverse::image::tensor_to_rgb(Tensor::zeros([1, 2, 4, 4], &device())).is_err());
+    let config = ClassifierConfig { in_channels: 3, image_size: 8, widths: vec![8], labels: vec!["a".into()] };
+    let classifier = Classifier { model: config.init(&device()).unwrap(), config: config.clone() };
+    assert!(err(classifier.probabilities(Tensor::zeros([1, 2, 8, 8], &device()))).contains("3-channel"));
+    assert!(err(classifier.config.label_column("b")).contains("no label"));
+    for bad in [
+        ClassifierConfig { widths: vec![], ..config.clone() },
+        ClassifierConfig { widths: vec![12], ..config.clone() },
+        ClassifierConfig { labels: vec![], ..config },
+    ] {
+        assert!(bad.init(&device()).is_err(), "{bad:?}");
+    }
+    let lpips = traverse::lpips::Lpips::init(&device());
+    let small = Tensor::<4>::zeros([1, 3, 8, 8], &device());
+    assert!(lpips.distance(small.clone(), small).is_err());
+}
+
+#[test]
+fn phantoms_and_datasets_refuse_unknown_attributes_and_sizes() {
+    let p = Phantom::sample(Kind::Chest, 0, 0);
+    assert!(err(p.with_attribute("ruler", true)).contains("ruler"));
+    let out = TempDir::new("bad-dataset");
+    assert!(traverse::synthetic::dataset::write(Kind::Derm, 3, 0, 4096, &out.0.join("d"), |_| {}).is_err());
+}
+
+#[test]
+fn run_files_refuse_missing_latents() {
+    let tmp = TempDir::new("bad-latents");
+    let path = tmp.0.join("latents.safetensors");
+    let z = Tensor::<4>::zeros([1, 4, 2, 2], &device());
+    traverse::output::write_latents(&path, &[("neutral".into(), z)], Default::default()).unwrap();
+    assert!(err(traverse::output::trajectory_points(&path, 0)).contains("no trajectory"));
+    assert!(err(traverse::output::read_latents(&path, &["init".into()], &device())).contains("no tensor"));
+    assert!(matches!(
+        traverse::output::read_latents(&tmp.0.join("none.safetensors"), &[], &device()),
+        Err(Error::Io { .. })
+    ));
+}
+
+#[test]
+fn training_refuses_bad_recipes_before_any_stage() {
+    use traverse::train::{Preset, Recipe};
+    let recipe = Recipe {
+        preset: Preset::Tiny,
+        size: 16,
+        images: 8,
+        seed: 4,
+        text_steps: 2,
+        vae_steps: 2,
+        vae_crop: 8,
+        vae_edge_weight: 1.0,
+        vae_decoder_steps: 0,
+        vae_attribute_weight: 10.0,
+        unet_steps: 2,
+        unet_learning_rate: 2e-4,
+        unet_caption_balance: 0.0,
+        unet_chest_share: None,
+        batches: [4, 2, 2],
+        checkpoint_every: 1,
+    };
+    assert!(recipe.validate().is_ok());
+    let out = TempDir::new("bad-recipe");
+    for bad in [
+        Recipe { size: 13, ..recipe.clone() },
+        Recipe { vae_crop: 24, ..recipe.clone() },
+        Recipe { images: 0, ..recipe.clone() },
+        Recipe { batches: [4, 0, 2], ..recipe.clone() },
+        Recipe { unet_learning_rate: f64::NAN, ..recipe.clone() },
+        Recipe { unet_caption_balance: 1.5, ..recipe.clone() },
+        Recipe { unet_chest_share: Some(-0.1), ..recipe.clone() },
+    ] {
+        assert!(traverse::train::train(&bad, &device(), &out.0.join("run"), |_, _, _| {}).is_err(), "{bad:?}");
+        assert!(!out.0.join("run").exists(), "nothing is written for {bad:?}");
+    }
+}
