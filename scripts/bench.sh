@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # U-Net step time of this engine vs diffusers on identical weights and inputs, in one run, on this machine's
 # CPU: a small config and the full SD 1.5 U-Net (latent 4x64x64, batch 2). Prints a markdown table.
-# Needs the reference venv (created here from scripts/requirements-parity.txt, ~6 GB) and ~8 GB of disk.
+# Needs: Python 3 with venv and pip, and PyPI (the reference venv is made here from
+# scripts/requirements-parity.txt: torch, diffusers, ~6 GB), ~8 GB of disk; the toolchain is installed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/setup.sh
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 VENV="${TRAVERSE_VENV:-$CACHE/venv-parity}"
 [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -r scripts/requirements-parity.txt; }

@@ -8,6 +8,7 @@
 #
 # TRAVERSE_BIN=PATH uses that traverse binary instead of building the release one (e.g. the optimized dev
 # build a training run already used: `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo build --bin traverse`).
+# Needs: a `train-mini` output folder; the toolchain is installed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAINED="${1:?usage: ship_model.sh TRAINED_DIR [subjects]}"
@@ -17,6 +18,7 @@ SUBJECTS="${2:-6}"
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 BIN="${TRAVERSE_BIN:-}"
 if [ -z "$BIN" ]; then
+  source scripts/setup.sh
   CARGO_TARGET_DIR="$CACHE/target" cargo build --locked --release --bin traverse
   BIN="$CACHE/target/release/traverse"
 fi
