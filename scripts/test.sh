@@ -8,19 +8,22 @@ CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 mkdir -p "$CACHE"
 export CARGO_TERM_COLOR=never
 
-# The pinned toolchain, and libclang for the native GPU build's bindgen; the page's tools (trunk,
-# wasm-bindgen, wasm-opt, chromium) come in test-web.sh.
+# The pinned toolchain, libclang for the native GPU build's bindgen and Mesa's Vulkan (lavapipe) to run it on
+# the CPU; the page's tools (trunk, wasm-bindgen, wasm-opt, chromium) come in test-web.sh.
 source scripts/setup.sh
-apt_install libclang-dev
+apt_install libclang-dev mesa-vulkan-drivers
 
 echo "== formatting and lints"
 cargo fmt --check
 CARGO_TARGET_DIR="$CACHE/target" cargo clippy --locked --all-targets -- -D warnings 2>&1
 # The CLI with its GPU backend (`--device wgpu`, burn's wgpu on Vulkan/Metal).
-CARGO_TARGET_DIR="$CACHE/target" cargo clippy --locked --bin traverse --features wgpu -- -D warnings 2>&1
+CARGO_TARGET_DIR="$CACHE/target" cargo clippy --locked --bin traverse --test wgpu --features wgpu -- -D warnings 2>&1
 
 echo "== native tests (library, parity with diffusers, error handling, CLI)"
 CARGO_TARGET_DIR="$CACHE/target" cargo test --locked 2>&1
+
+echo "== the GPU backend gives the CPU's numbers (wgpu on Vulkan; lavapipe without a GPU)"
+CARGO_TARGET_DIR="$CACHE/target" cargo test --locked --features wgpu --test wgpu 2>&1
 
 echo "== the page: set-up and build from an empty registry, wasm32 lints, end to end in headless Chromium"
 bash scripts/test-web.sh 2>&1

@@ -160,7 +160,8 @@ impl ClipAttention {
     /// Causal multi-head self-attention over `[B, L, hidden]`.
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (q, k, v) = (self.q_proj.forward(x.clone()), self.k_proj.forward(x.clone()), self.v_proj.forward(x));
-        self.out_proj.forward(multi_head_attention(q, k, v, self.heads, true))
+        // 77 tokens: the scores are small, never sliced.
+        self.out_proj.forward(multi_head_attention(q, k, v, self.heads, true, 0))
     }
 }
 

@@ -165,6 +165,59 @@ fn read_json(src: &dyn ModelSource, path: &str) -> Result<String> {
     String::from_utf8(src.read(path, MAX_JSON_BYTES)?).map_err(|e| Error::config(path, e))
 }
 
+/// How runs of a model fit a device whose buffers hold at most a given number of bytes: the most latents
+/// per U-Net call and images per decode, so that no tensor outgrows one buffer, and the attention slicing
+/// that keeps score matrices under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Most latents per U-Net call (each is two batch rows when guided).
+    pub unet_batch: usize,
+    /// Most images per VAE decode.
+    pub decode_batch: usize,
+    /// Most f32 score elements per attention call.
+    pub max_scores: usize,
+}
+
+impl Plan {
+    /// The plan for `unet` and `vae` at latent size `latent` under a `max_binding`-byte buffer limit, with
+    /// guidance (two U-Net rows per latent) or without; an error that says why when not even one latent or
+    /// image fits.
+    pub fn new(
+        unet: &UNet2DConditionConfig,
+        vae: &AutoencoderKLConfig,
+        latent: [usize; 2],
+        guided: bool,
+        max_binding: u64,
+    ) -> Result<Self> {
+        let values = usize::try_from(max_binding / 4).unwrap_or(usize::MAX);
+        let row = unet.largest_activation(latent)?.max(1);
+        let rows_per_latent = if guided { 2 } else { 1 };
+        let image = vae.largest_decode_activation(latent).max(1);
+        let mb = |elements: usize| (elements as f64 * 4.0 / 1048576.0).ceil();
+        if values / row < rows_per_latent {
+            return Err(Error::Device(format!(
+                "one U-Net call of this model at a {}×{} latent makes a {} MB tensor, over this GPU's {} MB buffer \
+                 limit",
+                latent[0],
+                latent[1],
+                mb(row * rows_per_latent),
+                max_binding >> 20
+            )));
+        }
+        if values < image {
+            return Err(Error::Device(format!(
+                "decoding one image of this model at a {}×{} latent makes a {} MB tensor, over this GPU's {} MB \
+                 buffer limit",
+                latent[0],
+                latent[1],
+                mb(image),
+                max_binding >> 20
+            )));
+        }
+        Ok(Self { unet_batch: values / row / rows_per_latent, decode_batch: values / image, max_scores: values })
+    }
+}
+
 /// A loaded Stable Diffusion model: tokenizer, text encoder, U-Net, VAE and the scheduler's config.
 pub struct StableDiffusion {
     /// Prompt tokenizer.
@@ -196,6 +249,18 @@ impl StableDiffusion {
 
     /// Loads a diffusers folder from any [`ModelSource`].
     pub fn from_source(src: &dyn ModelSource, variant: Option<&str>, device: &Device) -> Result<Self> {
+        Self::from_source_limited(src, variant, device, 0)
+    }
+
+    /// [`from_source`](Self::from_source) for a device whose buffers hold at most `max_scores` f32 values:
+    /// the U-Net's and the VAE's attentions slice their queries so that no score matrix is larger (0: no
+    /// limit).
+    pub fn from_source_limited(
+        src: &dyn ModelSource,
+        variant: Option<&str>,
+        device: &Device,
+        max_scores: usize,
+    ) -> Result<Self> {
         let [text, unet, vae, scheduler] = CONFIG_FILES;
         let text_config = ClipTextConfig::from_json(&read_json(src, text)?)?;
         let unet_config = UNet2DConditionConfig::from_json(&read_json(src, unet)?)?;
@@ -237,8 +302,9 @@ impl StableDiffusion {
         }
         let [(text_dir, text_base), (unet_dir, unet_base), (vae_dir, vae_base)] = WEIGHTS;
         let text_encoder = load(src, text_config.init(device)?, text_dir, text_base, variant, &clip::NAMES)?;
-        let unet = load(src, unet_config.init(device)?, unet_dir, unet_base, variant, &unet::NAMES)?;
-        let vae = load(src, vae_config.init(device)?, vae_dir, vae_base, variant, &vae::NAMES)?;
+        let unet =
+            load(src, unet_config.init_limited(device, max_scores)?, unet_dir, unet_base, variant, &unet::NAMES)?;
+        let vae = load(src, vae_config.init_limited(device, max_scores)?, vae_dir, vae_base, variant, &vae::NAMES)?;
         Ok(Self { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler, device: device.clone() })
     }
 
@@ -286,6 +352,11 @@ impl StableDiffusion {
         Ok([height / f, width / f])
     }
 
+    /// The [`Plan`] of runs at `image` pixels (height, width) under a `max_binding`-byte buffer limit.
+    pub fn plan(&self, [height, width]: [usize; 2], guided: bool, max_binding: u64) -> Result<Plan> {
+        Plan::new(&self.unet_config, &self.vae_config, self.latent_size(height, width)?, guided, max_binding)
+    }
+
     /// The default image size: the U-Net's `sample_size` × the VAE's downsampling.
     pub fn default_image_size(&self) -> usize {
         self.unet_config.sample_size.unwrap_or(64) * self.vae_config.downsampling()
@@ -313,5 +384,37 @@ impl StableDiffusion {
         let out = self.unet.forward(input, t, &ctx);
         let (un, cond) = (out.clone().narrow(0, 0, n), out.narrow(0, n, n));
         un.clone() + (cond - un) * guidance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sd15_plans_follow_the_buffer_limit() {
+        // SD 1.5's U-Net and VAE (diffusers' defaults but for the VAE's four blocks) at 512 px: the largest
+        // U-Net tensor per row is the first transformer's GEGLU projection, 8 × 320 × 4096 values (42 MB); the
+        // decoder's is its last block's first resnet input, 256 channels at 512 × 512 (268 MB).
+        let unet = UNet2DConditionConfig { cross_attention_dim: crate::unet::PerBlock::All(768), ..Default::default() };
+        let vae = AutoencoderKLConfig::from_json(
+            r#"{"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D",
+            "DownEncoderBlock2D", "DownEncoderBlock2D"], "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D",
+            "UpDecoderBlock2D", "UpDecoderBlock2D"], "layers_per_block": 2}"#,
+        )
+        .unwrap();
+        assert_eq!(unet.largest_activation([64, 64]).unwrap(), 8 * 320 * 4096);
+        assert_eq!(vae.largest_decode_activation([64, 64]), 256 * 512 * 512);
+        let plan = |mib: u64, guided| Plan::new(&unet, &vae, [64, 64], guided, mib << 20);
+        let gib = plan(1024, true).unwrap();
+        assert_eq!((gib.unet_batch, gib.decode_batch, gib.max_scores), (12, 4, 1 << 28));
+        assert_eq!(plan(1024, false).unwrap().unet_batch, 25);
+        // WebGPU's default 128 MiB binding holds one guided latent per U-Net call, but no decode; 64 MiB not
+        // even the U-Net call.
+        let err = plan(128, true).unwrap_err().to_string();
+        assert!(err.contains("decoding one image") && err.contains("128 MB"), "{err}");
+        let err = plan(64, true).unwrap_err().to_string();
+        assert!(err.contains("one U-Net call") && err.contains("64 MB"), "{err}");
+        assert_eq!(plan(256, true).unwrap().unet_batch, 3);
     }
 }

@@ -83,7 +83,7 @@ pub struct VaeMidBlock {
 }
 
 impl VaeMidBlock {
-    fn new(c: usize, groups: usize, attention: bool, device: &Device) -> Self {
+    fn new(c: usize, groups: usize, attention: bool, max_scores: usize, device: &Device) -> Self {
         let resnet = ResnetBlock2DConfig {
             in_channels: c,
             out_channels: c,
@@ -99,6 +99,7 @@ impl VaeMidBlock {
             dim_head: c,
             qkv_bias: true,
             group_norm: Some((groups, EPS)),
+            max_scores,
         };
         Self {
             resnets: vec![resnet.init(device), resnet.init(device)],
@@ -212,8 +213,31 @@ impl AutoencoderKLConfig {
         1 << self.block_out_channels.len().saturating_sub(1)
     }
 
+    /// Elements of the largest tensor the decoder makes for one latent of `h × w`: a resnet's input or output
+    /// at the resolution its up block runs at (the mid attention's scores are sliced to fit). What a GPU's
+    /// buffer limit has to hold, per image, to decode.
+    pub fn largest_decode_activation(&self, [h, w]: [usize; 2]) -> usize {
+        let ch = &self.block_out_channels;
+        let n = ch.len();
+        let mut prev = ch.last().copied().unwrap_or(0);
+        let mut largest = prev * h * w;
+        for i in 0..n {
+            let out = ch[n - 1 - i];
+            // Block i runs at the latent size times 2^i; its first resnet takes the previous block's channels.
+            largest = largest.max(prev.max(out) * (h << i) * (w << i));
+            prev = out;
+        }
+        largest
+    }
+
     /// Builds the model (weights uninitialized until loaded or trained); fails on unsupported configs.
     pub fn init(&self, device: &Device) -> Result<AutoencoderKL> {
+        self.init_limited(device, 0)
+    }
+
+    /// [`init`](Self::init) with a mid-block attention that materializes at most `max_scores` score
+    /// elements per call (0: no limit), slicing its queries beyond that.
+    pub fn init_limited(&self, device: &Device, max_scores: usize) -> Result<AutoencoderKL> {
         let bad = |m: String| Err(Error::config("vae/config.json", m));
         let ch = &self.block_out_channels;
         let n = ch.len();
@@ -241,7 +265,7 @@ impl AutoencoderKLConfig {
         let encoder = Encoder {
             conv_in: conv(self.in_channels, ch[0], 3, device),
             down_blocks,
-            mid_block: VaeMidBlock::new(ch[n - 1], g, self.mid_block_add_attention, device),
+            mid_block: VaeMidBlock::new(ch[n - 1], g, self.mid_block_add_attention, max_scores, device),
             conv_norm_out: group_norm(g, ch[n - 1], EPS, device),
             conv_out: conv(ch[n - 1], 2 * lc, 3, device),
         };
@@ -255,7 +279,7 @@ impl AutoencoderKLConfig {
             .collect();
         let decoder = Decoder {
             conv_in: conv(lc, ch[n - 1], 3, device),
-            mid_block: VaeMidBlock::new(ch[n - 1], g, self.mid_block_add_attention, device),
+            mid_block: VaeMidBlock::new(ch[n - 1], g, self.mid_block_add_attention, max_scores, device),
             up_blocks,
             conv_norm_out: group_norm(g, ch[0], EPS, device),
             conv_out: conv(ch[0], self.out_channels, 3, device),

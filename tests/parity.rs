@@ -125,6 +125,23 @@ fn prompt_swap_matches_reference_and_shares_the_prefix() {
 }
 
 #[test]
+fn sliced_attention_keeps_the_guided_run_on_diffusers_numbers() {
+    // 64 score elements per call: every self- and cross-attention of the U-Net and the VAE's mid attention
+    // runs one query row (or a few) at a time, as on a GPU with a small binding limit.
+    let r = load_reference("tiny_sd_reference.safetensors");
+    let src = traverse::pipeline::DirSource(fixtures().join("tiny-sd"));
+    let sd = StableDiffusion::from_source_limited(&src, None, &device(), 64).unwrap();
+    let settings = SwapSettings { steps: 10, guidance: 7.5, swap_points: vec![10], max_batch: 8 };
+    let prompt = "Chest X-ray of a subject with pleural effusion";
+    let res = SwapSampler::new(&sd, r["ddim.init"].tensor(sd.device()), prompt, &[prompt.to_string()], "", &settings)
+        .unwrap()
+        .run()
+        .unwrap();
+    assert_close("sliced ddim 10 steps", res.neutral.clone(), &r["ddim.latents"], 1e-3);
+    assert_close("sliced decoded image", sd.vae.decode(res.neutral), &r["ddim.image"], 1e-3);
+}
+
+#[test]
 fn inversion_matches_ddim_inverse_scheduler() {
     let r = load_reference("tiny_sd_reference.safetensors");
     let sd = tiny_sd(None);

@@ -15,7 +15,7 @@ use crate::app::readout::{MapDot, StyleReadout, latent_map, readouts};
 use crate::classifier::Classifier;
 use crate::codec::{WeightFile, inspect_bytes};
 use crate::error::{Error, Result};
-use crate::pipeline::{CONFIG_FILES, MemorySource, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names};
+use crate::pipeline::{CONFIG_FILES, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names};
 use crate::readback::values_async as read;
 use crate::rng::initial_latents;
 use crate::swap::{SwapSampler, SwapSettings};
@@ -190,7 +190,9 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
             MAX_MODEL_F32_BYTES >> 20
         )));
     }
-    StableDiffusion::from_source(&MemorySource(files), None, &gpu.device)
+    // No attention's score matrix may outgrow one storage buffer.
+    let max_scores = usize::try_from(gpu.max_binding / 4).unwrap_or(usize::MAX);
+    StableDiffusion::from_source_limited(&MemorySource(files), None, &gpu.device, max_scores)
 }
 
 /// Loads the attribute classifiers of one image family from `{base}/config.json` and `model.safetensors`;
@@ -255,18 +257,28 @@ pub struct Run {
     frames: HashMap<(usize, usize), Picture>,
 }
 
-/// The models a run needs.
+/// The models a run needs, and the device's buffer limit they run under.
 pub struct Models<'a> {
     /// The diffusion model.
     pub sd: &'a StableDiffusion,
     /// The family's attribute classifiers, if shipped.
     pub classifier: Option<&'a Classifier>,
+    /// The adapter's largest storage buffer binding, in bytes.
+    pub max_binding: u64,
 }
 
 impl Models<'_> {
+    /// How this model's runs fit the device at its native size.
+    fn plan(&self, guided: bool) -> Result<Plan> {
+        let size = self.sd.default_image_size();
+        self.sd.plan([size, size], guided, self.max_binding)
+    }
+
     async fn pictures(&self, latents: Vec<Tensor<4>>) -> Result<Vec<Picture>> {
         let mut out = Vec::with_capacity(latents.len());
-        for chunk in latents.chunks(4) {
+        // At most four at a time, so the page repaints in between; fewer where the buffers are small.
+        let per_decode = self.plan(false)?.decode_batch.min(4);
+        for chunk in latents.chunks(per_decode) {
             let images = self.sd.vae.decode(Tensor::cat(chunk.to_vec(), 0));
             let [b, _, h, w] = images.dims();
             let probs = match self.classifier {
@@ -307,8 +319,13 @@ pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(us
     let size = sd.default_image_size();
     let [h, w] = sd.latent_size(size, size)?;
     let init = initial_latents(t.seed, sd.unet_config.in_channels, h, w, sd.device());
-    let settings =
-        SwapSettings { steps: t.steps, guidance: t.guidance, swap_points: t.swap_points.clone(), max_batch: 16 };
+    let plan = models.plan(t.guidance > 1.0)?;
+    let settings = SwapSettings {
+        steps: t.steps,
+        guidance: t.guidance,
+        swap_points: t.swap_points.clone(),
+        max_batch: plan.unet_batch.min(16),
+    };
     let mut sampler = SwapSampler::new(sd, init, &t.neutral, &t.styles, "", &settings)?;
     while !sampler.is_done() {
         sampler.step()?;

@@ -47,7 +47,7 @@ impl Engine {
             Kind::Chest => self.chest.as_ref(),
             Kind::Derm => self.derm.as_ref(),
         };
-        Models { sd: &self.sd, classifier }
+        Models { sd: &self.sd, classifier, max_binding: self.gpu.max_binding }
     }
 }
 

@@ -10,15 +10,45 @@ use burn::tensor::ops::AttentionModuleOptions;
 use super::group_norm;
 
 /// Scaled dot-product attention over `[B, N, heads*d]` inputs, split into heads, with an optional causal
-/// mask (CLIP). Runs in the backend's fused attention kernel where it has one.
-pub fn multi_head_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, causal: bool) -> Tensor<3> {
+/// mask (CLIP). Runs in the backend's attention kernel, which on the GPU (without burn's autotune)
+/// materializes the `[B, heads, N, M]` scores: with `max_scores` > 0 the queries go through in slices whose
+/// scores hold at most that many elements (at least one query row per slice), so one buffer stays under the
+/// adapter's binding limit. Each query row's softmax sees every key either way, so slicing changes nothing
+/// but the order of the work.
+pub fn multi_head_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    causal: bool,
+    max_scores: usize,
+) -> Tensor<3> {
     let [b, n, c] = q.dims();
     let m = k.dims()[1];
     let d = c / heads;
     let split = |t: Tensor<3>, len: usize| t.reshape([b, len, heads, d]).swap_dims(1, 2);
     let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
-    let out = attention(split(q, n), split(k, m), split(v, m), None, None, options);
+    let (q, k, v) = (split(q, n), split(k, m), split(v, m));
+    let rows = query_rows(b * heads * m, n, max_scores);
+    // A causal mask relates query i to key i, which a slice of queries would lose.
+    let out = if rows >= n || causal {
+        attention(q, k, v, None, None, options)
+    } else {
+        let slices = (0..n)
+            .step_by(rows)
+            .map(|start| {
+                let len = rows.min(n - start);
+                attention(q.clone().narrow(2, start, len), k.clone(), v.clone(), None, None, options)
+            })
+            .collect();
+        Tensor::cat(slices, 2)
+    };
     out.swap_dims(1, 2).reshape([b, n, c])
+}
+
+/// Query rows per slice so that `rows × per_row` scores stay within `max_scores` (0: all `n` at once).
+fn query_rows(per_row: usize, n: usize, max_scores: usize) -> usize {
+    if max_scores == 0 { n } else { (max_scores / per_row.max(1)).clamp(1, n.max(1)) }
 }
 
 /// Sizes of one attention layer.
@@ -36,6 +66,8 @@ pub struct AttentionConfig {
     pub qkv_bias: bool,
     /// `Some((groups, eps))` for the VAE's spatial attention, which normalizes its own input.
     pub group_norm: Option<(usize, f64)>,
+    /// Most score elements one attention call materializes (0: no limit); see [`multi_head_attention`].
+    pub max_scores: usize,
 }
 
 /// diffusers' `Attention` with `to_q`, `to_k`, `to_v`, `to_out.0` (and `group_norm` in the VAE).
@@ -47,6 +79,7 @@ pub struct Attention {
     to_v: Linear,
     to_out: Linear,
     heads: usize,
+    max_scores: usize,
 }
 
 impl AttentionConfig {
@@ -61,6 +94,7 @@ impl AttentionConfig {
             to_v: lin(self.context_dim, inner, self.qkv_bias),
             to_out: lin(inner, self.query_dim, true),
             heads: self.heads,
+            max_scores: self.max_scores,
         }
     }
 }
@@ -72,7 +106,7 @@ impl Attention {
         let q = self.to_q.forward(x);
         let k = self.to_k.forward(ctx.clone());
         let v = self.to_v.forward(ctx);
-        self.to_out.forward(multi_head_attention(q, k, v, self.heads, false))
+        self.to_out.forward(multi_head_attention(q, k, v, self.heads, false, self.max_scores))
     }
 
     /// The VAE's spatial self-attention over `[B, C, H, W]`, with its GroupNorm and residual.
@@ -85,5 +119,29 @@ impl Attention {
         let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
         let out = self.forward(tokens, None).swap_dims(1, 2).reshape([b, c, h, w]);
         out + x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn sliced_attention_equals_the_whole() {
+        let device = Device::flex();
+        device.seed(3);
+        let t = |n: usize| Tensor::<3>::random([2, n, 8], Distribution::Normal(0.0, 1.0), &device);
+        let (q, k, v) = (t(37), t(21), t(21));
+        let whole = multi_head_attention(q.clone(), k.clone(), v.clone(), 2, false, 0);
+        // 2 × 2 heads × 21 keys = 84 scores per query row: 1, 3 and 10 rows per slice, the last one short.
+        for max in [1, 84 * 3, 84 * 10 + 5] {
+            let sliced = multi_head_attention(q.clone(), k.clone(), v.clone(), 2, false, max);
+            let diff = (sliced - whole.clone()).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-6, "{max}: {diff}");
+        }
+        assert_eq!(query_rows(84, 37, 84 * 3), 3);
+        assert_eq!(query_rows(84, 37, 0), 37);
+        assert_eq!(query_rows(84, 37, 10), 1, "never less than a row");
     }
 }

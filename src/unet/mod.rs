@@ -256,6 +256,55 @@ impl UNet2DConditionConfig {
 
     /// Builds the model (weights uninitialized until loaded or trained); fails on unsupported configs.
     pub fn init(&self, device: &Device) -> Result<UNet2DConditionModel> {
+        self.init_limited(device, 0)
+    }
+
+    /// Elements of the largest tensor one batch row makes at latent size `h × w`: a transformer's GEGLU
+    /// projection (8 × its width per token), a resnet's input (an up block's concatenated skip), or a
+    /// feature map. Attention scores are left out: the attentions slice their queries to fit. What a GPU's
+    /// buffer limit has to hold, per row, for one U-Net call.
+    pub fn largest_activation(&self, [h, w]: [usize; 2]) -> Result<usize> {
+        let r = self.resolve()?;
+        let ch = &self.block_out_channels;
+        let n = ch.len();
+        let tokens = |level: usize| h.div_ceil(1 << level) * w.div_ceil(1 << level);
+        let attention = |width: usize, level: usize| 8 * width * tokens(level);
+        let mut largest = ch[0] * tokens(0);
+        let mut prev = ch[0];
+        for (i, &out) in ch.iter().enumerate() {
+            largest = largest.max(prev.max(out) * tokens(i));
+            if self.down_block_types[i] == DownBlockType::CrossAttnDownBlock2D {
+                largest = largest.max(attention(out, i));
+            }
+            prev = out;
+        }
+        largest = largest.max(attention(ch[n - 1], n - 1));
+        // Up block i runs at the mirror level of down block n-1-i, its resnets on [previous, skip] concatenated.
+        let mut out = ch[n - 1];
+        for (i, &kind) in self.up_block_types.iter().enumerate() {
+            let level = n - 1 - i;
+            let prev = out;
+            out = ch[level];
+            let input = ch[level.saturating_sub(1)];
+            let layers = r.layers[level] + 1;
+            for j in 0..layers {
+                let res_in = if j == 0 { prev } else { out };
+                let skip = if j == layers - 1 { input } else { out };
+                largest = largest.max((res_in + skip) * tokens(level));
+            }
+            if kind == UpBlockType::CrossAttnUpBlock2D {
+                largest = largest.max(attention(out, level));
+            }
+            if level > 0 {
+                largest = largest.max(out * tokens(level - 1));
+            }
+        }
+        Ok(largest)
+    }
+
+    /// [`init`](Self::init) with attentions that materialize at most `max_scores` score elements per call
+    /// (0: no limit), slicing their queries beyond that (a GPU's binding limit).
+    pub fn init_limited(&self, device: &Device, max_scores: usize) -> Result<UNet2DConditionModel> {
         let r = self.resolve()?;
         let ch = &self.block_out_channels;
         let n = ch.len();
@@ -278,6 +327,7 @@ impl UNet2DConditionConfig {
             groups: r.groups,
             linear_projection: self.use_linear_projection,
             only_cross_attention: r.only_cross[i],
+            max_scores,
         };
         let mut down_blocks = Vec::with_capacity(n);
         let mut out = ch[0];

@@ -56,6 +56,8 @@ pub struct Transformer2DConfig {
     pub linear_projection: bool,
     /// `only_cross_attention`: the first attention also attends to the text.
     pub only_cross_attention: bool,
+    /// Most score elements one attention call materializes (0: no limit).
+    pub max_scores: usize,
 }
 
 /// `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward, each pre-LayerNorm and residual.
@@ -81,6 +83,7 @@ impl BasicTransformerBlock {
                 dim_head: dim / c.heads,
                 qkv_bias: false,
                 group_norm: None,
+                max_scores: c.max_scores,
             }
             .init(device)
         };
