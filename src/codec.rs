@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -47,6 +47,8 @@ pub struct TensorInfo {
     pub dtype: String,
     /// Shape.
     pub shape: Vec<usize>,
+    /// Where its bytes are in the whole file.
+    pub bytes: std::ops::Range<usize>,
 }
 
 #[derive(Deserialize)]
@@ -68,8 +70,10 @@ fn dtype_size(dtype: &str) -> Option<u64> {
 
 /// Checks a safetensors header against the length of the data that follows it: known dtypes, shapes whose
 /// byte size equals their offset range, offsets inside the data, tensors that neither overlap nor leave
-/// gaps, and a data section that ends where the last tensor ends.
+/// gaps, and a data section that ends where the last tensor ends. Byte ranges in the table count from the
+/// file's start (the data follows the 8-byte length and the header).
 pub fn check_header(what: &str, header: &[u8], data_len: u64) -> Result<BTreeMap<String, TensorInfo>> {
+    let base = 8 + header.len() as u64;
     let bad = |message: String| Error::Safetensors { what: what.to_string(), message };
     let raw: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(header).map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
@@ -107,7 +111,12 @@ pub fn check_header(what: &str, header: &[u8], data_len: u64) -> Result<BTreeMap
             .map(|&d| usize::try_from(d).map_err(|_| bad(format!("tensor '{name}' dimension {d} too large"))))
             .collect::<Result<Vec<_>>>()?;
         spans.push((start, end, name.clone()));
-        out.insert(name, TensorInfo { dtype: info.dtype, shape });
+        let at = |offset: u64| {
+            usize::try_from(base + offset)
+                .map_err(|_| bad(format!("tensor '{name}' lies beyond this machine's memory")))
+        };
+        let bytes = at(start)?..at(end)?;
+        out.insert(name, TensorInfo { dtype: info.dtype, shape, bytes });
     }
     spans.sort();
     let mut cursor = 0;
@@ -192,12 +201,16 @@ pub fn parse<'a>(what: &str, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
 
 /// Values of a float tensor as f32.
 pub fn floats(what: &str, name: &str, view: &TensorView) -> Result<Vec<f32>> {
-    let d = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(bad(what, format!("tensor {name} has dtype {other:?}, expected a float"))),
+    float_values(what, name, &format!("{:?}", view.dtype()), view.data())
+}
+
+/// Little-endian `data` of a `dtype` (F32, F16 or BF16) tensor as f32 values.
+pub fn float_values(what: &str, name: &str, dtype: &str, data: &[u8]) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        "F32" => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        "F16" => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        "BF16" => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => return Err(bad(what, format!("tensor {name} has dtype {other}, expected a float"))),
     })
 }
 

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use safetensors::Dtype;
 use serde::Serialize;
 
-use crate::codec::{TensorInfo, floats, parse, serialize};
+use crate::codec::{TensorInfo, float_values, floats, parse, serialize};
 use crate::error::{Error, Result};
 
 /// Suffix of the scale tensor stored beside each int8 tensor.
@@ -63,6 +63,47 @@ pub fn quantize(what: &str, bytes: &[u8]) -> Result<Vec<u8>> {
 /// Whether a header table (from [`crate::codec::inspect`]) holds int8 tensors.
 pub fn is_quantized(table: &std::collections::BTreeMap<String, TensorInfo>) -> bool {
     table.values().any(|t| t.dtype == "I8")
+}
+
+/// A checked header table (from [`crate::codec::inspect`]).
+pub type Table = std::collections::BTreeMap<String, TensorInfo>;
+
+/// Checks that every int8 tensor of a file (`bytes`, its `table`) has a scale tensor of one finite F32 per
+/// output channel, and every scale an int8 tensor: what [`tensor_values`] then relies on.
+pub fn check_scales(what: &str, bytes: &[u8], table: &Table) -> Result<()> {
+    for (name, info) in table {
+        if let Some(base) = name.strip_suffix(SCALE_SUFFIX) {
+            if table.get(base).is_none_or(|t| t.dtype != "I8") {
+                return Err(bad(what, format!("scale {name} has no int8 tensor {base}")));
+            }
+        } else if info.dtype == "I8" {
+            let scale_name = format!("{name}{SCALE_SUFFIX}");
+            let scale =
+                table.get(&scale_name).ok_or_else(|| bad(what, format!("int8 tensor {name} has no {scale_name}")))?;
+            let rows = info.shape.first().copied().unwrap_or(0);
+            let scales = float_values(what, &scale_name, &scale.dtype, &bytes[scale.bytes.clone()])?;
+            if scale.dtype != "F32" || scale.shape != [rows] || scales.iter().any(|s| !s.is_finite()) {
+                return Err(bad(what, format!("{scale_name} must hold {rows} finite F32 scales")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tensor `name` of a checked int8 file (`bytes`, its `table`, scales checked by [`check_scales`]) as f32
+/// values: int8 weights times their channel's scale, float tensors as they are. One tensor at a time, so
+/// loading never holds an f32 copy of the whole file.
+pub fn tensor_values(what: &str, bytes: &[u8], table: &Table, name: &str) -> Result<Vec<f32>> {
+    let info = table.get(name).ok_or_else(|| bad(what, format!("no tensor {name}")))?;
+    let data = &bytes[info.bytes.clone()];
+    if info.dtype != "I8" {
+        return float_values(what, name, &info.dtype, data);
+    }
+    let scale_name = format!("{name}{SCALE_SUFFIX}");
+    let scale = table.get(&scale_name).ok_or_else(|| bad(what, format!("int8 tensor {name} has no {scale_name}")))?;
+    let scales = float_values(what, &scale_name, &scale.dtype, &bytes[scale.bytes.clone()])?;
+    let per = data.len() / scales.len().max(1);
+    Ok(data.chunks(per.max(1)).zip(&scales).flat_map(|(row, s)| row.iter().map(move |&q| q as i8 as f32 * s)).collect())
 }
 
 /// Turns an int8 file back into an f32 safetensors file (other tensors are kept as they are). Every int8

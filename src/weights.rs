@@ -3,9 +3,14 @@
 //! f16/bf16 cast to f32, sharded or single-file; saving is the inverse.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use burn::tensor::DType;
-use burn_store::{ApplyError, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::{DType, Shape, TensorData};
+use burn_store::burn_pack::{Error as PackError, Tensor as PackTensor};
+use burn_store::{
+    ApplyError, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+    bridge,
+};
 
 pub use crate::codec::WeightFile;
 use crate::codec::inspect;
@@ -38,33 +43,38 @@ pub fn load_into<M: ModuleSnapshot>(
     let mut errors = Vec::new();
     for file in files {
         let what = file.name();
-        // int8 files (see `quantize`) are dequantized to f32 in memory before burn-store reads them.
-        let file = if crate::quantize::is_quantized(&inspect(&file)?) {
+        let table = inspect(&file)?;
+        let result = if crate::quantize::is_quantized(&table) {
+            // int8 files (see `quantize`): each tensor is dequantized only when it is applied, so no f32 copy
+            // of the whole file is ever held.
             let bytes = match file {
                 WeightFile::Bytes { bytes, .. } => bytes,
                 #[cfg(not(target_arch = "wasm32"))]
                 WeightFile::Path(p) => std::fs::read(&p).map_err(Error::io(&p))?,
             };
-            WeightFile::Bytes { bytes: crate::quantize::dequantize(&what, &bytes)?, name: what.clone() }
+            crate::quantize::check_scales(&what, &bytes, &table)?;
+            let remapper = KeyRemapper::from_patterns(names.remaps.to_vec())
+                .map_err(|e| Error::Safetensors { what: what.clone(), message: e.to_string() })?;
+            let (tensors, _) = remapper.remap(int8_tensors(&what, bytes, table));
+            module.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true)
         } else {
-            file
+            let store = match file {
+                WeightFile::Bytes { bytes, .. } => SafetensorsStore::from_bytes(Some(bytes)),
+                #[cfg(not(target_arch = "wasm32"))]
+                WeightFile::Path(p) => SafetensorsStore::from_file(p),
+            };
+            let mut store = names
+                .remaps
+                .iter()
+                .fold(store, |s, (from, to)| s.with_key_remapping(*from, *to))
+                .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+                .allow_partial(true)
+                .validate(false)
+                .skip_enum_variants(true);
+            module
+                .load_from(&mut store)
+                .map_err(|e| Error::Safetensors { what: what.clone(), message: e.to_string() })?
         };
-        let store = match file {
-            WeightFile::Bytes { bytes, .. } => SafetensorsStore::from_bytes(Some(bytes)),
-            #[cfg(not(target_arch = "wasm32"))]
-            WeightFile::Path(p) => SafetensorsStore::from_file(p),
-        };
-        let mut store = names
-            .remaps
-            .iter()
-            .fold(store, |s, (from, to)| s.with_key_remapping(*from, *to))
-            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
-            .allow_partial(true)
-            .validate(false)
-            .skip_enum_variants(true);
-        let result = module
-            .load_from(&mut store)
-            .map_err(|e| Error::Safetensors { what: what.clone(), message: e.to_string() })?;
         applied.extend(result.applied);
         missing.extend(result.missing.into_iter().map(|(path, _)| path));
         unused.extend(result.unused.into_iter().filter(|k| !ignore.iter().any(|re| re(k))));
@@ -87,6 +97,25 @@ pub fn load_into<M: ModuleSnapshot>(
         details.push_str(&format!("\n  … and {} more", total - MAX_REPORTED));
     }
     Err(Error::WeightMismatch { model: model.to_string(), details })
+}
+
+/// Every tensor of a checked int8 file but the scales, each an f32 tensor drawn from `bytes` only when burn
+/// applies it.
+fn int8_tensors(what: &str, bytes: Vec<u8>, table: crate::quantize::Table) -> Vec<PackTensor> {
+    let (bytes, table) = (Arc::new(bytes), Arc::new(table));
+    table
+        .iter()
+        .filter(|(name, _)| !name.ends_with(crate::quantize::SCALE_SUFFIX))
+        .map(|(name, info)| {
+            let (bytes, table, what, tensor) = (bytes.clone(), table.clone(), what.to_string(), name.clone());
+            let shape = info.shape.clone();
+            bridge::deferred(name.clone(), DType::F32, Shape::from(shape.clone()), None, move || {
+                crate::quantize::tensor_values(&what, &bytes, &table, &tensor)
+                    .map(|values| TensorData::new(values, shape.clone()))
+                    .map_err(|e| PackError::ValidationError(e.to_string()))
+            })
+        })
+        .collect()
 }
 
 /// Saves `module` as a safetensors file with PyTorch layouts and diffusers' names (`renames`: regex

@@ -119,9 +119,19 @@ impl Checkpoint {
         Ok((ckpt, start))
     }
 
-    /// The folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// [`open`](Self::open) for a diffusers model folder: `diffusion_pytorch_model.safetensors`, and the
+    /// model's `config` written with its `_class_name`.
+    pub fn diffusers<M: ModuleSnapshot>(
+        dir: &Path,
+        class_name: &str,
+        config: &impl Serialize,
+        model: &mut M,
+        names: &NameMap,
+        export: &'static [(&'static str, &'static str)],
+        settings: &impl Serialize,
+    ) -> Result<(Self, usize)> {
+        let json = super::diffusers_config(class_name, config)?;
+        Self::open(dir, "diffusion_pytorch_model.safetensors", &json, model, names, export, settings)
     }
 
     /// Logs step `step`'s loss and saves when `every` steps have passed or the run (`steps` in all) is done;

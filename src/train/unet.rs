@@ -70,11 +70,10 @@ pub fn train_unet(
     let train_device = device.clone().autodiff();
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
-    let json = super::diffusers_config("UNet2DConditionModel", config)?;
-    let (mut ckpt, start) = Checkpoint::open(
+    let (mut ckpt, start) = Checkpoint::diffusers(
         dir,
-        "diffusion_pytorch_model.safetensors",
-        &json,
+        "UNet2DConditionModel",
+        config,
         &mut model,
         &crate::unet::NAMES,
         crate::unet::EXPORT_NAMES,

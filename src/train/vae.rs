@@ -68,11 +68,10 @@ pub fn train_vae(
     let train_device = device.clone().autodiff();
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
-    let json = super::diffusers_config("AutoencoderKL", config)?;
-    let (mut ckpt, start) = Checkpoint::open(
+    let (mut ckpt, start) = Checkpoint::diffusers(
         dir,
-        "diffusion_pytorch_model.safetensors",
-        &json,
+        "AutoencoderKL",
+        config,
         &mut model,
         &crate::vae::NAMES,
         crate::vae::EXPORT_NAMES,
