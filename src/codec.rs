@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
+use safetensors::tensor::TensorView;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
