@@ -218,6 +218,59 @@ impl Plan {
     }
 }
 
+/// The configs of a diffusers folder, read and checked against each other.
+#[derive(Debug, Clone)]
+pub struct Configs {
+    /// `text_encoder/config.json`.
+    pub text: ClipTextConfig,
+    /// `unet/config.json`.
+    pub unet: UNet2DConditionConfig,
+    /// `vae/config.json`.
+    pub vae: AutoencoderKLConfig,
+    /// `scheduler/scheduler_config.json`.
+    pub scheduler: DdimConfig,
+}
+
+impl Configs {
+    /// Reads [`CONFIG_FILES`] from `src`; a U-Net that does not fit its text encoder or VAE is an error.
+    pub fn read(src: &dyn ModelSource) -> Result<Self> {
+        let [text, unet, vae, scheduler] = CONFIG_FILES;
+        let text = ClipTextConfig::from_json(&read_json(src, text)?)?;
+        let unet = UNet2DConditionConfig::from_json(&read_json(src, unet)?)?;
+        let vae = AutoencoderKLConfig::from_json(&read_json(src, vae)?)?;
+        let scheduler = DdimConfig::from_json(&read_json(src, scheduler)?)?;
+        if unet.context_dim() != text.hidden_size {
+            return Err(Error::config(
+                "unet/config.json",
+                format!(
+                    "cross_attention_dim {} differs from the text encoder's hidden_size {}",
+                    unet.context_dim(),
+                    text.hidden_size
+                ),
+            ));
+        }
+        if unet.in_channels != vae.latent_channels {
+            return Err(Error::config("unet/config.json", "in_channels differs from the VAE's latent_channels"));
+        }
+        Ok(Self { text, unet, vae, scheduler })
+    }
+
+    /// Parameters of the text encoder, U-Net and VAE together, from the configs alone: burn builds
+    /// parameters lazily, so the models are built only to be counted and nothing is allocated. What the
+    /// weights will take before any of them is fetched.
+    pub fn parameters(&self, device: &Device) -> Result<usize> {
+        use burn::module::Module;
+        Ok(self.text.init(device)?.num_params()
+            + self.unet.init(device)?.num_params()
+            + self.vae.init(device)?.num_params())
+    }
+
+    /// The default image size: the U-Net's `sample_size` × the VAE's downsampling.
+    pub fn default_image_size(&self) -> usize {
+        self.unet.sample_size.unwrap_or(64) * self.vae.downsampling()
+    }
+}
+
 /// A loaded Stable Diffusion model: tokenizer, text encoder, U-Net, VAE and the scheduler's config.
 pub struct StableDiffusion {
     /// Prompt tokenizer.
@@ -261,24 +314,7 @@ impl StableDiffusion {
         device: &Device,
         max_scores: usize,
     ) -> Result<Self> {
-        let [text, unet, vae, scheduler] = CONFIG_FILES;
-        let text_config = ClipTextConfig::from_json(&read_json(src, text)?)?;
-        let unet_config = UNet2DConditionConfig::from_json(&read_json(src, unet)?)?;
-        let vae_config = AutoencoderKLConfig::from_json(&read_json(src, vae)?)?;
-        let scheduler = DdimConfig::from_json(&read_json(src, scheduler)?)?;
-        if unet_config.context_dim() != text_config.hidden_size {
-            return Err(Error::config(
-                "unet/config.json",
-                format!(
-                    "cross_attention_dim {} differs from the text encoder's hidden_size {}",
-                    unet_config.context_dim(),
-                    text_config.hidden_size
-                ),
-            ));
-        }
-        if unet_config.in_channels != vae_config.latent_channels {
-            return Err(Error::config("unet/config.json", "in_channels differs from the VAE's latent_channels"));
-        }
+        let Configs { text: text_config, unet: unet_config, vae: vae_config, scheduler } = Configs::read(src)?;
         let opt = |path: &str| -> Result<Option<Vec<u8>>> {
             if src.exists(path) {
                 src.read(path, crate::tokenizer::MAX_TOKENIZER_BYTES as u64).map(Some)
@@ -390,19 +426,44 @@ impl StableDiffusion {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::Module;
+
+    /// SD 1.5's configs (diffusers' and transformers' defaults where SD 1.5 keeps them).
+    fn sd15() -> Configs {
+        let files = [
+            (
+                "text_encoder/config.json",
+                r#"{"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                "num_attention_heads": 12}"#,
+            ),
+            ("unet/config.json", r#"{"cross_attention_dim": 768, "sample_size": 64}"#),
+            (
+                "vae/config.json",
+                r#"{"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D",
+                "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"], "up_block_types": ["UpDecoderBlock2D",
+                "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"], "layers_per_block": 2, "sample_size": 512}"#,
+            ),
+            ("scheduler/scheduler_config.json", "{}"),
+        ];
+        Configs::read(&MemorySource(files.map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).into())).unwrap()
+    }
+
+    #[test]
+    fn sd15_counts_its_parameters_without_allocating_them() {
+        // burn initializes parameters lazily: building SD 1.5 (4.3 GB of f32) only to count it is free.
+        let configs = sd15();
+        assert_eq!(configs.unet.init(&Device::flex()).unwrap().num_params(), 859_520_964, "diffusers' U-Net count");
+        assert_eq!(configs.text.init(&Device::flex()).unwrap().num_params(), 123_060_480, "CLIP ViT-L/14's text model");
+        assert_eq!(configs.parameters(&Device::flex()).unwrap(), 859_520_964 + 123_060_480 + 83_653_863);
+        assert_eq!(configs.default_image_size(), 512);
+    }
 
     #[test]
     fn sd15_plans_follow_the_buffer_limit() {
         // SD 1.5's U-Net and VAE (diffusers' defaults but for the VAE's four blocks) at 512 px: the largest
         // U-Net tensor per row is the first transformer's GEGLU projection, 8 × 320 × 4096 values (42 MB); the
         // decoder's is its last block's first resnet input, 256 channels at 512 × 512 (268 MB).
-        let unet = UNet2DConditionConfig { cross_attention_dim: crate::unet::PerBlock::All(768), ..Default::default() };
-        let vae = AutoencoderKLConfig::from_json(
-            r#"{"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D",
-            "DownEncoderBlock2D", "DownEncoderBlock2D"], "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D",
-            "UpDecoderBlock2D", "UpDecoderBlock2D"], "layers_per_block": 2}"#,
-        )
-        .unwrap();
+        let Configs { unet, vae, .. } = sd15();
         assert_eq!(unet.largest_activation([64, 64]).unwrap(), 8 * 320 * 4096);
         assert_eq!(vae.largest_decode_activation([64, 64]), 256 * 512 * 512);
         let plan = |mib: u64, guided| Plan::new(&unet, &vae, [64, 64], guided, mib << 20);

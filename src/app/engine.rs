@@ -15,7 +15,9 @@ use crate::app::readout::{MapDot, StyleReadout, latent_map, readouts};
 use crate::classifier::Classifier;
 use crate::codec::{WeightFile, inspect_bytes};
 use crate::error::{Error, Result};
-use crate::pipeline::{CONFIG_FILES, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names};
+use crate::pipeline::{
+    CONFIG_FILES, Configs, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
+};
 use crate::readback::values_async as read;
 use crate::rng::initial_latents;
 use crate::swap::{SwapSampler, SwapSettings};
@@ -147,7 +149,20 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
             files.insert(path.to_string(), bytes);
         }
     }
-    let mut f32_bytes = 0u64;
+    // Before any weights are fetched: will the model fit a tab, and one U-Net call and one decode the GPU's
+    // buffers? (Counting builds the models lazily, allocating nothing.)
+    let configs = Configs::read(&MemorySource(files.clone()))?;
+    let f32_bytes = configs.parameters(&gpu.device)? as u64 * 4;
+    if f32_bytes > MAX_MODEL_F32_BYTES {
+        return Err(Error::Device(format!(
+            "the model needs {} MB as f32, more than a browser tab can hold ({} MB)",
+            f32_bytes >> 20,
+            MAX_MODEL_F32_BYTES >> 20
+        )));
+    }
+    let size = configs.default_image_size();
+    let latent = [size / configs.vae.downsampling(); 2];
+    Plan::new(&configs.unet, &configs.vae, latent, true, gpu.max_binding)?;
     for (dir, name) in WEIGHTS {
         let single = format!("{dir}/{name}.safetensors");
         progress(&single);
@@ -179,16 +194,8 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
                         gpu.max_binding
                     )));
                 }
-                f32_bytes += bytes;
             }
         }
-    }
-    if f32_bytes > MAX_MODEL_F32_BYTES {
-        return Err(Error::Device(format!(
-            "the model needs {} MB as f32, more than a browser tab can hold ({} MB)",
-            f32_bytes >> 20,
-            MAX_MODEL_F32_BYTES >> 20
-        )));
     }
     // No attention's score matrix may outgrow one storage buffer.
     let max_scores = usize::try_from(gpu.max_binding / 4).unwrap_or(usize::MAX);
