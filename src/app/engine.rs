@@ -6,10 +6,12 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use burn::prelude::*;
-use js_sys::{Function, Promise, Reflect, Uint8Array};
+use js_sys::{Function, Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use crate::app::download::progress_text;
+use crate::app::fetch::{self, js_text};
 use crate::app::params::Traversal;
 use crate::app::readout::{MapDot, StyleReadout, latent_map, readouts};
 use crate::classifier::Classifier;
@@ -40,8 +42,7 @@ pub struct Gpu {
 }
 
 fn js_err(what: &str, e: JsValue) -> Error {
-    let text = e.as_string().or_else(|| Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string()));
-    Error::Device(format!("{what}: {}", text.unwrap_or_else(|| format!("{e:?}"))))
+    Error::Device(format!("{what}: {}", js_text(&e)))
 }
 
 fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
@@ -90,53 +91,42 @@ pub async fn webgpu() -> Result<Gpu> {
     Ok(Gpu { device, adapter: if name.is_empty() { "unnamed adapter".into() } else { name }, max_binding })
 }
 
-/// Fetches `url`; `Ok(None)` when the server says it does not exist: a 404, or an HTML page in its place,
-/// which is how single-page-app servers (`trunk serve` by default, many static hosts) answer for a missing
-/// file. No model file is HTML.
-async fn fetch(url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-    let fail = |message: String| Error::Fetch { url: url.to_string(), message };
-    let window = web_sys::window().ok_or_else(|| fail("no window".into()))?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
-        .await
-        .map_err(|e| fail(js_err("network", e).to_string()))?
-        .dyn_into()
-        .map_err(|_| fail("not a response".into()))?;
-    let html = response.headers().get("content-type").ok().flatten().is_some_and(|t| t.starts_with("text/html"));
-    if response.status() == 404 || (response.ok() && html) {
-        return Ok(None);
+/// Most often the status line shows a download's progress: every this many bytes.
+const PROGRESS_STEP: u64 = 1 << 20;
+
+/// Fetches `{base}/{path}` (see [`fetch::fetch`]), telling `status` its progress every megabyte or so.
+async fn fetch_file(
+    base: &str,
+    path: &str,
+    limit: u64,
+    required: bool,
+    status: &mut dyn FnMut(String),
+) -> Result<Option<Vec<u8>>> {
+    let file = format!("{base}/{path}");
+    status(format!("Fetching {file} …"));
+    let mut shown = None;
+    let mut progress = |loaded: u64, total: Option<u64>, cached: bool| {
+        if shown.is_none_or(|s| loaded >= s + PROGRESS_STEP || Some(loaded) == total) {
+            shown = Some(loaded);
+            status(progress_text(&file, loaded, total, cached));
+        }
+    };
+    if required {
+        fetch::fetch_required(&file, limit, &mut progress).await.map(Some)
+    } else {
+        fetch::fetch(&file, limit, &mut progress).await
     }
-    if !response.ok() {
-        return Err(fail(format!("HTTP {} {}", response.status(), response.status_text())));
-    }
-    let declared = response.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|&n| n > limit) {
-        return Err(fail(format!("{n} bytes, over the {limit}-byte limit")));
-    }
-    let buffer = JsFuture::from(response.array_buffer().map_err(|e| fail(js_err("body", e).to_string()))?)
-        .await
-        .map_err(|e| fail(js_err("body", e).to_string()))?;
-    let bytes = Uint8Array::new(&buffer);
-    if bytes.length() as u64 > limit {
-        return Err(fail(format!("{} bytes, over the {limit}-byte limit", bytes.length())));
-    }
-    Ok(Some(bytes.to_vec()))
 }
 
-async fn fetch_required(url: &str, limit: u64) -> Result<Vec<u8>> {
-    fetch(url, limit).await?.ok_or_else(|| Error::Fetch {
-        url: url.to_string(),
-        message: "not found (404, or an HTML page in its place)".into(),
-    })
-}
-
-/// Loads a diffusers folder served at `base` (single-file or sharded safetensors), checking every weight
-/// tensor against the adapter's buffer limit before anything reaches the GPU. `progress(file)` is called
-/// before each fetch.
-pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -> Result<StableDiffusion> {
+/// Loads a diffusers folder served at `base` (single-file or sharded safetensors), checking the model
+/// against the tab's and the GPU's limits before its weights are fetched and every weight tensor against
+/// the buffer limit before anything reaches the GPU. `status` sees each download's progress.
+pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -> Result<StableDiffusion> {
+    let status = &mut status;
     let mut files = HashMap::new();
     for path in CONFIG_FILES {
-        progress(path);
-        files.insert(path.to_string(), fetch_required(&format!("{base}/{path}"), MAX_SMALL_BYTES).await?);
+        let bytes = fetch_file(base, path, MAX_SMALL_BYTES, true, status).await?.unwrap_or_default();
+        files.insert(path.to_string(), bytes);
     }
     let [tokenizer_json, vocab_json, merges_txt, _, _] = TOKENIZER_FILES;
     for path in TOKENIZER_FILES {
@@ -144,8 +134,7 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
         if files.contains_key(tokenizer_json) && (path == vocab_json || path == merges_txt) {
             continue;
         }
-        progress(path);
-        if let Some(bytes) = fetch(&format!("{base}/{path}"), MAX_SMALL_BYTES).await? {
+        if let Some(bytes) = fetch_file(base, path, MAX_SMALL_BYTES, false, status).await? {
             files.insert(path.to_string(), bytes);
         }
     }
@@ -165,20 +154,19 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
     Plan::new(&configs.unet, &configs.vae, latent, true, gpu.max_binding)?;
     for (dir, name) in WEIGHTS {
         let single = format!("{dir}/{name}.safetensors");
-        progress(&single);
-        let paths = match fetch(&format!("{base}/{single}"), MAX_FILE_BYTES).await? {
+        let paths = match fetch_file(base, &single, MAX_FILE_BYTES, false, status).await? {
             Some(bytes) => {
                 files.insert(single.clone(), bytes);
                 vec![single]
             }
             None => {
                 let index = format!("{dir}/{name}.safetensors.index.json");
-                let json = fetch_required(&format!("{base}/{index}"), MAX_SMALL_BYTES).await?;
+                let json = fetch_file(base, &index, MAX_SMALL_BYTES, true, status).await?.unwrap_or_default();
                 let shards = shard_names(&index, &json)?;
                 let paths: Vec<String> = shards.iter().map(|s| format!("{dir}/{s}")).collect();
                 for path in &paths {
-                    progress(path);
-                    files.insert(path.clone(), fetch_required(&format!("{base}/{path}"), MAX_FILE_BYTES).await?);
+                    let bytes = fetch_file(base, path, MAX_FILE_BYTES, true, status).await?.unwrap_or_default();
+                    files.insert(path.clone(), bytes);
                 }
                 files.insert(index, json);
                 paths
@@ -204,9 +192,14 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut progress: impl FnMut(&str)) -
 
 /// Loads the attribute classifiers of one image family from `{base}/config.json` and `model.safetensors`;
 /// `None` when the folder is absent (the page then shows images without readouts).
-pub async fn load_classifier(base: &str, device: &Device) -> Result<Option<Classifier>> {
-    let Some(config) = fetch(&format!("{base}/config.json"), MAX_SMALL_BYTES).await? else { return Ok(None) };
-    let weights = fetch_required(&format!("{base}/model.safetensors"), MAX_FILE_BYTES).await?;
+pub async fn load_classifier(
+    base: &str,
+    device: &Device,
+    mut status: impl FnMut(String),
+) -> Result<Option<Classifier>> {
+    let status = &mut status;
+    let Some(config) = fetch_file(base, "config.json", MAX_SMALL_BYTES, false, status).await? else { return Ok(None) };
+    let weights = fetch_file(base, "model.safetensors", MAX_FILE_BYTES, true, status).await?.unwrap_or_default();
     let config = String::from_utf8(config).map_err(|e| Error::config(base, e))?;
     let file = WeightFile::Bytes { name: format!("{base}/model.safetensors"), bytes: weights };
     Classifier::load(&config, file, device).map(Some)

@@ -1,10 +1,14 @@
 //! The browser app: a Leptos page (built with Trunk, see `web/` and `Trunk.toml`) that runs the prompt-swap
 //! sampler on the visitor's GPU through WebGPU and shows trajectories, a Bézier traversal and metric
 //! readouts. What a link says and how the form edits it ([`params`]), the built-in examples ([`examples`]),
-//! the readouts ([`readout`]) and the newest-run slot ([`slot`]) are plain Rust, tested natively; the GPU side ([`engine`]) and the page ([`view`]) are
-//! built for wasm32 with the `web` feature.
+//! the readouts ([`readout`]), the newest-run slot ([`slot`]) and when a cached download may stand for a file
+//! ([`download`]) are plain Rust, tested natively; the downloads (`fetch`), the GPU side (`engine`) and the
+//! page (`view`) are built for wasm32 with the `web` feature.
 
+pub mod download;
 pub mod examples;
+#[cfg(all(feature = "web", target_arch = "wasm32"))]
+pub mod fetch;
 pub mod params;
 pub mod readout;
 pub mod slot;

@@ -63,11 +63,10 @@ fn set_location_query(t: &Traversal) {
 
 async fn start(model: String, phase: RwSignal<Phase>) -> Result<Engine, String> {
     let gpu = engine::webgpu().await.map_err(|e| e.to_string())?;
-    let fetching = |file: &str| phase.set(Phase::Loading(format!("Fetching {model}/{file} …")));
-    let sd = engine::load_model(&model, &gpu, fetching).await.map_err(|e| e.to_string())?;
-    phase.set(Phase::Loading("Fetching the attribute classifiers …".into()));
-    let chest = engine::load_classifier("classifiers/chest", &gpu.device).await.map_err(|e| e.to_string())?;
-    let derm = engine::load_classifier("classifiers/derm", &gpu.device).await.map_err(|e| e.to_string())?;
+    let status = |text: String| phase.set(Phase::Loading(text));
+    let sd = engine::load_model(&model, &gpu, status).await.map_err(|e| e.to_string())?;
+    let chest = engine::load_classifier("classifiers/chest", &gpu.device, status).await.map_err(|e| e.to_string())?;
+    let derm = engine::load_classifier("classifiers/derm", &gpu.device, status).await.map_err(|e| e.to_string())?;
     Ok(Engine { gpu, sd, model, chest, derm })
 }
 

@@ -65,9 +65,12 @@ for (const [dir, base] of [["text_encoder", "model"], ["unet", "diffusion_pytorc
   for (const [name, bytes] of Object.entries(files)) sharded[`${dir}/${name}`] = bytes;
 }
 const served = new Set();
+// Every request: [method, path].
+const requests = [];
 
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, "http://localhost");
+  requests.push([req.method, url.pathname]);
   const viaSharded = url.pathname.startsWith("/sharded/");
   if (viaSharded) {
     const rel = url.pathname.slice("/sharded/".length);
@@ -92,8 +95,12 @@ const server = http.createServer((req, res) => {
     }
     return;
   }
-  res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" });
-  fs.createReadStream(file).pipe(res);
+  // As static hosts do: the file's length and modification time, which tell the page's cache its version.
+  const stat = fs.statSync(file);
+  res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream",
+    "content-length": stat.size, "last-modified": stat.mtime.toUTCString() });
+  if (req.method === "HEAD") res.end();
+  else fs.createReadStream(file).pipe(res);
 });
 await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
 const base = `http://127.0.0.1:${server.address().port}/`;
@@ -183,6 +190,18 @@ try {
     const neutral = await pixels(page, [rows[0][0]]);
     check(psnr(zero[0], neutral[0]) >= 40, `frame 0 of the traversal is the neutral image (PSNR ${psnr(zero[0], neutral[0]).toFixed(1)} dB)`);
     check(page.url().includes("frame=0") === true, "moving the slider updates the link");
+
+    // A second visit takes the weights from the browser's cache: HEAD requests check their versions, and no
+    // weights file is downloaded again.
+    const before = requests.length;
+    await page.goto(base + "?example=chest&steps=1&t=1");
+    await page.waitForFunction(() => ["running", "ready", "failed"].includes(document.querySelector("#status")?.dataset.state),
+      null, { timeout: 600000, polling: 200 });
+    const again = requests.slice(before).filter(([, p]) => p.endsWith(".safetensors"));
+    const gets = again.filter(([m]) => m === "GET").length;
+    const heads = again.filter(([m]) => m === "HEAD").length;
+    check(["running", "ready"].includes(await state(page)) && gets === 0 && heads >= 5,
+      `a second visit loads the weights from the browser's cache (${heads} HEAD, ${gets} GET requests for weights)`);
   });
 
   // 2. A sharded model loads: every shard and index is fetched and the run starts (the loader fails on any
