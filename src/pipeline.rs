@@ -14,7 +14,7 @@ use crate::scheduler::DdimConfig;
 use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
 use crate::unet::{self, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{self, AutoencoderKL, AutoencoderKLConfig};
-use crate::weights::NameMap;
+use crate::weights::{NameMap, Storage};
 
 /// Largest JSON file (config, index) we read.
 const MAX_JSON_BYTES: u64 = 16 << 20;
@@ -151,14 +151,28 @@ pub fn weight_files(src: &dyn ModelSource, dir: &str, base: &str, variant: Optio
 fn load<M: ModuleSnapshot>(
     src: &dyn ModelSource,
     mut module: M,
-    dir: &str,
-    base: &str,
-    variant: Option<&str>,
+    (dir, base): (&str, &str),
+    options: &LoadOptions,
     names: &NameMap,
 ) -> Result<M> {
-    let files = weight_files(src, dir, base, variant)?.iter().map(|f| src.weights(f)).collect::<Result<Vec<_>>>()?;
-    crate::weights::load_into(&mut module, dir, files, names)?;
+    let files = weight_files(src, dir, base, options.variant.as_deref())?
+        .iter()
+        .map(|f| src.weights(f))
+        .collect::<Result<Vec<_>>>()?;
+    crate::weights::load_stored(&mut module, dir, files, names, options.storage)?;
     Ok(module)
+}
+
+/// How a folder is loaded onto a device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Weight-file variant, e.g. `fp16` (loads `*.fp16.safetensors`).
+    pub variant: Option<String>,
+    /// Most f32 values in one attention score matrix (0: no limit): the U-Net's and the VAE's attentions slice
+    /// their queries to stay under it, as a GPU's buffer limit requires.
+    pub max_scores: usize,
+    /// How the weights of int8 files are kept on the device.
+    pub storage: Storage,
 }
 
 fn read_json(src: &dyn ModelSource, path: &str) -> Result<String> {
@@ -255,14 +269,13 @@ impl Configs {
         Ok(Self { text, unet, vae, scheduler })
     }
 
-    /// Parameters of the text encoder, U-Net and VAE together, from the configs alone: burn builds
-    /// parameters lazily, so the models are built only to be counted and nothing is allocated. What the
-    /// weights will take before any of them is fetched.
-    pub fn parameters(&self, device: &Device) -> Result<usize> {
-        use burn::module::Module;
-        Ok(self.text.init(device)?.num_params()
-            + self.unet.init(device)?.num_params()
-            + self.vae.init(device)?.num_params())
+    /// Bytes the three models' weights take on a device once loaded from int8 files with `storage` (f32
+    /// files take [`Storage::F32`]'s: four bytes per parameter), from the configs alone: burn builds parameters
+    /// lazily, so the models are built only to be measured and nothing is allocated.
+    pub fn device_bytes(&self, device: &Device, storage: Storage) -> Result<u64> {
+        Ok(storage.planned_bytes(&self.text.init(device)?)
+            + storage.planned_bytes(&self.unet.init(device)?)
+            + storage.planned_bytes(&self.vae.init(device)?))
     }
 
     /// The default image size: the U-Net's `sample_size` × the VAE's downsampling.
@@ -297,23 +310,12 @@ impl StableDiffusion {
         if !dir.is_dir() {
             return Err(Error::Missing(dir.display().to_string()));
         }
-        Self::from_source(&DirSource(dir.to_path_buf()), variant, device)
+        let options = LoadOptions { variant: variant.map(str::to_string), ..LoadOptions::default() };
+        Self::from_source(&DirSource(dir.to_path_buf()), device, &options)
     }
 
-    /// Loads a diffusers folder from any [`ModelSource`].
-    pub fn from_source(src: &dyn ModelSource, variant: Option<&str>, device: &Device) -> Result<Self> {
-        Self::from_source_limited(src, variant, device, 0)
-    }
-
-    /// [`from_source`](Self::from_source) for a device whose buffers hold at most `max_scores` f32 values:
-    /// the U-Net's and the VAE's attentions slice their queries so that no score matrix is larger (0: no
-    /// limit).
-    pub fn from_source_limited(
-        src: &dyn ModelSource,
-        variant: Option<&str>,
-        device: &Device,
-        max_scores: usize,
-    ) -> Result<Self> {
+    /// Loads a diffusers folder from any [`ModelSource`] as `options` say.
+    pub fn from_source(src: &dyn ModelSource, device: &Device, options: &LoadOptions) -> Result<Self> {
         let Configs { text: text_config, unet: unet_config, vae: vae_config, scheduler } = Configs::read(src)?;
         let opt = |path: &str| -> Result<Option<Vec<u8>>> {
             if src.exists(path) {
@@ -337,11 +339,18 @@ impl StableDiffusion {
             ));
         }
         let [(text_dir, text_base), (unet_dir, unet_base), (vae_dir, vae_base)] = WEIGHTS;
-        let text_encoder = load(src, text_config.init(device)?, text_dir, text_base, variant, &clip::NAMES)?;
+        let max_scores = options.max_scores;
+        let text_encoder = load(src, text_config.init(device)?, (text_dir, text_base), options, &clip::NAMES)?;
         let unet =
-            load(src, unet_config.init_limited(device, max_scores)?, unet_dir, unet_base, variant, &unet::NAMES)?;
-        let vae = load(src, vae_config.init_limited(device, max_scores)?, vae_dir, vae_base, variant, &vae::NAMES)?;
+            load(src, unet_config.init_limited(device, max_scores)?, (unet_dir, unet_base), options, &unet::NAMES)?;
+        let vae = load(src, vae_config.init_limited(device, max_scores)?, (vae_dir, vae_base), options, &vae::NAMES)?;
         Ok(Self { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler, device: device.clone() })
+    }
+
+    /// Bytes the text encoder's, U-Net's and VAE's weights take on the device ([`crate::weights::device_bytes`]).
+    pub fn device_bytes(&self) -> u64 {
+        use crate::weights::device_bytes;
+        device_bytes(&self.text_encoder) + device_bytes(&self.unet) + device_bytes(&self.vae)
     }
 
     /// The device the models live on.
@@ -454,8 +463,15 @@ mod tests {
         let configs = sd15();
         assert_eq!(configs.unet.init(&Device::flex()).unwrap().num_params(), 859_520_964, "diffusers' U-Net count");
         assert_eq!(configs.text.init(&Device::flex()).unwrap().num_params(), 123_060_480, "CLIP ViT-L/14's text model");
-        assert_eq!(configs.parameters(&Device::flex()).unwrap(), 859_520_964 + 123_060_480 + 83_653_863);
+        assert_eq!(configs.vae.init(&Device::flex()).unwrap().num_params(), 83_653_863, "diffusers' VAE count");
         assert_eq!(configs.default_image_size(), 512);
+        let f32_bytes = configs.device_bytes(&Device::flex(), Storage::F32).unwrap();
+        assert_eq!(f32_bytes, (859_520_964 + 123_060_480 + 83_653_863) * 4);
+        // int8 linear and convolution weights (one byte each, plus an f32 scale per block of at most 252): all
+        // but the token and position embeddings (38 M parameters, 152 MB as f32), norms and biases.
+        let int8_bytes = configs.device_bytes(&Device::flex(), Storage::Int8).unwrap();
+        eprintln!("SD 1.5 weights on a GPU: {f32_bytes} bytes as f32, {int8_bytes} with int8 weights");
+        assert!((1_180_000_000..1_230_000_000).contains(&int8_bytes), "{int8_bytes}");
     }
 
     #[test]

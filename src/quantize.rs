@@ -1,14 +1,15 @@
 //! int8 weights: per-output-channel symmetric quantization of every weight matrix and convolution kernel,
-//! stored as safetensors (documented format below), dequantized to f32 when loaded.
+//! stored as safetensors (documented format below); loaded as f32, or kept int8 on a GPU ([`device_data`]).
 //!
 //! Format: a quantized tensor `NAME` has dtype I8 and its original shape; beside it, `NAME.qscale` (F32, one
 //! value per output channel, i.e. per index of dimension 0) holds the scales, and the weight is
 //! `NAME[c, …] · NAME.qscale[c]`. Tensors of one dimension (norms, biases) and small tensors stay as they
 //! were. The header's `__metadata__` says `"quantization": "int8-per-channel-symmetric"`.
 //!
-//! Why not burn's own quantized tensors: they keep weights quantized on the device and need the matching
-//! quantized kernels on every backend, including the browser's WebGPU, while a dequantize-on-load file is
-//! read by every backend and by any safetensors reader; the file size, what the browser downloads, is the same.
+//! Why a file format of our own rather than burn's quantized records: any safetensors reader (and every
+//! backend) can read it, dequantizing on load. On a GPU, [`device_data`] turns each layer weight into burn's
+//! quantized tensor (Q8S, blocks of one row's scale) with exactly the file's values, so it stays a quarter of
+//! its f32 size there and burn's kernels dequantize it as they compute.
 
 use std::collections::HashMap;
 
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 /// Suffix of the scale tensor stored beside each int8 tensor.
 pub const SCALE_SUFFIX: &str = ".qscale";
 /// Tensors with fewer elements stay in full precision (their scales would cost more than they save).
-const MIN_ELEMENTS: usize = 1024;
+pub const MIN_ELEMENTS: usize = 1024;
 
 fn bad(what: &str, message: impl Into<String>) -> Error {
     Error::Safetensors { what: what.to_string(), message: message.into() }
@@ -104,6 +105,74 @@ pub fn tensor_values(what: &str, bytes: &[u8], table: &Table, name: &str) -> Res
     let scales = float_values(what, &scale_name, &scale.dtype, &bytes[scale.bytes.clone()])?;
     let per = data.len() / scales.len().max(1);
     Ok(data.chunks(per.max(1)).zip(&scales).flat_map(|(row, s)| row.iter().map(move |&q| q as i8 as f32 * s)).collect())
+}
+
+/// The layer an int8 weight feeds, which fixes the layout it is kept in on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// A linear layer's `[out, in]` matrix.
+    Linear,
+    /// A convolution's `[out, in, kh, kw]` kernel.
+    Conv2d,
+}
+
+/// Values per scale block of an int8 weight kept on the device whose rows are split into blocks along `inner`
+/// input values: the largest multiple of 4 (the values one packed u32 holds) that divides `inner` and fits
+/// burn's block size (at most 255); `None` when there is none.
+pub fn device_block(inner: usize) -> Option<usize> {
+    if inner == 0 {
+        return None;
+    }
+    (1..=63).rev().map(|k| 4 * k).find(|b| inner.is_multiple_of(*b))
+}
+
+/// Int8 tensor `name` of a checked file (`bytes`, its `table`, scales checked by [`check_scales`]) as burn
+/// quantized data (Q8S packed in u32, one f32 scale per block of [`device_block`] input values, every block of a
+/// row carrying the row's scale, so the values are exactly the file's), packed along the input dimension as
+/// burn's kernels read it: a linear weight as `[out, in]` (the caller transposes it to burn's `[in, out]`), a
+/// convolution kernel as `[out, kh, kw, in]` (the caller permutes it to `[out, in, kh, kw]`). `None` when the
+/// tensor is not int8, has the wrong rank for `layer`, or its input size has no block.
+pub fn device_data(
+    what: &str,
+    bytes: &[u8],
+    table: &Table,
+    name: &str,
+    layer: Layer,
+) -> Result<Option<burn::tensor::TensorData>> {
+    use burn::tensor::quantization::{QuantScheme, QuantValue, ScaleDtype};
+    let info = table.get(name).ok_or_else(|| bad(what, format!("no tensor {name}")))?;
+    let rank = match layer {
+        Layer::Linear => 2,
+        Layer::Conv2d => 4,
+    };
+    if info.dtype != "I8" || info.shape.len() != rank {
+        return Ok(None);
+    }
+    let (out, input) = (info.shape[0], info.shape[1]);
+    let Some(block) = device_block(input).filter(|_| out > 0 && info.shape.iter().all(|&d| d > 0)) else {
+        return Ok(None);
+    };
+    let scale = &table[&format!("{name}{SCALE_SUFFIX}")];
+    let scales = float_values(what, name, &scale.dtype, &bytes[scale.bytes.clone()])?;
+    let data = &bytes[info.bytes.clone()];
+    let (values, shape, block_shape): (Vec<i8>, Vec<usize>, Vec<u8>) = match layer {
+        Layer::Linear => (data.iter().map(|&q| q as i8).collect(), info.shape.clone(), vec![1, block as u8]),
+        Layer::Conv2d => {
+            // OIHW → OHWI: each output channel's values, input channels innermost.
+            let (kh, kw) = (info.shape[2], info.shape[3]);
+            let mut values = vec![0i8; data.len()];
+            for (i, &q) in data.iter().enumerate() {
+                let (o, rest) = (i / (input * kh * kw), i % (input * kh * kw));
+                let (c, yx) = (rest / (kh * kw), rest % (kh * kw));
+                values[(o * kh * kw + yx) * input + c] = q as i8;
+            }
+            (values, vec![out, kh, kw, input], vec![1, 1, 1, block as u8])
+        }
+    };
+    let blocks_per_row = values.len() / out / block;
+    let block_scales: Vec<f32> = scales.iter().flat_map(|&s| std::iter::repeat_n(s, blocks_per_row)).collect();
+    let scheme = QuantScheme::default().with_value(QuantValue::Q8S).per_block(block_shape, ScaleDtype::F32);
+    Ok(Some(burn::tensor::TensorData::quantized(values, shape, scheme, &block_scales, None)))
 }
 
 /// Turns an int8 file back into an f32 safetensors file (other tensors are kept as they are). Every int8
@@ -236,5 +305,36 @@ mod tests {
         )
         .unwrap();
         assert!(dequantize("t", &bad_scale).is_err());
+    }
+
+    #[test]
+    fn device_data_holds_exactly_the_files_values() {
+        use burn::prelude::*;
+        let linear: Vec<f32> = (0..32 * 40).map(|i| ((i * 13 % 29) as f32 - 14.0) / (1.0 + (i / 40) as f32)).collect();
+        let conv: Vec<f32> = (0..16 * 8 * 9).map(|i| ((i * 7 % 23) as f32 - 11.0) / (1.0 + (i / 72) as f32)).collect();
+        let q = quantize("t", &file(vec![("l", vec![32, 40], linear), ("c", vec![16, 8, 3, 3], conv)])).unwrap();
+        let table = crate::codec::inspect_bytes("t", &q).unwrap();
+        check_scales("t", &q, &table).unwrap();
+        let device = Device::flex();
+        let on_device = |name: &str, layer: Layer| {
+            let data = device_data("t", &q, &table, name, layer).unwrap().expect("kept int8");
+            assert!(matches!(data.dtype(), burn::tensor::DType::QFloat(_)));
+            data
+        };
+        let l = Tensor::<2>::from_data(on_device("l", Layer::Linear), &device).dequantize();
+        // (Dequantized before the permutation: burn's CPU backend requantizes a permuted quantized tensor; the GPU
+        // path, which permutes it as a view, is tested in tests/wgpu.rs.)
+        let c = Tensor::<4>::from_data(on_device("c", Layer::Conv2d), &device).dequantize().permute([0, 3, 1, 2]);
+        for (name, got) in [("l", crate::readback::values(l).unwrap()), ("c", crate::readback::values(c).unwrap())] {
+            let want = tensor_values("t", &q, &table, name).unwrap();
+            assert!(got.len() == want.len() && got.iter().zip(&want).all(|(a, b)| a == b), "{name} differs");
+        }
+        // Whole rows up to 252 values; SD's 320, 1280 and 5120 inputs in blocks of 160, 160 and 256 → 160; none
+        // where the input size is not a multiple of 4.
+        assert_eq!(
+            [40, 320, 1280, 5120, 768, 6, 0].map(device_block),
+            [Some(40), Some(160), Some(160), Some(160), Some(192), None, None]
+        );
+        assert!(device_data("t", &q, &table, "l", Layer::Conv2d).unwrap().is_none(), "wrong rank");
     }
 }

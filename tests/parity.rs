@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use traverse::invert::invert;
-use traverse::pipeline::StableDiffusion;
+use traverse::pipeline::{LoadOptions, StableDiffusion};
 use traverse::swap::{SwapSampler, SwapSettings};
 use traverse::tokenizer::ClipTokenizer;
 
@@ -130,7 +130,8 @@ fn sliced_attention_keeps_the_guided_run_on_diffusers_numbers() {
     // runs one query row (or a few) at a time, as on a GPU with a small binding limit.
     let r = load_reference("tiny_sd_reference.safetensors");
     let src = traverse::pipeline::DirSource(fixtures().join("tiny-sd"));
-    let sd = StableDiffusion::from_source_limited(&src, None, &device(), 64).unwrap();
+    let sd = StableDiffusion::from_source(&src, &device(), &LoadOptions { max_scores: 64, ..LoadOptions::default() })
+        .unwrap();
     let settings = SwapSettings { steps: 10, guidance: 7.5, swap_points: vec![10], max_batch: 8 };
     let prompt = "Chest X-ray of a subject with pleural effusion";
     let res = SwapSampler::new(&sd, r["ddim.init"].tensor(sd.device()), prompt, &[prompt.to_string()], "", &settings)

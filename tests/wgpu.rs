@@ -7,15 +7,26 @@ mod common;
 
 use burn::prelude::*;
 use common::*;
-use traverse::pipeline::{DirSource, StableDiffusion};
+use traverse::pipeline::{DirSource, LoadOptions, StableDiffusion};
 use traverse::swap::{SwapSampler, SwapSettings};
+use traverse::weights::{Storage, device_bytes};
+
+/// The wgpu device, started once per process (burn's wgpu runtime starts only once).
+fn gpu() -> Device {
+    static GPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        Device::wgpu_options().init().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)")
+    })
+    .clone()
+}
 
 #[test]
 fn a_guided_prompt_swap_on_wgpu_matches_the_cpu() {
-    let gpu = Device::wgpu_options().init().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
+    let gpu = gpu();
     let src = DirSource(fixtures().join("tiny-sd"));
     let run = |device: &Device, max_scores: usize| {
-        let sd = StableDiffusion::from_source_limited(&src, None, device, max_scores).unwrap();
+        let sd =
+            StableDiffusion::from_source(&src, device, &LoadOptions { max_scores, ..LoadOptions::default() }).unwrap();
         let init = traverse::rng::initial_latents(5, 4, 8, 8, device);
         let settings = SwapSettings { steps: 4, guidance: 7.5, swap_points: vec![2], max_batch: 4 };
         let styles = ["Chest x-ray showing Support Devices".to_string()];
@@ -36,4 +47,40 @@ fn a_guided_prompt_swap_on_wgpu_matches_the_cpu() {
         eprintln!("{what}: max abs error {err:.2e}");
         assert!(err < 1e-4, "{what}: {err}");
     }
+}
+
+#[test]
+fn int8_weights_kept_int8_on_wgpu_give_the_dequantized_numbers() {
+    let gpu = gpu();
+    let dir = TempDir::new("int8-on-gpu");
+    traverse::quantize::quantize_folder(&fixtures().join("tiny-sd"), &dir.0).unwrap();
+    let src = DirSource(dir.0.clone());
+    let run = |storage: Storage| {
+        let options = LoadOptions { max_scores: 64, storage, ..LoadOptions::default() };
+        let sd = StableDiffusion::from_source(&src, &gpu, &options).unwrap();
+        let bytes = [device_bytes(&sd.text_encoder), device_bytes(&sd.unet), device_bytes(&sd.vae)];
+        let init = traverse::rng::initial_latents(5, 4, 8, 8, &gpu);
+        let settings = SwapSettings { steps: 4, guidance: 7.5, swap_points: vec![2], max_batch: 4 };
+        let styles = ["Chest x-ray showing Support Devices".to_string()];
+        let res = SwapSampler::new(&sd, init, "Chest x-ray with no significant findings", &styles, "", &settings)
+            .unwrap()
+            .run()
+            .unwrap();
+        let image = sd.vae.decode(res.trajectories[0].latents[0].clone());
+        let values = [res.trajectories[0].latents[0].clone(), image].map(|t| traverse::readback::values(t).unwrap());
+        (values, bytes)
+    };
+    let ((f32_values, f32_bytes), (int8_values, int8_bytes)) = (run(Storage::F32), run(Storage::Int8));
+    for (what, (a, b)) in ["swap latent", "decoded image"].iter().zip(f32_values.iter().zip(&int8_values)) {
+        let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        eprintln!("{what}: int8 on the GPU vs dequantized f32, max abs error {err:.2e}");
+        assert!(err < 1e-4, "{what}: {err}");
+    }
+    for (what, (f, q)) in ["text encoder", "U-Net", "VAE"].iter().zip(f32_bytes.iter().zip(&int8_bytes)) {
+        eprintln!("{what}: {f} bytes as f32, {q} with int8 weights ({:.2}×)", *q as f64 / *f as f64);
+    }
+    // The U-Net and the VAE are almost all convolution and linear weights: well under half of their f32 size.
+    // (The tiny text encoder's layers are too small to be quantized; its token embedding stays f32.)
+    assert!(int8_bytes[0] <= f32_bytes[0], "{int8_bytes:?} vs {f32_bytes:?}");
+    assert!(int8_bytes[1] * 2 < f32_bytes[1] && int8_bytes[2] * 2 < f32_bytes[2], "{int8_bytes:?} vs {f32_bytes:?}");
 }

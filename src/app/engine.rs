@@ -18,16 +18,17 @@ use crate::classifier::Classifier;
 use crate::codec::{WeightFile, inspect_bytes};
 use crate::error::{Error, Result};
 use crate::pipeline::{
-    CONFIG_FILES, Configs, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
+    CONFIG_FILES, Configs, LoadOptions, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
 };
 use crate::readback::values_async as read;
 use crate::rng::initial_latents;
 use crate::swap::{SwapSampler, SwapSettings};
+use crate::weights::Storage;
 
 /// Largest single file fetched (a browser tab cannot hold much more than this in wasm32 memory).
 const MAX_FILE_BYTES: u64 = 1 << 30;
-/// Largest model, as f32 on the GPU, that the page will try to load.
-const MAX_MODEL_F32_BYTES: u64 = 3 << 29;
+/// Largest model, in GPU memory for its weights, that the page will try to load.
+const MAX_MODEL_DEVICE_BYTES: u64 = 3 << 29;
 /// Largest JSON or tokenizer file.
 const MAX_SMALL_BYTES: u64 = 16 << 20;
 
@@ -141,17 +142,20 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
     // Before any weights are fetched: will the model fit a tab, and one U-Net call and one decode the GPU's
     // buffers? (Counting builds the models lazily, allocating nothing.)
     let configs = Configs::read(&MemorySource(files.clone()))?;
-    let f32_bytes = configs.parameters(&gpu.device)? as u64 * 4;
-    if f32_bytes > MAX_MODEL_F32_BYTES {
+    // int8 files keep their layers' weights int8 on the GPU; an f32 or f16 file's weights are f32 there.
+    let int8_bytes = configs.device_bytes(&gpu.device, Storage::Int8)?;
+    if int8_bytes > MAX_MODEL_DEVICE_BYTES {
         return Err(Error::Device(format!(
-            "the model needs {} MB as f32, more than a browser tab can hold ({} MB)",
-            f32_bytes >> 20,
-            MAX_MODEL_F32_BYTES >> 20
+            "the model's weights need {} MB of GPU memory even as int8, more than the page asks of a browser tab \
+             ({} MB)",
+            int8_bytes >> 20,
+            MAX_MODEL_DEVICE_BYTES >> 20
         )));
     }
     let size = configs.default_image_size();
     let latent = [size / configs.vae.downsampling(); 2];
     Plan::new(&configs.unet, &configs.vae, latent, true, gpu.max_binding)?;
+    let mut f32_files = false;
     for (dir, name) in WEIGHTS {
         let single = format!("{dir}/{name}.safetensors");
         let paths = match fetch_file(base, &single, MAX_FILE_BYTES, false, status).await? {
@@ -173,7 +177,9 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
             }
         };
         for path in paths {
-            for (tensor, info) in inspect_bytes(&path, &files[&path])? {
+            let table = inspect_bytes(&path, &files[&path])?;
+            f32_files |= !crate::quantize::is_quantized(&table);
+            for (tensor, info) in table {
                 let bytes = info.shape.iter().product::<usize>() as u64 * 4;
                 if bytes > gpu.max_binding {
                     return Err(Error::Device(format!(
@@ -185,9 +191,19 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
             }
         }
     }
+    let f32_bytes = configs.device_bytes(&gpu.device, Storage::F32)?;
+    if f32_files && f32_bytes > MAX_MODEL_DEVICE_BYTES {
+        return Err(Error::Device(format!(
+            "the model's weights are not int8 and need {} MB of GPU memory as f32, more than the page asks of a \
+             browser tab ({} MB): quantize it with `traverse quantize`",
+            f32_bytes >> 20,
+            MAX_MODEL_DEVICE_BYTES >> 20
+        )));
+    }
     // No attention's score matrix may outgrow one storage buffer.
     let max_scores = usize::try_from(gpu.max_binding / 4).unwrap_or(usize::MAX);
-    StableDiffusion::from_source_limited(&MemorySource(files), None, &gpu.device, max_scores)
+    let options = LoadOptions { max_scores, storage: Storage::Int8, ..LoadOptions::default() };
+    StableDiffusion::from_source(&MemorySource(files), &gpu.device, &options)
 }
 
 /// Loads the attribute classifiers of one image family from `{base}/config.json` and `model.safetensors`;

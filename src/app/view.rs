@@ -150,11 +150,12 @@ pub fn App() -> impl IntoView {
         match start(model, phase).await {
             Ok(e) => {
                 adapter.set(format!(
-                    "{} · model {}/ ({}×{} px)",
+                    "{} · model {}/ ({}×{} px, {:.1} MB of weights on the GPU)",
                     e.gpu.adapter,
                     e.model,
                     e.sd.default_image_size(),
-                    e.sd.default_image_size()
+                    e.sd.default_image_size(),
+                    e.sd.device_bytes() as f64 / 1e6
                 ));
                 engine.set_value(Some(Rc::new(e)));
                 phase.set(Phase::Ready);

@@ -167,6 +167,10 @@ try {
     await settle(page);
     const fatal = await page.textContent("#fatal");
     check(!fatal && (await state(page)) === "ready", `the page runs the link (${((Date.now() - t0) / 1000).toFixed(0)} s): ${fatal || await page.textContent("#status")}`);
+    // The shipped model's int8 weights stay int8 on the GPU: well under its 56.9 MB as f32.
+    const status = await page.textContent("#status");
+    const weights = Number((status.match(/([\d.]+) MB of weights on the GPU/) || [])[1]);
+    check(weights > 0 && weights < 28, `int8 weights stay int8 on the GPU (${status})`);
     const rows = await page.$$eval(".trajectory", (rs) => rs.map((r) => Array.from(r.querySelectorAll("img")).map((i) => i.src)));
     check(rows.length === 2 && rows.every((r) => r.length === 3), `two trajectories of neutral + 2 swap images (${rows.map((r) => r.length)})`);
     const names = ["neutral", "style0_t1", "style0_t3", "neutral", "style1_t1", "style1_t3"];

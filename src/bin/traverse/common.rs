@@ -7,9 +7,10 @@ use burn::prelude::*;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use traverse::output::{Origin, RunManifest, Timings, write_run};
-use traverse::pipeline::StableDiffusion;
+use traverse::pipeline::{DirSource, LoadOptions, StableDiffusion};
 use traverse::swap::{SwapSampler, SwapSettings};
 use traverse::synthetic::Kind;
+use traverse::weights::Storage;
 use traverse::{Error, Result};
 
 /// Where models run.
@@ -32,6 +33,15 @@ impl DeviceArg {
             }
             #[cfg(not(feature = "wgpu"))]
             DeviceArg::Wgpu => Err(Error::Device("this build has no wgpu backend; build with --features wgpu".into())),
+        }
+    }
+
+    /// How int8 model folders are kept on the device: int8 on the GPU, where burn's kernels compute with them
+    /// exactly; f32 on the CPU, whose quantized matmul would quantize the activations too.
+    pub fn storage(self) -> Storage {
+        match self {
+            DeviceArg::Cpu => Storage::F32,
+            DeviceArg::Wgpu => Storage::Int8,
         }
     }
 }
@@ -66,10 +76,14 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Loads the model; returns it with the seconds it took.
-    pub fn load(&self, device: &Device) -> Result<(StableDiffusion, f64)> {
+    /// Loads the model, its int8 weights kept as `storage` says; returns it with the seconds it took.
+    pub fn load(&self, device: &Device, storage: Storage) -> Result<(StableDiffusion, f64)> {
         let t = Instant::now();
-        let sd = StableDiffusion::load(&self.model, self.variant.as_deref(), device)?;
+        if !self.model.is_dir() {
+            return Err(Error::Missing(self.model.display().to_string()));
+        }
+        let options = LoadOptions { variant: self.variant.clone(), storage, ..LoadOptions::default() };
+        let sd = StableDiffusion::from_source(&DirSource(self.model.clone()), device, &options)?;
         Ok((sd, t.elapsed().as_secs_f64()))
     }
 }

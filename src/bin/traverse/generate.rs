@@ -6,6 +6,7 @@ use burn::prelude::*;
 use traverse::Result;
 use traverse::output::{Origin, read_latents};
 use traverse::rng::initial_latents;
+use traverse::weights::Storage;
 
 use crate::common::{ModelArgs, SwapArgs, swap_and_save};
 
@@ -26,8 +27,8 @@ pub struct Args {
     init_latents: Option<PathBuf>,
 }
 
-pub fn run(a: Args, device: &Device) -> Result<()> {
-    let (sd, load_s) = a.model.load(device)?;
+pub fn run(a: Args, device: &Device, storage: Storage) -> Result<()> {
+    let (sd, load_s) = a.model.load(device, storage)?;
     let size = a.size.unwrap_or_else(|| sd.default_image_size());
     let [h, w] = sd.latent_size(size, size)?;
     let init = match &a.init_latents {

@@ -9,6 +9,7 @@ use traverse::invert::invert;
 use traverse::metrics::{psnr, rms_error};
 use traverse::output::{Origin, Reconstruction};
 use traverse::swap::{SwapSampler, SwapSettings};
+use traverse::weights::Storage;
 use traverse::{Error, Result};
 
 use crate::common::{ModelArgs, SwapArgs, bar, swap_and_save};
@@ -27,8 +28,8 @@ pub struct Args {
     inversion_guidance: f64,
 }
 
-pub fn run(a: Args, device: &Device) -> Result<()> {
-    let (sd, load_s) = a.model.load(device)?;
+pub fn run(a: Args, device: &Device, storage: Storage) -> Result<()> {
+    let (sd, load_s) = a.model.load(device, storage)?;
     let img = image::open(&a.image).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?.to_rgb8();
     let size = sd.default_image_size();
     sd.latent_size(size, size)?;
