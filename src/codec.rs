@@ -21,8 +21,9 @@ pub enum WeightFile {
     Bytes {
         /// Name used in error messages.
         name: String,
-        /// File content.
-        bytes: Vec<u8>,
+        /// File content, shared (the loader copies it only for a non-int8 file whose bytes are still held
+        /// elsewhere).
+        bytes: std::sync::Arc<Vec<u8>>,
     },
     /// A file on disk; it is memory-mapped by burn-store after its header has been checked.
     #[cfg(not(target_arch = "wasm32"))]
@@ -242,7 +243,7 @@ mod tests {
     }
 
     fn check(bytes: &[u8]) -> Result<BTreeMap<String, TensorInfo>> {
-        inspect(&WeightFile::Bytes { name: "t".into(), bytes: bytes.to_vec() })
+        inspect(&WeightFile::Bytes { name: "t".into(), bytes: bytes.to_vec().into() })
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub enum Layer {
     Linear,
     /// A convolution's `[out, in, kh, kw]` kernel.
     Conv2d,
+    /// An embedding's `[entries, dim]` table (one scale per entry).
+    Embedding,
 }
 
 /// Values per scale block of an int8 weight kept on the device whose rows are split into blocks along `inner`
@@ -130,7 +132,8 @@ pub fn device_block(inner: usize) -> Option<usize> {
 /// quantized data (Q8S packed in u32, one f32 scale per block of [`device_block`] input values, every block of a
 /// row carrying the row's scale, so the values are exactly the file's), packed along the input dimension as
 /// burn's kernels read it: a linear weight as `[out, in]` (the caller transposes it to burn's `[in, out]`), a
-/// convolution kernel as `[out, kh, kw, in]` (the caller permutes it to `[out, in, kh, kw]`). `None` when the
+/// convolution kernel as `[out, kh, kw, in]` (the caller permutes it to `[out, in, kh, kw]`), an embedding table
+/// as it is. `None` when the
 /// tensor is not int8, has the wrong rank for `layer`, or its input size has no block.
 pub fn device_data(
     what: &str,
@@ -142,7 +145,7 @@ pub fn device_data(
     use burn::tensor::quantization::{QuantScheme, QuantValue, ScaleDtype};
     let info = table.get(name).ok_or_else(|| bad(what, format!("no tensor {name}")))?;
     let rank = match layer {
-        Layer::Linear => 2,
+        Layer::Linear | Layer::Embedding => 2,
         Layer::Conv2d => 4,
     };
     if info.dtype != "I8" || info.shape.len() != rank {
@@ -156,7 +159,9 @@ pub fn device_data(
     let scales = float_values(what, name, &scale.dtype, &bytes[scale.bytes.clone()])?;
     let data = &bytes[info.bytes.clone()];
     let (values, shape, block_shape): (Vec<i8>, Vec<usize>, Vec<u8>) = match layer {
-        Layer::Linear => (data.iter().map(|&q| q as i8).collect(), info.shape.clone(), vec![1, block as u8]),
+        Layer::Linear | Layer::Embedding => {
+            (data.iter().map(|&q| q as i8).collect(), info.shape.clone(), vec![1, block as u8])
+        }
         Layer::Conv2d => {
             // OIHW → OHWI: each output channel's values, input channels innermost.
             let (kh, kw) = (info.shape[2], info.shape[3]);

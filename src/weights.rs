@@ -35,8 +35,9 @@ pub enum Storage {
     /// Every weight as f32, dequantized as it is loaded: what every backend computes with.
     #[default]
     F32,
-    /// The int8 weights of linear and convolution layers stay int8 on the device (burn's quantized tensors: a
-    /// quarter of the f32 memory), dequantized inside burn's matmul or per convolution call; the rest as f32.
+    /// The int8 weights of linear, convolution and embedding layers stay int8 on the device (burn's quantized
+    /// tensors: a quarter of the f32 memory), dequantized inside burn's matmul, per convolution call or per
+    /// looked-up row; norms and biases as f32.
     /// The numbers are the f32 path's on GPU backends (cubecl); burn's CPU backend quantizes the activations
     /// in its quantized matmul, so the CPU keeps [`Storage::F32`].
     Int8,
@@ -68,6 +69,7 @@ impl Storage {
                 // burn's layouts: a linear weight is `[in, out]`, a convolution kernel `[out, in, kh, kw]`.
                 let block = match layer {
                     Some(crate::quantize::Layer::Linear) => crate::quantize::device_block(shape[0]),
+                    Some(crate::quantize::Layer::Embedding) => crate::quantize::device_block(shape[1]),
                     Some(crate::quantize::Layer::Conv2d) => crate::quantize::device_block(shape[1]),
                     None => None,
                 };
@@ -90,6 +92,7 @@ fn layer(container: Option<&String>, name: Option<&String>, rank: usize) -> Opti
     match (container.map(String::as_str), name.map(String::as_str), rank) {
         (Some("Struct:Linear"), Some("weight"), 2) => Some(crate::quantize::Layer::Linear),
         (Some("Struct:Conv2d"), Some("weight"), 4) => Some(crate::quantize::Layer::Conv2d),
+        (Some("Struct:Embedding"), Some("weight"), 2) => Some(crate::quantize::Layer::Embedding),
         _ => None,
     }
 }
@@ -128,12 +131,11 @@ pub fn load_stored<M: ModuleSnapshot>(
             let bytes = match file {
                 WeightFile::Bytes { bytes, .. } => bytes,
                 #[cfg(not(target_arch = "wasm32"))]
-                WeightFile::Path(p) => std::fs::read(&p).map_err(Error::io(&p))?,
+                WeightFile::Path(p) => Arc::new(std::fs::read(&p).map_err(Error::io(&p))?),
             };
             crate::quantize::check_scales(&what, &bytes, &table)?;
             let remapper = KeyRemapper::from_patterns(names.remaps.to_vec())
                 .map_err(|e| Error::Safetensors { what: what.clone(), message: e.to_string() })?;
-            let bytes = Arc::new(bytes);
             let (tensors, renames) = remapper.remap(int8_tensors(&what, bytes.clone(), &table));
             let kept = match storage {
                 Storage::F32 => BTreeSet::new(),
@@ -145,7 +147,9 @@ pub fn load_stored<M: ModuleSnapshot>(
             result
         } else {
             let store = match file {
-                WeightFile::Bytes { bytes, .. } => SafetensorsStore::from_bytes(Some(bytes)),
+                WeightFile::Bytes { bytes, .. } => {
+                    SafetensorsStore::from_bytes(Some(Arc::try_unwrap(bytes).unwrap_or_else(|b| b.to_vec())))
+                }
                 #[cfg(not(target_arch = "wasm32"))]
                 WeightFile::Path(p) => SafetensorsStore::from_file(p),
             };
@@ -204,7 +208,7 @@ fn int8_tensors(what: &str, bytes: Arc<Vec<u8>>, table: &crate::quantize::Table)
         .collect()
 }
 
-/// Puts the int8 weights of `module`'s linear and convolution layers on its device as burn quantized tensors,
+/// Puts the int8 weights of `module`'s linear, convolution and embedding layers on its device as burn quantized tensors,
 /// straight from the file's bytes (`paths`: module path → file tensor name); returns the module paths it set.
 /// A weight whose shape is not the layer's is left for burn-store, which reports it.
 fn keep_int8<M: ModuleSnapshot>(
@@ -278,6 +282,7 @@ impl ModuleMapper for KeepInt8<'_> {
         let tensor = match layer {
             Layer::Linear => tensor.transpose(),
             Layer::Conv2d => tensor.permute(std::array::from_fn(|i| [0, 3, 1, 2][i])),
+            Layer::Embedding => tensor,
         };
         self.kept.insert(path);
         Param::initialized(param.id, tensor)

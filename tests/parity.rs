@@ -221,9 +221,11 @@ fn lpips_matches_the_lpips_package() {
     let r = load_reference("lpips_reference.safetensors");
     let file = lpips_test_weights();
     let dev = device();
-    let lpips =
-        traverse::lpips::Lpips::load(traverse::weights::WeightFile::Bytes { name: "lpips".into(), bytes: file }, &dev)
-            .unwrap();
+    let lpips = traverse::lpips::Lpips::load(
+        traverse::weights::WeightFile::Bytes { name: "lpips".into(), bytes: file.into() },
+        &dev,
+    )
+    .unwrap();
     let d = lpips.distance(r["a"].tensor(&dev), r["b"].tensor(&dev)).unwrap();
     assert_close("lpips 64 px", d.clone(), &r["d"], 1e-5);
     assert_eq!(d.into_data().convert::<f32>().as_slice::<f32>().unwrap()[2], 0.0, "identical images: 0");

@@ -10,6 +10,7 @@ use js_sys::{Function, Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use crate::app::bench::{BenchReport, BenchSettings};
 use crate::app::download::progress_text;
 use crate::app::fetch::{self, js_text};
 use crate::app::params::Traversal;
@@ -127,7 +128,7 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
     let mut files = HashMap::new();
     for path in CONFIG_FILES {
         let bytes = fetch_file(base, path, MAX_SMALL_BYTES, true, status).await?.unwrap_or_default();
-        files.insert(path.to_string(), bytes);
+        files.insert(path.to_string(), bytes.into());
     }
     let [tokenizer_json, vocab_json, merges_txt, _, _] = TOKENIZER_FILES;
     for path in TOKENIZER_FILES {
@@ -136,7 +137,7 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
             continue;
         }
         if let Some(bytes) = fetch_file(base, path, MAX_SMALL_BYTES, false, status).await? {
-            files.insert(path.to_string(), bytes);
+            files.insert(path.to_string(), bytes.into());
         }
     }
     // Before any weights are fetched: will the model fit a tab, and one U-Net call and one decode the GPU's
@@ -160,7 +161,7 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
         let single = format!("{dir}/{name}.safetensors");
         let paths = match fetch_file(base, &single, MAX_FILE_BYTES, false, status).await? {
             Some(bytes) => {
-                files.insert(single.clone(), bytes);
+                files.insert(single.clone(), bytes.into());
                 vec![single]
             }
             None => {
@@ -170,9 +171,9 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
                 let paths: Vec<String> = shards.iter().map(|s| format!("{dir}/{s}")).collect();
                 for path in &paths {
                     let bytes = fetch_file(base, path, MAX_FILE_BYTES, true, status).await?.unwrap_or_default();
-                    files.insert(path.clone(), bytes);
+                    files.insert(path.clone(), bytes.into());
                 }
-                files.insert(index, json);
+                files.insert(index, json.into());
                 paths
             }
         };
@@ -217,7 +218,7 @@ pub async fn load_classifier(
     let Some(config) = fetch_file(base, "config.json", MAX_SMALL_BYTES, false, status).await? else { return Ok(None) };
     let weights = fetch_file(base, "model.safetensors", MAX_FILE_BYTES, true, status).await?.unwrap_or_default();
     let config = String::from_utf8(config).map_err(|e| Error::config(base, e))?;
-    let file = WeightFile::Bytes { name: format!("{base}/model.safetensors"), bytes: weights };
+    let file = WeightFile::Bytes { name: format!("{base}/model.safetensors"), bytes: weights.into() };
     Classifier::load(&config, file, device).map(Some)
 }
 
@@ -408,4 +409,56 @@ impl Run {
         self.frames.insert((style, frame), p.clone());
         Ok(p)
     }
+}
+
+/// Runs the page's benchmark ([`crate::app::bench`]): loads `settings.model`, then times guided U-Net calls
+/// and one decode at the asked size, each read back so the GPU has finished it. `status` sees the progress.
+pub async fn bench(gpu: &Gpu, settings: &BenchSettings, mut status: impl FnMut(String)) -> Result<BenchReport> {
+    let start = performance_now();
+    let seconds = |since: f64| (performance_now() - since) / 1000.0;
+    let sd = load_model(&settings.model, gpu, &mut status).await?;
+    let planned_bytes = [
+        Storage::Int8.planned_bytes(&sd.text_encoder),
+        Storage::Int8.planned_bytes(&sd.unet),
+        Storage::Int8.planned_bytes(&sd.vae),
+    ]
+    .iter()
+    .sum();
+    let size = settings.size.unwrap_or(sd.default_image_size());
+    let [h, w] = sd.latent_size(size, size)?;
+    let cond = sd.embed("Chest X-ray of a subject with pleural effusion")?;
+    let uncond = sd.embed("")?;
+    read(cond.clone()).await?;
+    let load_s = seconds(start);
+    let latents = initial_latents(0, sd.unet_config.in_channels, h, w, &gpu.device);
+    let mut times = Vec::new();
+    for call in 0..=settings.calls {
+        status(format!("Guided U-Net call {} of {} at {size}×{size} px …", call + 1, settings.calls + 1));
+        next_frame().await;
+        let t = performance_now();
+        read(sd.guided_prediction(latents.clone(), cond.clone(), &uncond, 981, 7.5)).await?;
+        times.push(seconds(t));
+    }
+    status("Decoding one image …".into());
+    next_frame().await;
+    let t = performance_now();
+    read(sd.vae.decode(latents)).await?;
+    let decode_s = seconds(t);
+    let wasm_bytes = wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64)
+        .unwrap_or(0);
+    Ok(BenchReport {
+        adapter: gpu.adapter.clone(),
+        size,
+        latent: h,
+        load_s,
+        first_call_s: times[0],
+        calls_s: times[1..].to_vec(),
+        decode_s,
+        planned_bytes,
+        weight_bytes: sd.device_bytes(),
+        reserved_bytes: gpu.device.memory_pool_usage().map(|u| u.bytes_reserved),
+        wasm_bytes,
+    })
 }

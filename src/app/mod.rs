@@ -1,10 +1,11 @@
 //! The browser app: a Leptos page (built with Trunk, see `web/` and `Trunk.toml`) that runs the prompt-swap
 //! sampler on the visitor's GPU through WebGPU and shows trajectories, a Bézier traversal and metric
-//! readouts. What a link says and how the form edits it ([`params`]), the built-in examples ([`examples`]),
-//! the readouts ([`readout`]), the newest-run slot ([`slot`]) and when a cached download may stand for a file
-//! ([`download`]) are plain Rust, tested natively; the downloads (`fetch`), the GPU side (`engine`) and the
+//! readouts, or times a model ([`bench`], `?bench=1`). What a link says and how the form edits it
+//! ([`params`]), the built-in examples ([`examples`]), the readouts ([`readout`]), the newest-run slot
+//! ([`slot`]) and when a cached download may stand for a file ([`download`]) are plain Rust, tested natively; the downloads (`fetch`), the GPU side (`engine`) and the
 //! page (`view`) are built for wasm32 with the `web` feature.
 
+pub mod bench;
 pub mod download;
 pub mod examples;
 #[cfg(all(feature = "web", target_arch = "wasm32"))]
@@ -34,5 +35,5 @@ pub fn start() {
             let _ = el.set_attribute("data-state", "failed");
         }
     }));
-    leptos::mount::mount_to_body(view::App);
+    leptos::mount::mount_to_body(view::Root);
 }

@@ -314,7 +314,7 @@ impl Traversal {
     }
 }
 
-fn bad(name: &str, why: impl std::fmt::Display) -> Error {
+pub(crate) fn bad(name: &str, why: impl std::fmt::Display) -> Error {
     Error::arg(format!("URL parameter `{name}`: {why}"))
 }
 
@@ -323,7 +323,7 @@ fn guidance(v: &str) -> Option<f64> {
     v.trim().parse::<f64>().ok().filter(|g| g.is_finite() && GUIDANCE_RANGE.contains(g))
 }
 
-fn number(name: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
+pub(crate) fn number(name: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
     v.parse::<usize>()
         .ok()
         .filter(|n| (lo..=hi).contains(n))
@@ -346,7 +346,7 @@ fn prompt(name: &str, v: &str) -> Result<String> {
 
 /// A model folder link must stay on the page's own site: a relative path of plain names, so a shared link
 /// cannot make a visitor download from elsewhere.
-fn model_path(v: &str) -> Result<String> {
+pub(crate) fn model_path(v: &str) -> Result<String> {
     let v = v.trim_end_matches('/');
     let ok = !v.is_empty()
         && v.len() <= 200

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use crate::app::bench::BenchSettings;
 use crate::app::engine::{self, Gpu, Models, Outcome, Picture, Run};
 use crate::app::examples::{self, Example};
 use crate::app::params::{MAX_STEPS, Traversal};
@@ -68,6 +69,52 @@ async fn start(model: String, phase: RwSignal<Phase>) -> Result<Engine, String> 
     let chest = engine::load_classifier("classifiers/chest", &gpu.device, status).await.map_err(|e| e.to_string())?;
     let derm = engine::load_classifier("classifiers/derm", &gpu.device, status).await.map_err(|e| e.to_string())?;
     Ok(Engine { gpu, sd, model, chest, derm })
+}
+
+/// The page a link asks for: the benchmark for `?bench=1`, otherwise the app.
+#[component]
+pub fn Root() -> impl IntoView {
+    match BenchSettings::from_query(&location_query()) {
+        Ok(Some(settings)) => view! { <BenchPage settings /> }.into_any(),
+        Ok(None) => view! { <App /> }.into_any(),
+        Err(e) => {
+            let phase = RwSignal::new(Phase::Failed(e.to_string()));
+            view! { <StatusLine phase adapter=RwSignal::new(String::new()) /> }.into_any()
+        }
+    }
+}
+
+/// The benchmark (`?bench=1`): one model's U-Net calls and decode timed on this GPU, as a table to paste.
+#[component]
+fn BenchPage(settings: BenchSettings) -> impl IntoView {
+    let phase = RwSignal::new(Phase::Loading("Starting WebGPU …".into()));
+    let adapter = RwSignal::new(String::new());
+    let report = RwSignal::new(String::new());
+    spawn_local(async move {
+        let status = |text: String| phase.set(Phase::Loading(text));
+        let result = match engine::webgpu().await {
+            Ok(gpu) => {
+                adapter.set(gpu.adapter.clone());
+                engine::bench(&gpu, &settings, status).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(r) => {
+                report.set(r.markdown());
+                phase.set(Phase::Ready);
+            }
+            Err(e) => phase.set(Phase::Failed(e.to_string())),
+        }
+    });
+    view! {
+        <header>
+            <h1>"Traverse benchmark"</h1>
+            <p class="tagline">"One model's guided U-Net calls and a decode, timed on this GPU."</p>
+        </header>
+        <StatusLine phase adapter />
+        <pre id="bench">{move || report.get()}</pre>
+    }
 }
 
 /// The whole page.

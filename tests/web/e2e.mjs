@@ -222,6 +222,17 @@ try {
       `a sharded model loads (${fetched}/${Object.keys(sharded).length} shard files fetched): ${status}`);
   });
 
+  // The benchmark mode (`?bench=1`) on the shipped model: its table, with the int8 weights loaded as planned.
+  await withPage(webgpu, async (page) => {
+    await page.goto(base + "?bench=1&size=64&calls=1");
+    await page.waitForFunction(() => ["ready", "failed"].includes(document.querySelector("#status")?.dataset.state) ||
+      document.querySelector("#fatal")?.textContent, null, { timeout: TIMEOUT_MS, polling: 500 });
+    const table = (await page.textContent("#bench")) || (await page.textContent("#status"));
+    const [, planned, loaded] = table.match(/planned \/ loaded \| ([\d.]+) MB \/ ([\d.]+) MB/) ?? [];
+    check(/guided U-Net call, median of 1 \| [\d.]+ s/.test(table) && /wasm memory \(peak\) \| [\d.]+ MB/.test(table)
+      && planned && planned === loaded, `?bench=1 times a U-Net call and a decode: ${table.replace(/\n/g, " ")}`);
+  });
+
   // 3. Bad links and a missing model are clear messages, not a blank page.
   await withPage(webgpu, async (page) => {
     await page.goto(base + "?example=chest&steps=abc&model=nowhere");
