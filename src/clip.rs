@@ -152,8 +152,21 @@ impl ClipEmbeddings {
     fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [b, l] = ids.dims();
         let positions = Tensor::<1, Int>::arange(0..l as i64, &ids.device()).unsqueeze::<2>().expand([b, l]);
-        self.token_embedding.forward(ids) + self.position_embedding.forward(positions)
+        lookup(&self.token_embedding, ids) + lookup(&self.position_embedding, positions)
     }
+}
+
+/// Rows `ids` of an embedding table. A table kept int8 on a GPU ([`crate::weights::Storage::Int8`]) is read
+/// through a one-hot matmul, which burn's quantized matmul computes from the packed values: its lookup would
+/// dequantize the whole table first, and SD 1.5's (49408 tokens, 152 MB as f32) is over WebGPU's default
+/// buffer limit. The one-hot rows pick each row exactly.
+fn lookup(table: &Embedding, ids: Tensor<2, Int>) -> Tensor<3> {
+    let weight = table.weight.val();
+    if !matches!(weight.dtype(), burn::tensor::DType::QFloat(_)) {
+        return table.forward(ids);
+    }
+    let rows = weight.dims()[0];
+    ids.one_hot::<3>(rows).float().matmul(weight.unsqueeze())
 }
 
 impl ClipAttention {

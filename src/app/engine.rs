@@ -179,13 +179,21 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
         };
         for path in paths {
             let table = inspect_bytes(&path, &files[&path])?;
-            f32_files |= !crate::quantize::is_quantized(&table);
+            let int8 = crate::quantize::is_quantized(&table);
+            f32_files |= !int8;
             for (tensor, info) in table {
-                let bytes = info.shape.iter().product::<usize>() as u64 * 4;
+                // A linear or embedding weight of an int8 file stays int8 on the GPU where its rows split into
+                // blocks; a convolution kernel is dequantized for each call.
+                let kept = int8
+                    && info.dtype == "I8"
+                    && info.shape.len() == 2
+                    && crate::quantize::device_block(info.shape[1]).is_some();
+                let per_value = if kept { 1 } else { 4 };
+                let bytes = info.shape.iter().product::<usize>() as u64 * per_value;
                 if bytes > gpu.max_binding {
                     return Err(Error::Device(format!(
-                        "{path}: tensor {tensor} needs {bytes} bytes as f32, over this GPU's \
-                         {}-byte buffer limit; use a smaller model",
+                        "{path}: tensor {tensor} needs {bytes} bytes on the GPU, over this GPU's {}-byte buffer \
+                         limit; use a smaller model",
                         gpu.max_binding
                     )));
                 }
