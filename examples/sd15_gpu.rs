@@ -44,9 +44,6 @@ const CONFIGS: [(&str, &str); 4] = [
     ),
 ];
 
-/// WebGPU's default `maxStorageBufferBindingSize`, which the page plans for when an adapter offers no more.
-const WEBGPU_DEFAULT_BINDING: u64 = 128 << 20;
-
 type Failure = Box<dyn std::error::Error>;
 
 /// Writes the random-weights SD 1.5 folder: configs, the test fixture's CLIP tokenizer, seeded weights.
@@ -124,7 +121,13 @@ fn main() -> Result<(), Failure> {
     let configs = Configs::read(&DirSource(int8_dir.clone()))?;
     let cpu = Device::flex();
     let planned = configs.device_bytes(&cpu, Storage::Int8)?;
-    let plan = traverse::pipeline::Plan::new(&configs.unet, &configs.vae, [latent; 2], true, WEBGPU_DEFAULT_BINDING)?;
+    let plan = traverse::pipeline::Plan::new(
+        &configs.unet,
+        &configs.vae,
+        [latent; 2],
+        true,
+        traverse::pipeline::DEFAULT_MAX_BINDING,
+    )?;
     eprintln!("CPU: loading and one guided U-Net call at {latent}×{latent} …");
     let on_cpu = run(&int8_dir, &cpu, &LoadOptions::default(), latent)?;
     let gpu = Device::wgpu_options().init().map_err(|e| format!("wgpu: {e}"))?;

@@ -180,6 +180,10 @@ fn read_json(src: &dyn ModelSource, path: &str) -> Result<String> {
     String::from_utf8(src.read(path, MAX_JSON_BYTES)?).map_err(|e| Error::config(path, e))
 }
 
+/// WebGPU's default `maxStorageBufferBindingSize`: what an adapter grants when asked for nothing more, and the
+/// buffer limit the CLI's GPU runs plan for, so they slice attention as the page does.
+pub const DEFAULT_MAX_BINDING: u64 = 128 << 20;
+
 /// How runs of a model fit a device whose buffers hold at most a given number of bytes: the most latents
 /// per U-Net call and images per decode, so that no tensor outgrows one buffer, and the attention slicing
 /// that keeps score matrices under it.

@@ -85,7 +85,7 @@ pub async fn webgpu() -> Result<Gpu> {
     let max_binding = get(&adapter, "limits")
         .and_then(|l| get(&l, "maxStorageBufferBindingSize"))
         .and_then(|v| v.as_f64())
-        .unwrap_or(128.0 * 1024.0 * 1024.0) as u64;
+        .unwrap_or(crate::pipeline::DEFAULT_MAX_BINDING as f64) as u64;
     let device = Device::wgpu_options()
         .init_async()
         .await

@@ -36,12 +36,17 @@ impl DeviceArg {
         }
     }
 
-    /// How int8 model folders are kept on the device: int8 on the GPU, where burn's kernels compute with them
-    /// exactly; f32 on the CPU, whose quantized matmul would quantize the activations too.
-    pub fn storage(self) -> Storage {
+    /// How models are loaded on the device: on the GPU, int8 folders stay int8 (burn's kernels compute with
+    /// them exactly) and attention is sliced for WebGPU's default buffer limit, as the page plans it; on the
+    /// CPU, weights are f32 (its quantized matmul would quantize the activations too) and nothing is sliced.
+    pub fn load_options(self) -> LoadOptions {
         match self {
-            DeviceArg::Cpu => Storage::F32,
-            DeviceArg::Wgpu => Storage::Int8,
+            DeviceArg::Cpu => LoadOptions::default(),
+            DeviceArg::Wgpu => LoadOptions {
+                max_scores: (traverse::pipeline::DEFAULT_MAX_BINDING / 4) as usize,
+                storage: Storage::Int8,
+                ..LoadOptions::default()
+            },
         }
     }
 }
@@ -76,13 +81,13 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Loads the model, its int8 weights kept as `storage` says; returns it with the seconds it took.
-    pub fn load(&self, device: &Device, storage: Storage) -> Result<(StableDiffusion, f64)> {
+    /// Loads the model as `options` say (its `variant` is this argument's); returns it with the seconds it took.
+    pub fn load(&self, device: &Device, options: LoadOptions) -> Result<(StableDiffusion, f64)> {
         let t = Instant::now();
         if !self.model.is_dir() {
             return Err(Error::Missing(self.model.display().to_string()));
         }
-        let options = LoadOptions { variant: self.variant.clone(), storage, ..LoadOptions::default() };
+        let options = LoadOptions { variant: self.variant.clone(), ..options };
         let sd = StableDiffusion::from_source(&DirSource(self.model.clone()), device, &options)?;
         Ok((sd, t.elapsed().as_secs_f64()))
     }

@@ -12,9 +12,9 @@ use traverse::evaluate::{Evaluation, autoencoder_ceiling, evaluate};
 use traverse::files::{save_png, write_json};
 use traverse::image::{contact_sheet, tensor_to_rgb};
 use traverse::lpips::Lpips;
+use traverse::pipeline::LoadOptions;
 use traverse::swap::SwapSettings;
 use traverse::synthetic::{Kind, settings};
-use traverse::weights::Storage;
 use traverse::weights::WeightFile;
 
 use crate::common::{KindArg, ModelArgs, bar};
@@ -69,8 +69,8 @@ pub struct Args {
     out: PathBuf,
 }
 
-pub fn run(a: Args, device: &Device, storage: Storage) -> Result<()> {
-    let (sd, _) = a.model.load(device, storage)?;
+pub fn run(a: Args, device: &Device, load: LoadOptions) -> Result<()> {
+    let (sd, _) = a.model.load(device, load)?;
     let kind = Kind::from(a.kind);
     let dir = a.classifier.clone().unwrap_or_else(|| PathBuf::from("public/classifiers").join(kind.name()));
     let classifier = Classifier::load_dir(&dir, device)?;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use traverse::Result;
 use traverse::output::{Origin, read_latents};
+use traverse::pipeline::LoadOptions;
 use traverse::rng::initial_latents;
-use traverse::weights::Storage;
 
 use crate::common::{ModelArgs, SwapArgs, swap_and_save};
 
@@ -27,8 +27,8 @@ pub struct Args {
     init_latents: Option<PathBuf>,
 }
 
-pub fn run(a: Args, device: &Device, storage: Storage) -> Result<()> {
-    let (sd, load_s) = a.model.load(device, storage)?;
+pub fn run(a: Args, device: &Device, load: LoadOptions) -> Result<()> {
+    let (sd, load_s) = a.model.load(device, load)?;
     let size = a.size.unwrap_or_else(|| sd.default_image_size());
     let [h, w] = sd.latent_size(size, size)?;
     let init = match &a.init_latents {

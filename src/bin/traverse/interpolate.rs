@@ -8,7 +8,7 @@ use traverse::bezier;
 use traverse::files::{create_dir, save_png, write_json};
 use traverse::image::{contact_sheet, tensor_to_rgb};
 use traverse::output::{InterpolationManifest, read_latents, trajectory_points};
-use traverse::weights::Storage;
+use traverse::pipeline::LoadOptions;
 
 use crate::common::{ModelArgs, bar};
 
@@ -33,8 +33,8 @@ pub struct Args {
     out: PathBuf,
 }
 
-pub fn run(a: Args, device: &Device, storage: Storage) -> Result<()> {
-    let (sd, _) = a.model.load(device, storage)?;
+pub fn run(a: Args, device: &Device, load: LoadOptions) -> Result<()> {
+    let (sd, _) = a.model.load(device, load)?;
     let points = trajectory_points(&a.latents, a.style_index)?;
     let prefix = format!("style{}.t", a.style_index);
     let names: Vec<String> =

@@ -8,8 +8,8 @@ use traverse::image::rgb_to_tensor;
 use traverse::invert::invert;
 use traverse::metrics::{psnr, rms_error};
 use traverse::output::{Origin, Reconstruction};
+use traverse::pipeline::LoadOptions;
 use traverse::swap::{SwapSampler, SwapSettings};
-use traverse::weights::Storage;
 use traverse::{Error, Result};
 
 use crate::common::{ModelArgs, SwapArgs, bar, swap_and_save};
@@ -28,8 +28,8 @@ pub struct Args {
     inversion_guidance: f64,
 }
 
-pub fn run(a: Args, device: &Device, storage: Storage) -> Result<()> {
-    let (sd, load_s) = a.model.load(device, storage)?;
+pub fn run(a: Args, device: &Device, load: LoadOptions) -> Result<()> {
+    let (sd, load_s) = a.model.load(device, load)?;
     let img = image::open(&a.image).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?.to_rgb8();
     let size = sd.default_image_size();
     sd.latent_size(size, size)?;

@@ -67,14 +67,14 @@ fn run(cli: Cli) -> Result<()> {
     // Commands that run no model never start a device.
     let device = || cli.device.init();
     match cli.command {
-        Command::Generate(a) => generate::run(a, &device()?, cli.device.storage()),
-        Command::Invert(a) => invert::run(a, &device()?, cli.device.storage()),
-        Command::Interpolate(a) => interpolate::run(a, &device()?, cli.device.storage()),
+        Command::Generate(a) => generate::run(a, &device()?, cli.device.load_options()),
+        Command::Invert(a) => invert::run(a, &device()?, cli.device.load_options()),
+        Command::Interpolate(a) => interpolate::run(a, &device()?, cli.device.load_options()),
         Command::Dataset(a) => dataset::run(a),
         Command::TrainClassifier(a) => train_classifier::run(a, &device()?),
         Command::TrainMini(a) => train_mini::run(a, &device()?),
         Command::Blend(a) => blend::run(a),
-        Command::Evaluate(a) => evaluate::run(a, &device()?, cli.device.storage()),
+        Command::Evaluate(a) => evaluate::run(a, &device()?, cli.device.load_options()),
         Command::Classify(a) => classify::run(a, &device()?),
         Command::Quantize(a) => quantize::run(a, &device()?),
     }
