@@ -165,8 +165,12 @@ fn lookup(table: &Embedding, ids: Tensor<2, Int>) -> Tensor<3> {
     if !matches!(weight.dtype(), burn::tensor::DType::QFloat(_)) {
         return table.forward(ids);
     }
-    let rows = weight.dims()[0];
-    ids.one_hot::<3>(rows).float().matmul(weight.unsqueeze())
+    // Built by comparison, not burn's `one_hot`, which reads the ids back to check them (a browser cannot
+    // block on the GPU); ids are checked against the vocabulary before they reach the model.
+    let ([b, l], rows) = (ids.dims(), weight.dims()[0]);
+    let classes = Tensor::<1, Int>::arange(0..rows as i64, &ids.device()).reshape([1, 1, rows]).expand([b, l, rows]);
+    let one_hot = ids.unsqueeze_dim::<3>(2).expand([b, l, rows]).equal(classes).float();
+    one_hot.matmul(weight.unsqueeze())
 }
 
 impl ClipAttention {

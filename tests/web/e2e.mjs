@@ -177,7 +177,7 @@ try {
     const page_px = await pixels(page, rows.flat());
     const cli_px = await pixels(page, names.map((n) => `${base}cli/${n}.png`));
     const scores = page_px.map((p, i) => psnr(p, cli_px[i]));
-    check(scores.every((s) => s >= 30), `GPU images match the CLI's CPU images: PSNR ${scores.map((s) => s.toFixed(1)).join(", ")} dB (≥ 30)`);
+    check(scores.length === 6 && scores.every((s) => s >= 30), `GPU images match the CLI's CPU images: PSNR ${scores.map((s) => s.toFixed(1)).join(", ")} dB (≥ 30)`);
     const probs = await page.$$eval(".trajectory .prob", (ps) => ps.map((p) => p.textContent));
     check(probs.length === 4 && probs.every((p) => /\d+%/.test(p)), `classifier readouts under each swap image (${probs.join(" | ")})`);
     const summary = await page.$$eval(".summary", (s) => s.map((x) => x.textContent));
