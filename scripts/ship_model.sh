@@ -29,6 +29,8 @@ OUT=public/model
 mkdir -p "$OUT"
 find "$OUT" -mindepth 1 -maxdepth 1 ! -name MODEL_CARD.md -exec rm -rf {} +
 "$BIN" quantize --model "$TRAINED" --out "$OUT" --check-seeds 4 --check-steps 50 --classifiers public/classifiers
+# The page's latent→RGB preview while it denoises, fitted to this model's VAE.
+"$BIN" fit-preview --model "$OUT" --seeds 4
 mkdir -p "$OUT/training"
 # The contrastive text/image pair is for resuming training (`train-mini --resume-from public/model`) only.
 mv "$OUT/text_encoder/contrastive.safetensors" "$OUT/training/"

@@ -27,3 +27,15 @@ CARGO_TARGET_DIR="$CACHE/target" cargo run --locked --quiet --bin traverse -- ge
 
 (cd tests/web && npm ci --no-audit --no-fund --silent)
 node tests/web/e2e.mjs dist "$OUT"
+
+echo "== the page's downloads are the CLI's runs: same manifest, same latents, and the CLI reads them"
+python3 scripts/check_download.py "$OUT/page-run.zip" "$OUT" "$OUT/page-run"
+# The image the e2e test uploaded, inverted by the CLI with the same settings.
+CARGO_TARGET_DIR="$CACHE/target" cargo run --locked --quiet --bin traverse -- invert --model public/model \
+  --image "$OUT/neutral.png" --steps 3 --swap-points 1,3 --out "$OUT/invert" \
+  --neutral "Chest x-ray with no significant findings" \
+  --style "Chest X-ray of a subject with pleural effusion" --style "Chest x-ray showing Support Devices"
+python3 scripts/check_download.py "$OUT/page-invert.zip" "$OUT/invert" "$OUT/page-invert"
+CARGO_TARGET_DIR="$CACHE/target" cargo run --locked --quiet --bin traverse -- interpolate --model public/model \
+  --latents "$OUT/page-run/latents.safetensors" --style-index 1 --controls 3 --samples 3 --out "$OUT/page-bezier"
+test -f "$OUT/page-bezier/bezier_002.png"

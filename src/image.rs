@@ -27,6 +27,18 @@ pub fn tensor_to_rgb(image: Tensor<4>) -> Result<RgbImage> {
     to_rgb(&crate::readback::values(image.narrow(0, 0, 1))?, h, w)
 }
 
+/// Decodes a PNG or JPEG (`name` for messages) that someone brought, refusing one whose decoding would take
+/// more than `max_bytes` (the `image` crate checks its header's size against that before allocating).
+pub fn decode_limited(name: &str, bytes: &[u8], max_bytes: u64) -> Result<RgbImage> {
+    let bad = |e: &dyn std::fmt::Display| Error::Image(format!("{name}: {e}"));
+    let mut reader =
+        ::image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(&e))?;
+    let mut limits = ::image::Limits::default();
+    limits.max_alloc = Some(max_bytes);
+    reader.limits(limits);
+    Ok(reader.decode().map_err(|e| bad(&e))?.to_rgb8())
+}
+
 /// An RGB image → `[1, 3, H, W]` in [-1, 1], resized (Lanczos) to `height`×`width` first if needed.
 pub fn rgb_to_tensor(img: &RgbImage, height: usize, width: usize, device: &Device) -> Tensor<4> {
     let img = if img.dimensions() == (width as u32, height as u32) {
@@ -58,4 +70,28 @@ pub fn contact_sheet(images: &[RgbImage], columns: usize) -> RgbImage {
         imageops::overlay(&mut sheet, img, x as i64, y as i64);
     }
     sheet
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        RgbImage::new(w, h).write_to(&mut std::io::Cursor::new(&mut out), ::image::ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn brought_images_decode_within_their_limit() {
+        assert_eq!(decode_limited("a.png", &png(3, 2), 1 << 20).unwrap().dimensions(), (3, 2));
+        // 2000×2000 RGB needs 12 MB: refused at 1 MB before anything that size is allocated.
+        let err = decode_limited("big.png", &png(2000, 2000), 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("big.png") && err.to_lowercase().contains("limit"), "{err}");
+        let err = decode_limited("x.png", b"not an image", 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("x.png"), "{err}");
+        let mut cut = png(64, 64);
+        cut.truncate(cut.len() / 2);
+        assert!(decode_limited("cut.png", &cut, 1 << 20).is_err());
+    }
 }

@@ -5,10 +5,11 @@
 //!
 //! - [`tokenizer`], [`clip`]: prompt → text embedding.
 //! - [`unet`], [`scheduler`], [`rng`]: noise → latents by guided DDIM.
-//! - [`swap`]: the paper's prompt-swap trajectories; [`invert`]: real images in.
+//! - [`swap`]: the paper's prompt-swap trajectories ([`prompt_edit`]: `[from:to:when]` onto them); [`invert`]:
+//!   real images in.
 //! - [`bezier`]: smooth traversal through a trajectory's latents; [`metrics`]: CFRT, direction cosines, t-SNE
 //!   and image distances; [`lpips`]: perceptual distance; [`classifier`]: the attribute classifiers.
-//! - [`vae`]: latents ↔ images; [`pipeline`]: loading a diffusers folder and running it all.
+//! - [`vae`]: latents ↔ images ([`preview`]: a cheap linear look at a latent); [`pipeline`]: loading a diffusers folder and running it all.
 //! - [`synthetic`]: chest X-ray and dermoscopy phantoms with known content and attributes.
 //! - [`evaluate`]: the paper's Table 2 and Figs. 4-5 on a model with attribute classifiers; [`output`]: what a
 //!   run writes; [`plot`]: its figures; [`train`]: training on the phantoms.
@@ -34,11 +35,12 @@ pub mod invert;
 pub mod lpips;
 pub mod metrics;
 pub mod nn;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod output;
 pub mod pipeline;
 #[cfg(all(feature = "plot", not(target_arch = "wasm32")))]
 pub mod plot;
+pub mod preview;
+pub mod prompt_edit;
 pub mod quantize;
 pub mod readback;
 pub mod rng;

@@ -44,6 +44,9 @@ impl PortableNormal {
     }
 }
 
+/// How the noise is made, as run manifests record it.
+pub const NOISE: &str = "traverse::rng ChaCha8 + Box-Muller (portable)";
+
 /// Initial latents `[1, channels, height, width]` for `seed`.
 pub fn initial_latents(seed: u64, channels: usize, height: usize, width: usize, device: &Device) -> Tensor<4> {
     let data = PortableNormal::new(seed).samples(channels * height * width);

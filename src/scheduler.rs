@@ -250,12 +250,23 @@ impl Ddim {
 
     /// One denoising step from `timestep` (a training timestep) to the next (deterministic, eta = 0).
     pub fn step(&self, output: Tensor<4>, timestep: usize, sample: Tensor<4>) -> Result<Tensor<4>> {
+        self.step_predicting(output, timestep, sample).map(|(prev, _)| prev)
+    }
+
+    /// [`step`](Self::step), also returning the clean latent x̂₀ the model predicts at `timestep`
+    /// (diffusers' `pred_original_sample`): what the image would be if denoising stopped here.
+    pub fn step_predicting(
+        &self,
+        output: Tensor<4>,
+        timestep: usize,
+        sample: Tensor<4>,
+    ) -> Result<(Tensor<4>, Tensor<4>)> {
         let alpha = self.alpha_at(timestep)?;
         let prev = timestep as isize - self.step_ratio as isize;
         let final_alpha = if self.config.set_alpha_to_one { 1.0 } else { self.alphas_cumprod[0] };
         let alpha_prev = self.alpha(prev, final_alpha);
         let (x0, eps) = self.predict(output, sample, alpha);
-        Ok(x0 * alpha_prev.sqrt() + eps * (1.0 - alpha_prev).sqrt())
+        Ok((x0.clone() * alpha_prev.sqrt() + eps * (1.0 - alpha_prev).sqrt(), x0))
     }
 
     /// Timesteps of the inversion, from least to most noisy, as `DDIMInverseScheduler` visits them.
@@ -424,6 +435,23 @@ mod tests {
     fn rejects_bad_step_counts() {
         assert!(DdimConfig::default().build(0).is_err());
         assert!(DdimConfig::default().build(1001).is_err());
+    }
+
+    #[test]
+    fn the_predicted_clean_latent_recomposes_the_sample() {
+        // ε-prediction: x_t = √ᾱ_t·x̂₀ + √(1-ᾱ_t)·ε, and the step itself is unchanged.
+        let d = DdimConfig::default().build(50).unwrap();
+        let device = Device::flex();
+        let sample = Tensor::<4>::from_floats([[[[0.5, -1.0], [2.0, 0.25]]]], &device);
+        let eps = Tensor::<4>::from_floats([[[[0.1, 0.3], [-0.7, 1.2]]]], &device);
+        let t = d.timesteps()[10];
+        let (prev, x0) = d.step_predicting(eps.clone(), t, sample.clone()).unwrap();
+        let a = d.alpha_at(t).unwrap();
+        let again = x0 * a.sqrt() + eps.clone() * (1.0 - a).sqrt();
+        let diff: f32 = (again - sample.clone()).abs().max().into_scalar();
+        assert!(diff < 1e-5, "{diff}");
+        let step: f32 = (d.step(eps, t, sample).unwrap() - prev).abs().max().into_scalar();
+        assert_eq!(step, 0.0);
     }
 
     #[test]

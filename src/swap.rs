@@ -83,6 +83,20 @@ pub struct SwapResult {
     pub unet_batches: usize,
 }
 
+/// One latent of a run: the neutral trunk, or the branch of one style from one swap point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// The neutral prompt's latent (the neutral image at the end).
+    Trunk,
+    /// Style `style`'s latent from swap point index `swap` (into the sorted swap points).
+    Branch {
+        /// Index of the style prompt.
+        style: usize,
+        /// Index of the swap point.
+        swap: usize,
+    },
+}
+
 /// A prompt-swap run advanced one DDIM step at a time, so a UI can report progress and yield in between.
 pub struct SwapSampler<'a> {
     sd: &'a StableDiffusion,
@@ -94,6 +108,8 @@ pub struct SwapSampler<'a> {
     trunk: Tensor<4>,
     /// (style index, swap point index, latent)
     branches: Vec<(usize, usize, Tensor<4>)>,
+    /// x̂₀ predicted at the last step: the trunk's, then each branch's.
+    denoised: Vec<Tensor<4>>,
     step: usize,
     evaluations: usize,
     batches: usize,
@@ -128,6 +144,7 @@ impl<'a> SwapSampler<'a> {
             styles,
             trunk: init,
             branches: Vec::new(),
+            denoised: Vec::new(),
             step: 0,
             evaluations: 0,
             batches: 0,
@@ -142,6 +159,14 @@ impl<'a> SwapSampler<'a> {
     /// The neutral (trunk) latent as it stands; reading it back waits for the steps so far.
     pub fn trunk(&self) -> &Tensor<4> {
         &self.trunk
+    }
+
+    /// The clean latents x̂₀ the last step predicted, for a preview of where each image is heading: the
+    /// trunk's (neutral prompt) first, then each live branch's. Empty before the first step.
+    pub fn denoised(&self) -> Vec<(Lane, Tensor<4>)> {
+        let lanes = std::iter::once(Lane::Trunk)
+            .chain(self.branches.iter().map(|&(style, swap, _)| Lane::Branch { style, swap }));
+        lanes.zip(self.denoised.iter().cloned()).collect()
     }
 
     /// Whether every step has run.
@@ -169,6 +194,7 @@ impl<'a> SwapSampler<'a> {
             .chain(self.branches.iter().map(|b| self.styles[b.0].1.clone()))
             .collect();
         let mut stepped = Vec::with_capacity(latents.len());
+        let mut denoised = Vec::with_capacity(latents.len());
         for (lat, ctx) in latents.chunks(self.settings.max_batch).zip(contexts.chunks(self.settings.max_batch)) {
             let x = Tensor::cat(lat.to_vec(), 0);
             let eps = self.sd.guided_prediction(
@@ -178,8 +204,9 @@ impl<'a> SwapSampler<'a> {
                 t,
                 self.settings.guidance,
             );
-            let next = self.ddim.step(eps, t, x)?;
+            let (next, x0) = self.ddim.step_predicting(eps, t, x)?;
             stepped.extend(next.chunk(lat.len(), 0));
+            denoised.extend(x0.chunk(lat.len(), 0));
             self.batches += 1;
         }
         self.evaluations += latents.len();
@@ -190,6 +217,7 @@ impl<'a> SwapSampler<'a> {
         for (branch, next) in self.branches.iter_mut().zip(it) {
             branch.2 = next;
         }
+        self.denoised = denoised;
         self.step += 1;
         Ok(())
     }

@@ -91,6 +91,65 @@ fn generate_then_interpolate() {
 }
 
 #[test]
+fn a_prompt_edit_runs_as_its_two_prompts_and_swap_point() {
+    let tmp = TempDir::new("edit");
+    let model = fixtures().join("tiny-sd");
+    let run = |out: &std::path::Path, prompts: &[&str]| {
+        let mut args = vec!["generate", "--model", model.to_str().unwrap(), "--seed", "5", "--steps", "10"];
+        args.extend(["--swap-points", "2", "--out", out.to_str().unwrap()]);
+        args.extend(prompts);
+        let out = traverse(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (a, b) = (tmp.0.join("edit"), tmp.0.join("plain"));
+    // After 60% of 10 steps: the style prompt for the last 4, so t = 4 joins --swap-points.
+    run(&a, &["--edit", "Chest x-ray [with no significant findings:showing Support Devices:0.6]"]);
+    run(
+        &b,
+        &["--neutral", "Chest x-ray with no significant findings", "--style", "Chest x-ray showing Support Devices"],
+    );
+    let (ma, mb) = (manifest(&a), manifest(&b));
+    assert_eq!(ma["neutral"], "Chest x-ray with no significant findings");
+    assert_eq!(ma["styles"], serde_json::json!(["Chest x-ray showing Support Devices"]));
+    assert_eq!(ma["swap_points"], serde_json::json!([2, 4]));
+    let latent = |dir: &std::path::Path, name: &str| {
+        let bytes = std::fs::read(dir.join("latents.safetensors")).unwrap();
+        safetensors::SafeTensors::deserialize(&bytes).unwrap().tensor(name).unwrap().data().to_vec()
+    };
+    assert_eq!(latent(&a, "style0.t2"), latent(&b, "style0.t2"), "the same prompts give the same images");
+    assert_eq!(mb["swap_points"], serde_json::json!([2]));
+
+    let out = traverse(&["generate", "--model", model.to_str().unwrap(), "--edit", "[a:b:10]", "--steps", "10"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("never runs"), "{err}");
+    let out = traverse(&["generate", "--model", model.to_str().unwrap(), "--edit", "[a:b:1]", "--neutral", "c"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
+#[test]
+fn fit_preview_writes_a_preview_the_page_reads() {
+    let tmp = TempDir::new("preview");
+    let model = fixtures().join("tiny-sd");
+    let file = tmp.0.join("preview.json");
+    let out = traverse(&[
+        "fit-preview",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "Chest x-ray",
+        "--seeds",
+        "1",
+        "--steps",
+        "3",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = traverse::preview::LatentPreview::from_json(&std::fs::read(&file).unwrap(), 4).unwrap();
+    assert!(p.fitted && p.rgb.iter().flatten().any(|v| *v != 0.0));
+}
+
+#[test]
 fn quantize_writes_a_loadable_int8_folder_with_a_report() {
     let tmp = TempDir::new("quant");
     let model = fixtures().join("tiny-sd");

@@ -11,13 +11,13 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["error"],
     &["files", "readback", "rng", "bezier", "codec"],
-    &["image", "quantize", "metrics", "tokenizer"],
+    &["image", "quantize", "metrics", "tokenizer", "preview"],
     &["synthetic", "weights"],
     &["nn", "scheduler"],
     &["clip", "unet", "vae", "classifier", "lpips"],
     &["pipeline"],
     &["swap", "invert"],
-    &["output", "evaluate"],
+    &["output", "evaluate", "prompt_edit"],
     &["plot"],
     &["app", "train"],
 ];

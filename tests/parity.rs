@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use traverse::invert::invert;
 use traverse::pipeline::{LoadOptions, StableDiffusion};
-use traverse::swap::{SwapSampler, SwapSettings};
+use traverse::swap::{Lane, SwapSampler, SwapSettings};
 use traverse::tokenizer::ClipTokenizer;
 
 fn tiny_sd(variant: Option<&str>) -> StableDiffusion {
@@ -122,6 +122,40 @@ fn prompt_swap_matches_reference_and_shares_the_prefix() {
     // 10 trunk steps + 2 styles × (2+4+6+8) branch steps, all in one batch per step.
     assert_eq!(res.unet_evaluations, 10 + 2 * 20);
     assert_eq!(res.unet_batches, 10);
+}
+
+#[test]
+fn previews_follow_the_trunk_and_each_live_branch() {
+    let r = load_reference("tiny_sd_reference.safetensors");
+    let sd = tiny_sd(None);
+    let settings = SwapSettings { steps: 10, guidance: 7.5, swap_points: vec![3, 6], max_batch: 2 };
+    let styles = ["Chest x-ray showing Support Devices".to_string()];
+    let mut s =
+        SwapSampler::new(&sd, r["ddim.init"].tensor(sd.device()), "Chest x-ray", &styles, "", &settings).unwrap();
+    assert!(s.denoised().is_empty());
+    let lanes = |s: &SwapSampler| s.denoised().into_iter().map(|(lane, _)| lane).collect::<Vec<_>>();
+    let branch = |swap| Lane::Branch { style: 0, swap };
+    for _ in 0..4 {
+        s.step().unwrap();
+    }
+    assert_eq!(lanes(&s), [Lane::Trunk], "the t = 6 branch leaves the trunk at the fifth step, 6 steps from the end");
+    s.step().unwrap();
+    assert_eq!(lanes(&s), [Lane::Trunk, branch(1)]);
+    while !s.is_done() {
+        s.step().unwrap();
+    }
+    assert_eq!(
+        lanes(&s),
+        [Lane::Trunk, branch(1), branch(0)],
+        "in the order they left the trunk, over two U-Net chunks"
+    );
+    // At the last step x̂₀ is (nearly) the image itself: the final latent is √ᾱ₀·x̂₀ + √(1-ᾱ₀)·ε with ᾱ₀ ≈ 1.
+    let trunk = s.denoised().remove(0).1;
+    let res = s.finish();
+    let [a, b] = [trunk, res.neutral].map(|t| traverse::readback::values(t).unwrap());
+    let scale = a.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 0.1 * scale, "x̂₀ at the last step is {diff} from the final latent (scale {scale})");
 }
 
 #[test]

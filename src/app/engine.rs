@@ -2,6 +2,7 @@
 //! run that yields to the page between steps and reads results back asynchronously (a browser cannot block
 //! on the GPU).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use base64::Engine as _;
@@ -18,12 +19,15 @@ use crate::app::readout::{MapDot, StyleReadout, latent_map, readouts};
 use crate::classifier::Classifier;
 use crate::codec::{WeightFile, inspect_bytes};
 use crate::error::{Error, Result};
+use crate::invert::Inversion;
+use crate::output::{self, Reconstruction};
 use crate::pipeline::{
     CONFIG_FILES, Configs, LoadOptions, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
 };
+use crate::preview::{self, LatentPreview};
 use crate::readback::values_async as read;
 use crate::rng::initial_latents;
-use crate::swap::{SwapSampler, SwapSettings};
+use crate::swap::{Lane, SwapSampler, SwapSettings};
 use crate::weights::Storage;
 
 /// Largest single file fetched (a browser tab cannot hold much more than this in wasm32 memory).
@@ -215,6 +219,15 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
     StableDiffusion::from_source(&MemorySource(files), &gpu.device, &options)
 }
 
+/// The model's fitted latent preview (`vae/latent_preview.json`, see [`crate::preview`]), or false colour
+/// where the folder has none.
+pub async fn load_preview(base: &str, channels: usize, mut status: impl FnMut(String)) -> Result<LatentPreview> {
+    match fetch_file(base, preview::FILE, MAX_SMALL_BYTES, false, &mut status).await? {
+        Some(json) => LatentPreview::from_json(&json, channels),
+        None => Ok(LatentPreview::channels(channels)),
+    }
+}
+
 /// Loads the attribute classifiers of one image family from `{base}/config.json` and `model.safetensors`;
 /// `None` when the folder is absent (the page then shows images without readouts).
 pub async fn load_classifier(
@@ -266,14 +279,22 @@ pub struct Outcome {
     pub labels: Vec<String>,
     /// Seconds spent sampling and decoding.
     pub seconds: f64,
+    /// Of which sampling.
+    pub denoise_seconds: f64,
     /// Guided latent evaluations and U-Net calls.
     pub unet: (usize, usize),
+    /// For a run from the visitor's image: its name and how faithfully it inverted.
+    pub source: Option<(String, Reconstruction)>,
 }
 
 /// A finished run: its [`Outcome`], and the latents the traversal slider decodes on demand.
 pub struct Run {
     /// What it shows.
     pub outcome: Outcome,
+    /// The sampler's settings (the U-Net batch as planned for this device).
+    settings: SwapSettings,
+    /// For a run from the visitor's image: its file name, how well it inverts, and the inverted noise.
+    origin: Option<(String, Reconstruction, Tensor<4>)>,
     /// Per style: the neutral latent then one per swap point.
     latents: Vec<Vec<Tensor<4>>>,
     /// Per style: the Bézier curve's latents, made when first shown.
@@ -290,6 +311,8 @@ pub struct Models<'a> {
     pub classifier: Option<&'a Classifier>,
     /// The adapter's largest storage buffer binding, in bytes.
     pub max_binding: u64,
+    /// How a latent is previewed while the run denoises.
+    pub preview: &'a LatentPreview,
 }
 
 impl Models<'_> {
@@ -299,7 +322,8 @@ impl Models<'_> {
         self.sd.plan([size, size], guided, self.max_binding)
     }
 
-    async fn pictures(&self, latents: Vec<Tensor<4>>) -> Result<Vec<Picture>> {
+    /// Decodes and classifies `latents`, telling `each(index, picture)` as each one is ready.
+    async fn pictures(&self, latents: Vec<Tensor<4>>, each: &mut dyn FnMut(usize, &Picture)) -> Result<Vec<Picture>> {
         let mut out = Vec::with_capacity(latents.len());
         // At most four at a time, so the page repaints in between; fewer where the buffers are small.
         let per_decode = self.plan(false)?.decode_batch.min(4);
@@ -317,12 +341,65 @@ impl Models<'_> {
             for (i, probs) in probs.into_iter().enumerate() {
                 let plane = 3 * h * w;
                 let rgb = crate::image::to_rgb(&pixels[i * plane..(i + 1) * plane], h, w)?;
-                out.push(Picture { url: png_url(&rgb)?, probs });
+                let picture = Picture { url: png_url(&rgb)?, probs };
+                each(out.len(), &picture);
+                out.push(picture);
             }
             next_frame().await;
         }
         Ok(out)
     }
+
+    /// The previews of `lanes`' latents `[1, C, h, w]`, read back together.
+    async fn previews(&self, lanes: Vec<(Lane, Tensor<4>)>) -> Result<Vec<(Lane, String)>> {
+        let Some((_, first)) = lanes.first() else { return Ok(Vec::new()) };
+        let [_, c, h, w] = first.dims();
+        let (ids, latents): (Vec<Lane>, Vec<Tensor<4>>) = lanes.into_iter().unzip();
+        let values = read(Tensor::cat(latents, 0)).await?;
+        ids.into_iter()
+            .zip(values.chunks(c * h * w))
+            .map(|(lane, v)| Ok((lane, png_url(&self.preview.image(v, [h, w])?)?)))
+            .collect()
+    }
+}
+
+/// The PNG bytes of a data URL made by [`png_url`].
+fn png_bytes(url: &str) -> Result<Vec<u8>> {
+    let data = url.strip_prefix("data:image/png;base64,").ok_or_else(|| Error::Image("not a PNG data URL".into()))?;
+    base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| Error::Image(e.to_string()))
+}
+
+/// The difference map of two pictures' PNG data URLs ([`crate::app::readout::difference_map`]) as a data URL,
+/// with the mean absolute change.
+pub fn difference_url(image: &str, neutral: &str) -> Result<(String, f64)> {
+    let decode = |url: &str| -> Result<::image::RgbImage> {
+        Ok(::image::load_from_memory(&png_bytes(url)?).map_err(|e| Error::Image(e.to_string()))?.to_rgb8())
+    };
+    let (map, mean) = crate::app::readout::difference_map(&decode(image)?, &decode(neutral)?)?;
+    Ok((png_url(&map)?, mean))
+}
+
+/// Offers `bytes` to the visitor as a file download named `name`.
+pub fn save_file(name: &str, mime: &str, bytes: &[u8]) -> Result<()> {
+    let fail = |e: JsValue| Error::Device(format!("download: {}", js_text(&e)));
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).map_err(fail)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(fail)?;
+    let document = web_sys::window().and_then(|w| w.document()).ok_or_else(|| Error::Device("no document".into()))?;
+    let a: web_sys::HtmlAnchorElement = document.create_element("a").map_err(fail)?.unchecked_into();
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    // The browser reads the blob after this task; let it go a little later.
+    let later = wasm_bindgen::closure::Closure::once_into_js(move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(later.unchecked_ref(), 60_000);
+    }
+    Ok(())
 }
 
 /// Encodes an image as a PNG data URL.
@@ -337,13 +414,107 @@ fn performance_now() -> f64 {
     web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
 }
 
-/// Runs the prompt swap for `t`, reporting `progress(step, steps)` after each DDIM step.
-pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(usize, usize)) -> Result<Run> {
+/// Guidance while inverting a visitor's image: none, which inverts most faithfully (the CLI's default).
+pub const INVERSION_GUIDANCE: f64 = 1.0;
+/// Most memory decoding a visitor's image may take (it is resized to the model's size anyway).
+const MAX_UPLOAD_DECODED_BYTES: u64 = 200 << 20;
+
+/// A visitor's image, inverted to the noise that regenerates it (as `traverse invert`).
+pub struct Inverted {
+    /// The file's name.
+    pub name: String,
+    /// The noise `[1, C, h, w]` a run starts from.
+    pub noise: Tensor<4>,
+    /// How faithfully inverting and regenerating reproduces the image.
+    pub reconstruction: Reconstruction,
+}
+
+/// The mean of a tensor's squared values, read back.
+async fn mean_square(t: Tensor<4>) -> Result<f32> {
+    Ok(read(t.powf_scalar(2.0).mean().reshape([1, 1, 1, 1])).await?.first().copied().unwrap_or(f32::NAN))
+}
+
+/// Inverts a visitor's image as `traverse invert` does: resized to the model's size, VAE-encoded, DDIM run
+/// backwards with the neutral prompt (unguided) over the link's steps, then regenerated once to measure the
+/// reconstruction. `status` sees each step; `None` when `stop` was set.
+pub async fn invert_image(
+    models: &Models<'_>,
+    t: &Traversal,
+    name: &str,
+    bytes: &[u8],
+    stop: &Cell<bool>,
+    mut status: impl FnMut(String),
+) -> Result<Option<Inverted>> {
+    let sd = models.sd;
+    let size = sd.default_image_size();
+    sd.latent_size(size, size)?;
+    let rgb = crate::image::decode_limited(name, bytes, MAX_UPLOAD_DECODED_BYTES)?;
+    let x = crate::image::rgb_to_tensor(&rgb, size, size, sd.device());
+    let z0 = sd.vae.encode(x.clone());
+    let mut inversion = Inversion::new(sd, z0.clone(), &t.neutral, &t.negative, t.steps, INVERSION_GUIDANCE)?;
+    while !inversion.is_done() {
+        if stop.get() {
+            return Ok(None);
+        }
+        inversion.step()?;
+        read(inversion.latent().clone().slice([0..1, 0..1, 0..1, 0..1])).await?;
+        let (done, all) = inversion.progress();
+        status(format!("Inverting {name}: step {done} of {all}"));
+        next_frame().await;
+    }
+    let noise = inversion.latent().clone();
+    let settings = SwapSettings { steps: t.steps, guidance: INVERSION_GUIDANCE, swap_points: vec![], max_batch: 1 };
+    let mut regen = SwapSampler::new(sd, noise.clone(), &t.neutral, &[], &t.negative, &settings)?;
+    while !regen.is_done() {
+        if stop.get() {
+            return Ok(None);
+        }
+        regen.step()?;
+        read(regen.trunk().clone().slice([0..1, 0..1, 0..1, 0..1])).await?;
+        let (done, all) = regen.progress();
+        status(format!("Checking the inversion of {name}: regenerating, step {done} of {all}"));
+        next_frame().await;
+    }
+    let regen = regen.finish().neutral;
+    let psnr = |mse: f32| 10.0 * (4.0f32 / mse.max(1e-12)).log10();
+    let clamp = |x: Tensor<4>| x.clamp(-1.0, 1.0);
+    let reconstruction = Reconstruction {
+        latent_rms_error: mean_square(regen.clone() - z0.clone()).await?.sqrt(),
+        image_psnr_db: psnr(mean_square(clamp(sd.vae.decode(regen)) - clamp(x.clone())).await?),
+        vae_only_psnr_db: psnr(mean_square(clamp(sd.vae.decode(z0)) - clamp(x)).await?),
+    };
+    Ok(Some(Inverted { name: name.to_string(), noise, reconstruction }))
+}
+
+/// What a run tells the page as it goes.
+pub enum Progress {
+    /// `done` of the DDIM steps have run.
+    Step(usize),
+    /// A preview of a latent's predicted clean image (a PNG data URL at latent resolution).
+    Preview(Lane, String),
+    /// The VAE's image of a latent, with its classifier readout.
+    Image(Lane, Picture),
+}
+
+/// Runs the prompt swap for `t`, telling `progress` each step, each latent's preview after it and each final
+/// image as it is decoded. Returns `None` when `stop` was set: the run ends at the next step or image.
+/// A run from a visitor's own image starts from the noise `from` holds (see [`invert_image`]) instead of
+/// the seed's.
+pub async fn run(
+    models: &Models<'_>,
+    t: &Traversal,
+    from: Option<&Inverted>,
+    stop: &Cell<bool>,
+    mut progress: impl FnMut(Progress),
+) -> Result<Option<Run>> {
     let start = performance_now();
     let sd = models.sd;
     let size = sd.default_image_size();
     let [h, w] = sd.latent_size(size, size)?;
-    let init = initial_latents(t.seed, sd.unet_config.in_channels, h, w, sd.device());
+    let init = match from {
+        Some(inverted) => inverted.noise.clone(),
+        None => initial_latents(t.seed, sd.unet_config.in_channels, h, w, sd.device()),
+    };
     let plan = models.plan(t.guidance > 1.0)?;
     let settings = SwapSettings {
         steps: t.steps,
@@ -351,20 +522,33 @@ pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(us
         swap_points: t.swap_points.clone(),
         max_batch: plan.unet_batch.min(16),
     };
-    let mut sampler = SwapSampler::new(sd, init, &t.neutral, &t.styles, "", &settings)?;
+    let mut sampler = SwapSampler::new(sd, init, &t.neutral, &t.styles, &t.negative, &settings)?;
     while !sampler.is_done() {
+        if stop.get() {
+            return Ok(None);
+        }
         sampler.step()?;
-        // A tiny read-back paces the queue, so progress is real and the page stays responsive.
-        read(sampler.trunk().clone().slice([0..1, 0..1, 0..1, 0..1])).await?;
-        let (done, all) = sampler.progress();
-        progress(done, all);
+        // Reading the previews back paces the queue, so progress is real and the page stays responsive.
+        let previews = models.previews(sampler.denoised()).await?;
+        progress(Progress::Step(sampler.progress().0));
+        for (lane, url) in previews {
+            progress(Progress::Preview(lane, url));
+        }
         next_frame().await;
     }
     let res = sampler.finish();
-    let neutral = models.pictures(vec![res.neutral.clone()]).await?.remove(0);
+    let denoise_seconds = (performance_now() - start) / 1000.0;
+    let neutral = models
+        .pictures(vec![res.neutral.clone()], &mut |_, p| progress(Progress::Image(Lane::Trunk, p.clone())))
+        .await?
+        .remove(0);
     let mut swaps = Vec::new();
-    for tr in &res.trajectories {
-        swaps.push(models.pictures(tr.latents.clone()).await?);
+    for (style, tr) in res.trajectories.iter().enumerate() {
+        if stop.get() {
+            return Ok(None);
+        }
+        let each = &mut |swap, p: &Picture| progress(Progress::Image(Lane::Branch { style, swap }, p.clone()));
+        swaps.push(models.pictures(tr.latents.clone(), each).await?);
     }
     let z0 = read(res.neutral.clone()).await?;
     let mut flat = Vec::new();
@@ -392,12 +576,104 @@ pub async fn run(models: &Models<'_>, t: &Traversal, mut progress: impl FnMut(us
         map,
         labels,
         seconds: (performance_now() - start) / 1000.0,
+        denoise_seconds,
         unet: (res.unet_evaluations, res.unet_batches),
+        source: from.map(|i| (i.name.clone(), i.reconstruction)),
     };
-    Ok(Run { outcome, latents, curves: HashMap::new(), frames: HashMap::new() })
+    let origin = from.map(|i| (i.name.clone(), i.reconstruction, i.noise.clone()));
+    Ok(Some(Run { outcome, settings, origin, latents, curves: HashMap::new(), frames: HashMap::new() }))
 }
 
 impl Run {
+    /// The run as the CLI's `generate` (or, from the visitor's image, `invert`) would write it, in one zip: `neutral.png`, `style{k}_t{t}.png`,
+    /// `sheet.png`, `latents.safetensors` and `manifest.json` (so `traverse interpolate` reads its latents),
+    /// plus `figures` (name, contents), e.g. the page's SVG figures. `load_s` is the model's load time.
+    pub async fn archive(&self, models: &Models<'_>, load_s: f64, figures: Vec<(String, Vec<u8>)>) -> Result<Vec<u8>> {
+        let (o, sd) = (&self.outcome, models.sd);
+        let t = &o.traversal;
+        let size = sd.default_image_size();
+        let [h, w] = sd.latent_size(size, size)?;
+        let init = match &self.origin {
+            Some((_, _, noise)) => noise.clone(),
+            None => initial_latents(t.seed, sd.unet_config.in_channels, h, w, sd.device()),
+        };
+        let mut named = vec![("init".to_string(), init)];
+        named.extend(self.latents.first().map(|row| ("neutral".to_string(), row[0].clone())));
+        for (k, row) in self.latents.iter().enumerate() {
+            named.extend(t.swap_points.iter().zip(&row[1..]).map(|(&p, z)| (output::latent_name(k, p), z.clone())));
+        }
+        let mut tensors = Vec::with_capacity(named.len());
+        for (name, z) in named {
+            let dims = z.dims().to_vec();
+            tensors.push((name, dims, read(z).await?));
+        }
+        let meta = output::latents_metadata(&t.neutral, &t.styles, &t.swap_points)?;
+        let latents = output::latents_bytes(tensors, meta)?;
+
+        let mut files = Vec::new();
+        let mut rows = Vec::new();
+        let pictures =
+            std::iter::once(("neutral".to_string(), &o.neutral)).chain(o.swaps.iter().enumerate().flat_map(
+                |(k, row)| t.swap_points.iter().zip(row).map(move |(&p, pic)| (output::latent_name(k, p), pic)),
+            ));
+        for (name, picture) in pictures {
+            files.push((output::image_file(&name), png_bytes(&picture.url)?));
+        }
+        let decoded = files
+            .iter()
+            .map(|(_, png)| {
+                ::image::load_from_memory(png).map(|i| i.to_rgb8()).map_err(|e| Error::Image(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // One row per style, the neutral image first, as the CLI's sheet.
+        for k in 0..t.styles.len() {
+            rows.push(decoded[0].clone());
+            rows.extend(decoded[1 + k * t.swap_points.len()..1 + (k + 1) * t.swap_points.len()].iter().cloned());
+        }
+        let sheet = crate::image::contact_sheet(&rows, t.swap_points.len() + 1);
+        let mut sheet_png = Vec::new();
+        sheet
+            .write_to(&mut std::io::Cursor::new(&mut sheet_png), ::image::ImageFormat::Png)
+            .map_err(|e| Error::Image(e.to_string()))?;
+        let record = output::RunRecord {
+            swap_points: t.swap_points.clone(),
+            unet_evaluations: o.unet.0,
+            unet_batches: o.unet.1,
+            images: files.iter().map(|(f, _)| f.clone()).collect(),
+        };
+        let (command, origin) = match &self.origin {
+            Some((name, reconstruction, _)) => (
+                "invert",
+                output::Origin::Inverted {
+                    image: name.clone(),
+                    inversion_guidance: INVERSION_GUIDANCE,
+                    reconstruction: *reconstruction,
+                },
+            ),
+            None => {
+                ("generate", output::Origin::Noise { seed: Some(t.seed), init_latents: None, noise: crate::rng::NOISE })
+            }
+        };
+        let manifest = output::RunManifest::new(
+            command,
+            &t.model,
+            None,
+            origin,
+            [size, size],
+            sd,
+            &self.settings,
+            (&t.neutral, &t.styles, &t.negative),
+            record,
+            output::Timings { load: load_s, sample: o.denoise_seconds, decode: o.seconds - o.denoise_seconds },
+        );
+        let manifest = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::arg(format!("manifest: {e}")))?;
+        files.push(("sheet.png".into(), sheet_png));
+        files.push(("latents.safetensors".into(), latents));
+        files.push(("manifest.json".into(), manifest));
+        files.extend(figures);
+        output::zip(&files)
+    }
+
     /// Frame `frame` of style `style`'s Bézier traversal (control points as the paper: both ends kept, the
     /// rest spread by index), decoded on first request.
     pub async fn frame(&mut self, models: &Models<'_>, style: usize, frame: usize) -> Result<Picture> {
@@ -413,7 +689,7 @@ impl Run {
         let latent = self.curves[&style].get(frame).cloned().ok_or_else(|| {
             Error::arg(format!("frame {frame} is past the {} samples", self.outcome.traversal.samples))
         })?;
-        let p = models.pictures(vec![latent]).await?.remove(0);
+        let p = models.pictures(vec![latent], &mut |_, _| ()).await?.remove(0);
         self.frames.insert((style, frame), p.clone());
         Ok(p)
     }

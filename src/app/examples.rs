@@ -13,6 +13,8 @@ pub struct Example {
     pub title: &'static str,
     /// What the example teaches.
     pub blurb: &'static str,
+    /// A guided walk through one run, for a class: what to look at, in order.
+    pub walkthrough: &'static [&'static str],
     /// Image family (picks the classifiers).
     pub kind: Kind,
     /// Neutral prompt and the style prompt of each attribute, with its classifier label.
@@ -28,6 +30,25 @@ pub const DERM_GUIDANCE: f64 = 4.0;
 
 /// Every built-in example, in the picker's order.
 pub fn all() -> Vec<Example> {
+    const CHEST: &[&str] = &[
+        "Watch the neutral image (left) form: the first steps fix the subject's size, ribs and heart; later \
+         steps only add detail.",
+        "Each swap image shows the neutral image until its swap point (grey in the timeline), then its own \
+         branch: the larger t, the earlier the style prompt takes over.",
+        "Pleural effusion: the lower lung field grows white and the angle beside the diaphragm blunts as t \
+         grows; the ribs and the heart's outline stay where they were.",
+        "Support devices: lines and tubes appear at larger t. Compare the classifier readout under each image \
+         with the neutral image's: a ✓ marks an image whose attribute flipped.",
+        "Slide along the Bézier traversal below: the frames between the swap images change smoothly.",
+    ];
+    const DERM: &[&str] = &[
+        "The neutral lesion forms in the first few steps: its outline and colours are settled early.",
+        "Each artifact prompt takes over at its swap point (the timeline): at small t only fine detail can \
+         change, at large t the artifact can be drawn boldly.",
+        "Rulers and gel bubbles show clearly; hair is the hardest. Check that the diagnosis readout (melanoma \
+         or nevus) stays put while the artifact's rises: that is the paper's point about factorized attributes.",
+        "Open the cosine table: neighbouring swap points move the latent in similar directions (values near 1).",
+    ];
     let texts = [
         (
             "chest",
@@ -35,6 +56,7 @@ pub fn all() -> Vec<Example> {
             "The same subject as the swap point t grows: the costophrenic angle blunts and a basal opacity with \
              a meniscus rises (effusion), or tubes, lines and electrodes appear (devices), while ribs, heart \
              and habitus stay.",
+            CHEST,
         ),
         (
             "derm-mel",
@@ -42,6 +64,7 @@ pub fn all() -> Vec<Example> {
             "An asymmetric, multi-coloured lesion; each style prompt adds one acquisition artifact while the \
              diagnosis should stay melanoma. Watch the classifier readouts for edits that leak into the \
              diagnosis.",
+            DERM,
         ),
         (
             "derm-nv",
@@ -49,6 +72,7 @@ pub fn all() -> Vec<Example> {
             "A symmetric, uniformly brown nevus with the same four artifacts. The embedded model draws rulers \
              and bubbles cleanly; its hair is a blotchy network, and its ink edits at times bring other \
              artifacts with them (see the model card).",
+            DERM,
         ),
     ];
     let mut settings: Vec<(Kind, Setting)> = Vec::new();
@@ -60,12 +84,12 @@ pub fn all() -> Vec<Example> {
     texts
         .into_iter()
         .zip(settings)
-        .map(|((id, title, blurb), (kind, setting))| {
+        .map(|((id, title, blurb, walkthrough), (kind, setting))| {
             let guidance = match kind {
                 Kind::Chest => 7.5,
                 Kind::Derm => DERM_GUIDANCE,
             };
-            Example { id, title, blurb, kind, setting, guidance }
+            Example { id, title, blurb, walkthrough, kind, setting, guidance }
         })
         .collect()
 }

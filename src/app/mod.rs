@@ -1,18 +1,21 @@
 //! The browser app: a Leptos page (built with Trunk, see `web/` and `Trunk.toml`) that runs the prompt-swap
 //! sampler on the visitor's GPU through WebGPU and shows trajectories, a Bézier traversal and metric
 //! readouts, or times a model ([`bench`], `?bench=1`). What a link says and how the form edits it
-//! ([`params`]), the built-in examples ([`examples`]), the readouts ([`readout`]), the newest-run slot
-//! ([`slot`]) and when a cached download may stand for a file ([`download`]) are plain Rust, tested natively; the downloads (`fetch`), the GPU side (`engine`) and the
-//! page (`view`) are built for wasm32 with the `web` feature.
+//! ([`params`]), the built-in examples ([`examples`]), the readouts ([`readout`]), the swap's timeline
+//! ([`timeline`]), the images of a run as they form ([`live`]), the newest-run slot ([`slot`]) and when a
+//! cached download may stand for a file ([`download`]) are plain Rust, tested natively; the downloads
+//! (`fetch`), the GPU side (`engine`) and the page (`view`) are built for wasm32 with the `web` feature.
 
 pub mod bench;
 pub mod download;
 pub mod examples;
 #[cfg(all(feature = "web", target_arch = "wasm32"))]
 pub mod fetch;
+pub mod live;
 pub mod params;
 pub mod readout;
 pub mod slot;
+pub mod timeline;
 
 #[cfg(all(feature = "web", target_arch = "wasm32"))]
 pub mod engine;

@@ -4,6 +4,7 @@
 
 use crate::app::examples::{self, Example};
 use crate::error::{Error, Result};
+use crate::prompt_edit::PromptEdit;
 use crate::swap::{GUIDANCE_RANGE, PAPER_SWAP_POINTS};
 use crate::synthetic::Kind;
 
@@ -31,6 +32,8 @@ pub struct Traversal {
     pub neutral: String,
     /// Style (attribute) prompts, one trajectory each.
     pub styles: Vec<String>,
+    /// The unconditional prompt of classifier-free guidance ("" as in Stable Diffusion).
+    pub negative: String,
     /// DDIM steps.
     pub steps: usize,
     /// Classifier-free guidance scale.
@@ -57,9 +60,9 @@ impl Default for Traversal {
 }
 
 /// The parameters a link may carry; anything else is reported as ignored.
-pub const KNOWN: [&str; 13] = [
-    "example", "kind", "seed", "neutral", "style", "steps", "guidance", "t", "controls", "samples", "shown", "frame",
-    "model",
+pub const KNOWN: [&str; 14] = [
+    "example", "kind", "seed", "neutral", "style", "negative", "steps", "guidance", "t", "controls", "samples",
+    "shown", "frame", "model",
 ];
 
 impl Traversal {
@@ -71,6 +74,7 @@ impl Traversal {
             seed,
             neutral: example.setting.neutral.clone(),
             styles: example.setting.styles.iter().map(|(_, p)| p.clone()).collect(),
+            negative: String::new(),
             steps: 50,
             guidance: example.guidance,
             swap_points: PAPER_SWAP_POINTS.to_vec(),
@@ -130,6 +134,9 @@ impl Traversal {
             }
             t.styles = styles.into_iter().map(|s| prompt("style", s)).collect::<Result<_>>()?;
         }
+        if let Some(v) = one("negative")? {
+            t.negative = negative(v).map_err(|why| bad("negative", why))?;
+        }
         let custom = t.neutral != t.example_neutral(&examples) || t.styles != t.example_styles(&examples);
         if custom || one("kind")?.is_some_and(|k| Some(k) != t.example_kind(&examples)) {
             t.example = None;
@@ -142,17 +149,10 @@ impl Traversal {
             t.guidance = guidance(v).ok_or_else(|| bad("guidance", format!("{v:?} is not a number in {lo}..={hi}")))?;
         }
         if let Some(v) = one("t")? {
-            let mut points =
-                v.split(',').map(|p| number("t", p.trim(), 1, MAX_STEPS)).collect::<Result<Vec<usize>>>()?;
-            points.sort_unstable();
-            points.dedup();
-            if points.len() > MAX_SWAP_POINTS {
-                return Err(bad("t", format!("{} swap points; at most {MAX_SWAP_POINTS}", points.len())));
-            }
-            t.swap_points = points;
+            t.swap_points = swap_points(v).map_err(|why| bad("t", why))?;
         }
         if let Some(&p) = t.swap_points.iter().find(|&&p| p > t.steps) {
-            return Err(bad("t", format!("swap point {p} is more than the {} steps", t.steps)));
+            return Err(bad("t", over_steps(p, t.steps)));
         }
         let points = t.swap_points.len() + 1;
         t.controls = match one("controls")? {
@@ -198,6 +198,9 @@ impl Traversal {
                 q.append_pair("style", s);
             }
         }
+        if !self.negative.is_empty() {
+            q.append_pair("negative", &self.negative);
+        }
         if self.steps != base.steps {
             q.append_pair("steps", &self.steps.to_string());
         }
@@ -234,11 +237,11 @@ impl Traversal {
         }
     }
 
-    /// The form's seed field: a whole number, else nothing changes.
-    pub fn edit_seed(&mut self, text: &str) {
-        if let Ok(seed) = text.trim().parse() {
-            self.seed = seed;
-        }
+    /// The form's seed field: a whole number.
+    pub fn edit_seed(&mut self, text: &str) -> FieldCheck {
+        self.seed =
+            text.trim().parse().map_err(|_| format!("{:?} is not a whole number in 0..=2^64-1", text.trim()))?;
+        Ok(())
     }
 
     /// The next subject: the next seed.
@@ -246,46 +249,107 @@ impl Traversal {
         self.seed = self.seed.wrapping_add(1);
     }
 
-    /// The form's neutral prompt: a new, non-empty prompt leaves the example.
-    pub fn edit_neutral(&mut self, text: &str) {
-        let v = text.trim();
-        if !v.is_empty() && v != self.neutral {
-            self.neutral = v.to_string();
+    /// The form's neutral prompt: a new prompt leaves the example.
+    pub fn edit_neutral(&mut self, text: &str) -> FieldCheck {
+        let v = prompt_text(text)?;
+        if v != self.neutral {
+            self.neutral = v;
             self.example = None;
         }
+        Ok(())
     }
 
     /// The form's style prompts, one per line (blank lines dropped, at most [`MAX_STYLES`]): new prompts leave
     /// the example and show the first style.
-    pub fn edit_styles(&mut self, text: &str) {
-        let v: Vec<String> =
-            text.lines().map(str::trim).filter(|l| !l.is_empty()).take(MAX_STYLES).map(String::from).collect();
-        if !v.is_empty() && v != self.styles {
+    pub fn edit_styles(&mut self, text: &str) -> FieldCheck {
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if lines.is_empty() {
+            return Err("give at least one style prompt".into());
+        }
+        if lines.len() > MAX_STYLES {
+            return Err(format!("{} style prompts; at most {MAX_STYLES}", lines.len()));
+        }
+        let v = lines.into_iter().map(prompt_text).collect::<std::result::Result<Vec<_>, _>>()?;
+        if v != self.styles {
             self.styles = v;
             self.example = None;
             self.shown = 0;
         }
+        Ok(())
+    }
+
+    /// The form's negative (unconditional) prompt; empty is Stable Diffusion's default.
+    pub fn edit_negative(&mut self, text: &str) -> FieldCheck {
+        self.negative = negative(text)?;
+        Ok(())
     }
 
     /// The form's step count, in 1..=[`MAX_STEPS`]: the swap points keep their fraction of the run (rounded
     /// up, merged where they meet) and the control points their bound.
-    pub fn edit_steps(&mut self, text: &str) {
-        let Some(steps) = text.trim().parse::<usize>().ok().filter(|s| (1..=MAX_STEPS).contains(s)) else {
-            return;
-        };
+    pub fn edit_steps(&mut self, text: &str) -> FieldCheck {
+        let steps = whole(text.trim(), 1, MAX_STEPS)?;
         let old = self.steps;
         self.steps = steps;
         let mut t: Vec<usize> = self.swap_points.iter().map(|p| (p * steps).div_ceil(old).clamp(1, steps)).collect();
         t.dedup();
         self.swap_points = t;
         self.controls = self.controls.min(self.swap_points.len() + 1);
+        Ok(())
     }
 
-    /// The form's guidance: a finite number in [`GUIDANCE_RANGE`], else nothing changes.
-    pub fn edit_guidance(&mut self, text: &str) {
-        if let Some(g) = guidance(text) {
-            self.guidance = g;
+    /// The form's guidance: a finite number in [`GUIDANCE_RANGE`].
+    pub fn edit_guidance(&mut self, text: &str) -> FieldCheck {
+        let (lo, hi) = GUIDANCE_RANGE.into_inner();
+        self.guidance = guidance(text).ok_or_else(|| format!("{:?} is not a number in {lo}..={hi}", text.trim()))?;
+        Ok(())
+    }
+
+    /// The form's swap points, comma-separated, each in 1..=steps; the control points keep their bound.
+    pub fn edit_swap_points(&mut self, text: &str) -> FieldCheck {
+        let points = swap_points(text)?;
+        if let Some(&p) = points.iter().find(|&&p| p > self.steps) {
+            return Err(over_steps(p, self.steps));
         }
+        self.swap_points = points;
+        self.controls = self.controls.min(self.swap_points.len() + 1);
+        Ok(())
+    }
+
+    /// The form's Bézier control points: 2 up to the trajectory's images (neutral and one per swap point).
+    pub fn edit_controls(&mut self, text: &str) -> FieldCheck {
+        self.controls = whole(text.trim(), 2, self.swap_points.len() + 1)?;
+        Ok(())
+    }
+
+    /// The form's Bézier samples (interpolated frames), in 2..=[`MAX_SAMPLES`]; the slider's frame is kept
+    /// within them.
+    pub fn edit_samples(&mut self, text: &str) -> FieldCheck {
+        self.samples = whole(text.trim(), 2, MAX_SAMPLES)?;
+        self.frame = self.frame.min(self.samples - 1);
+        Ok(())
+    }
+
+    /// A prompt edit `[from:to:when]` (see [`crate::prompt_edit`]): its prompts become the neutral prompt and
+    /// the only style, and its swap point joins the trajectory's.
+    pub fn apply_prompt_edit(&mut self, text: &str) -> FieldCheck {
+        let edit = PromptEdit::parse(text.trim()).map_err(|e| e.to_string())?;
+        let t = edit.swap_point(self.steps).map_err(|e| e.to_string())?;
+        let neutral = prompt_text(&edit.neutral)?;
+        let style = prompt_text(&edit.style)?;
+        let mut points = self.swap_points.clone();
+        if !points.contains(&t) {
+            if points.len() >= MAX_SWAP_POINTS {
+                return Err(format!("already {MAX_SWAP_POINTS} swap points; remove one for t = {t}"));
+            }
+            points.push(t);
+            points.sort_unstable();
+        }
+        self.neutral = neutral;
+        self.styles = vec![style];
+        self.swap_points = points;
+        self.example = None;
+        self.shown = 0;
+        Ok(())
     }
 
     /// The traversal slider shows style `k` (if there is one).
@@ -314,6 +378,10 @@ impl Traversal {
     }
 }
 
+/// A form field's verdict on what was typed: on an error the traversal keeps its last good value and the
+/// form shows the reason beside the field.
+pub type FieldCheck = std::result::Result<(), String>;
+
 pub(crate) fn bad(name: &str, why: impl std::fmt::Display) -> Error {
     Error::arg(format!("URL parameter `{name}`: {why}"))
 }
@@ -323,25 +391,56 @@ fn guidance(v: &str) -> Option<f64> {
     v.trim().parse::<f64>().ok().filter(|g| g.is_finite() && GUIDANCE_RANGE.contains(g))
 }
 
-pub(crate) fn number(name: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
+/// A whole number in `lo..=hi`.
+fn whole(v: &str, lo: usize, hi: usize) -> std::result::Result<usize, String> {
     v.parse::<usize>()
         .ok()
         .filter(|n| (lo..=hi).contains(n))
-        .ok_or_else(|| bad(name, format!("{v:?} is not a whole number in {lo}..={hi}")))
+        .ok_or_else(|| format!("{v:?} is not a whole number in {lo}..={hi}"))
+}
+
+pub(crate) fn number(name: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
+    whole(v, lo, hi).map_err(|why| bad(name, why))
+}
+
+/// Swap points as a link or the form writes them, "5,10,15": sorted, distinct, at most [`MAX_SWAP_POINTS`].
+fn swap_points(v: &str) -> std::result::Result<Vec<usize>, String> {
+    let mut points = v.split(',').map(|p| whole(p.trim(), 1, MAX_STEPS)).collect::<std::result::Result<Vec<_>, _>>()?;
+    points.sort_unstable();
+    points.dedup();
+    if points.len() > MAX_SWAP_POINTS {
+        return Err(format!("{} swap points; at most {MAX_SWAP_POINTS}", points.len()));
+    }
+    Ok(points)
+}
+
+fn over_steps(p: usize, steps: usize) -> String {
+    format!("swap point {p} is more than the {steps} steps")
+}
+
+/// A prompt: non-empty, at most [`MAX_PROMPT_CHARS`], no control characters; trimmed.
+fn prompt_text(v: &str) -> std::result::Result<String, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err("is empty".into());
+    }
+    negative(v)
+}
+
+/// A negative prompt: as [`prompt_text`], but it may be empty.
+fn negative(v: &str) -> std::result::Result<String, String> {
+    let v = v.trim();
+    if v.chars().count() > MAX_PROMPT_CHARS {
+        return Err(format!("is longer than {MAX_PROMPT_CHARS} characters"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err("contains control characters".into());
+    }
+    Ok(v.to_string())
 }
 
 fn prompt(name: &str, v: &str) -> Result<String> {
-    let v = v.trim();
-    if v.is_empty() {
-        return Err(bad(name, "is empty"));
-    }
-    if v.chars().count() > MAX_PROMPT_CHARS {
-        return Err(bad(name, format!("is longer than {MAX_PROMPT_CHARS} characters")));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(bad(name, "contains control characters"));
-    }
-    Ok(v.to_string())
+    prompt_text(v).map_err(|why| bad(name, why))
 }
 
 /// A model folder link must stay on the page's own site: a relative path of plain names, so a shared link
@@ -448,28 +547,30 @@ mod tests {
     #[test]
     fn form_edits_follow_the_link_rules() {
         let mut t = Traversal::default();
-        t.edit_seed(" 7 ");
-        t.edit_seed("-3");
+        t.edit_seed(" 7 ").unwrap();
+        assert!(t.edit_seed("-3").unwrap_err().contains("whole number"));
         t.next_subject();
         assert_eq!(t.seed, 8);
         // 50 → 10 steps: swap points keep their fraction, rounded up, merged where they meet.
-        t.edit_steps("10");
+        t.edit_steps("10").unwrap();
         assert_eq!((t.steps, t.swap_points.clone()), (10, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]));
-        t.edit_steps("3");
+        t.edit_steps("3").unwrap();
         assert_eq!(t.swap_points, [1, 2, 3]);
         assert_eq!(t.controls, 4);
         for bad in ["0", "1001", "x"] {
-            t.edit_steps(bad);
+            assert!(t.edit_steps(bad).is_err(), "{bad}");
             assert_eq!(t.steps, 3, "{bad}");
         }
-        t.edit_guidance("4");
+        t.edit_guidance("4").unwrap();
         for bad in ["nan", "51", "-1", "inf"] {
-            t.edit_guidance(bad);
+            assert!(t.edit_guidance(bad).unwrap_err().contains("0..=50"), "{bad}");
         }
         assert_eq!(t.guidance, 4.0);
-        t.edit_neutral("  ");
+        assert_eq!(t.edit_neutral("  ").unwrap_err(), "is empty");
         assert_eq!(t.example.as_deref(), Some("chest"), "an empty prompt changes nothing");
-        t.edit_styles("a\n\n b \nc\nd\ne\nf\ng");
+        assert!(t.edit_styles("a\n\n b \nc\nd\ne\nf\ng").unwrap_err().contains("at most 6"));
+        assert!(t.edit_styles("\n \n").is_err());
+        t.edit_styles("a\n\n b \nc\nd\ne\nf").unwrap();
         assert_eq!(t.styles, ["a", "b", "c", "d", "e", "f"]);
         assert_eq!(t.example, None);
         t.show_style(9);
@@ -482,6 +583,49 @@ mod tests {
         assert_eq!(t.guidance, examples::DERM_GUIDANCE);
         t.pick_example("brain");
         assert_eq!(t.example.as_deref(), Some("derm-nv"));
+    }
+
+    #[test]
+    fn swap_points_bezier_and_negative_are_checked_as_typed() {
+        let mut t = Traversal::default();
+        t.edit_swap_points(" 30, 10,10 ").unwrap();
+        assert_eq!(t.swap_points, [10, 30]);
+        assert_eq!(t.controls, 3, "at most the neutral image and one per swap point");
+        assert!(t.edit_swap_points("10,51").unwrap_err().contains("more than the 50 steps"));
+        assert!(t.edit_swap_points("0").is_err() && t.edit_swap_points("a").is_err());
+        let many: Vec<String> = (1..=21).map(|p| p.to_string()).collect();
+        assert!(t.edit_swap_points(&many.join(",")).unwrap_err().contains("at most 20"));
+        assert_eq!(t.swap_points, [10, 30], "a bad entry keeps the last good one");
+        assert!(t.edit_controls("4").unwrap_err().contains("2..=3"));
+        t.edit_controls("2").unwrap();
+        t.show_frame(40);
+        t.edit_samples("10").unwrap();
+        assert_eq!((t.samples, t.frame), (10, 9));
+        assert!(t.edit_samples("1").is_err() && t.edit_samples("201").is_err());
+        t.edit_negative(" blurry ").unwrap();
+        assert!(t.edit_negative("a\u{7}").is_err());
+        let (again, _) = Traversal::from_query(&t.to_query()).unwrap();
+        assert_eq!(again, t, "{}", t.to_query());
+        assert!(t.to_query().contains("negative=blurry"));
+        t.edit_negative("").unwrap();
+        assert!(!t.to_query().contains("negative"));
+    }
+
+    #[test]
+    fn a_prompt_edit_sets_both_prompts_and_adds_its_swap_point() {
+        let mut t = Traversal::default();
+        t.apply_prompt_edit("Chest X-ray [with no significant findings:of a subject with pleural effusion:0.6]")
+            .unwrap();
+        assert_eq!(t.neutral, "Chest X-ray with no significant findings");
+        assert_eq!(t.styles, ["Chest X-ray of a subject with pleural effusion"]);
+        assert_eq!(t.swap_points, [5, 10, 15, 20, 25, 30, 35, 40, 45], "t = 20 is already there");
+        t.apply_prompt_edit("Chest X-ray [of a subject:with support devices:38]").unwrap();
+        assert_eq!(t.swap_points, [5, 10, 12, 15, 20, 25, 30, 35, 40, 45]);
+        assert_eq!(t.example, None);
+        assert!(t.apply_prompt_edit("[a:b:50]").unwrap_err().contains("never runs"));
+        assert!(t.apply_prompt_edit("no brackets").unwrap_err().contains("no [from:to:when]"));
+        let (again, _) = Traversal::from_query(&t.to_query()).unwrap();
+        assert_eq!(again, t);
     }
 
     #[test]

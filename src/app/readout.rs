@@ -1,7 +1,8 @@
 //! What the page reports for one subject's trajectories, from the classifiers' probabilities and the
 //! latents: the attribute's probability along each trajectory, whether each swap image counts as a flip in
 //! CFRT (Eq. 3, one subject), the cosine similarity of the trajectory's directions (Fig. 5), and a t-SNE
-//! map of the latents (Fig. 4, one subject).
+//! map of the latents (Fig. 4, one subject); and, for a closer look at one image, a map of what the style
+//! changed against the neutral image.
 
 use crate::app::examples::attribute_of;
 use crate::error::{Error, Result};
@@ -145,6 +146,32 @@ pub fn latent_map(
     Ok(dots)
 }
 
+/// What a style changed: per pixel, how far `image` is from `neutral` (the mean over colours, amplified
+/// fourfold so faint edits show), as a heat map from black through red to yellow; and the mean absolute
+/// difference in 0..=1. The images must have the same size.
+pub fn difference_map(image: &::image::RgbImage, neutral: &::image::RgbImage) -> Result<(::image::RgbImage, f64)> {
+    if image.dimensions() != neutral.dimensions() {
+        return Err(Error::arg(format!(
+            "difference of a {:?} image and a {:?} one",
+            image.dimensions(),
+            neutral.dimensions()
+        )));
+    }
+    let mut total = 0.0f64;
+    let map = ::image::ImageBuffer::from_fn(image.width(), image.height(), |x, y| {
+        let (a, b) = (image.get_pixel(x, y).0, neutral.get_pixel(x, y).0);
+        let d = (0..3).map(|c| (a[c] as f64 - b[c] as f64).abs()).sum::<f64>() / (3.0 * 255.0);
+        total += d;
+        let v = (4.0 * d).min(1.0);
+        // Black → red over the first half, red → yellow over the second.
+        let red = (2.0 * v).min(1.0);
+        let green = (2.0 * v - 1.0).max(0.0);
+        ::image::Rgb([(255.0 * red).round() as u8, (255.0 * green).round() as u8, 0])
+    });
+    let n = (image.width() as f64 * image.height() as f64).max(1.0);
+    Ok((map, total / n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +268,18 @@ mod tests {
             latent_map(&z0, &[away(0)], &[5, 10, 15, 20], 3).unwrap()
         );
         assert!(latent_map(&z0, &[vec![vec![1.0; 8]; 2]], &[5, 10], 0).unwrap().is_empty(), "3 latents: no map");
+    }
+
+    #[test]
+    fn the_difference_map_shows_only_what_changed() {
+        let neutral = ::image::RgbImage::from_pixel(4, 2, ::image::Rgb([100, 100, 100]));
+        let mut image = neutral.clone();
+        image.put_pixel(1, 1, ::image::Rgb([100 + 51, 100 + 51, 100 + 51]));
+        let (map, mean) = difference_map(&image, &neutral).unwrap();
+        assert_eq!(map.get_pixel(0, 0).0, [0, 0, 0], "unchanged pixels are black");
+        // 0.2 of the range, amplified to 0.8: past red, on the way to yellow.
+        assert_eq!(map.get_pixel(1, 1).0, [255, 153, 0]);
+        assert!((mean - 0.2 / 8.0).abs() < 1e-12, "{mean}");
+        assert!(difference_map(&image, &::image::RgbImage::new(2, 2)).is_err());
     }
 }

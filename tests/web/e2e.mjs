@@ -4,7 +4,9 @@
 //
 // DIST is `trunk build --release`'s output; CLI_OUT is a `traverse generate` run with the same settings as
 // LINK below (scripts/test-web.sh makes both). The page's images must match the CLI's (CPU) images: the same
-// link gives the same images on CPU and GPU. A sharded copy of the model (served at /sharded/) must load.
+// link gives the same images on CPU and GPU. A sharded copy of the model (served at /sharded/) must load. The
+// page's download of that run is saved as CLI_OUT/page-run.zip, and of a run from CLI_OUT/neutral.png
+// uploaded as the visitor's image as CLI_OUT/page-invert.zip, for scripts/check_download.py.
 // Error paths: a bad link, a missing model, no WebGPU. Missing files get index.html (status 200) as from a
 // single-page-app server, except in the sharded copy, which gets 404s.
 import http from "node:http";
@@ -164,6 +166,15 @@ try {
   await withPage(webgpu, async (page) => {
     const t0 = Date.now();
     await page.goto(base + LINK);
+    // Images form on the page while it denoises: previews appear before the run ends.
+    const early = await page.waitForFunction(() => {
+      const s = document.querySelector("#status")?.dataset.state;
+      const shown = document.querySelectorAll("#live figure img").length;
+      return shown > 0 ? { state: s, shown, status: document.querySelector("#status").textContent }
+        : (s === "failed" || s === "ready" && document.querySelector("#trajectories")) ? { state: s, shown } : null;
+    }, null, { timeout: TIMEOUT_MS, polling: 100 }).then((h) => h.jsonValue());
+    check(early.state === "running" && early.shown === 6,
+      `previews of all 6 images appear while the run is under way (${early.shown} shown: ${early.status})`);
     await settle(page);
     const fatal = await page.textContent("#fatal");
     check(!fatal && (await state(page)) === "ready", `the page runs the link (${((Date.now() - t0) / 1000).toFixed(0)} s): ${fatal || await page.textContent("#status")}`);
@@ -171,14 +182,26 @@ try {
     const status = await page.textContent("#status");
     const weights = Number((status.match(/([\d.]+) MB of weights on the GPU/) || [])[1]);
     check(weights > 0 && weights < 28, `int8 weights stay int8 on the GPU (${status})`);
-    const rows = await page.$$eval(".trajectory", (rs) => rs.map((r) => Array.from(r.querySelectorAll("img")).map((i) => i.src)));
+    const rows = await page.$$eval("#trajectories .trajectory", (rs) => rs.map((r) => Array.from(r.querySelectorAll("img")).map((i) => i.src)));
     check(rows.length === 2 && rows.every((r) => r.length === 3), `two trajectories of neutral + 2 swap images (${rows.map((r) => r.length)})`);
     const names = ["neutral", "style0_t1", "style0_t3", "neutral", "style1_t1", "style1_t3"];
     const page_px = await pixels(page, rows.flat());
     const cli_px = await pixels(page, names.map((n) => `${base}cli/${n}.png`));
     const scores = page_px.map((p, i) => psnr(p, cli_px[i]));
     check(scores.length === 6 && scores.every((s) => s >= 30), `GPU images match the CLI's CPU images: PSNR ${scores.map((s) => s.toFixed(1)).join(", ")} dB (≥ 30)`);
-    const probs = await page.$$eval(".trajectory .prob", (ps) => ps.map((p) => p.textContent));
+    const timeline = await page.$$eval("#trajectories #timeline .row", (rs) => rs.map((r) => [r.dataset.t, r.dataset.swapStep]));
+    check(JSON.stringify(timeline) === JSON.stringify([["1", "2"], ["3", "0"]]),
+      `the timeline has a row per swap point, swapping after steps 2 and 0 of 3 (${JSON.stringify(timeline)})`);
+    await page.click("#trajectories .trajectory[data-style='0'] img.zoomable >> nth=2");
+    await page.waitForSelector("#closer #difference", { timeout: 60000 });
+    const closer = await page.textContent("#closer");
+    const readout = await page.$$eval("#closer .readout tr", (rs) => rs.length);
+    check(/t = 3/.test(closer) && /mean absolute change/.test(closer) && readout > 1,
+      `a swap image opens large beside the neutral image, with a difference map and ${readout - 1} readouts`);
+    await page.click("#close-closer");
+    const walk = await page.$$eval("#walkthrough li", (ls) => ls.length);
+    check(walk >= 3, `the example has a guided walk-through (${walk} steps)`);
+    const probs = await page.$$eval("#trajectories .trajectory .prob", (ps) => ps.map((p) => p.textContent));
     check(probs.length === 4 && probs.every((p) => /\d+%/.test(p)), `classifier readouts under each swap image (${probs.join(" | ")})`);
     const summary = await page.$$eval(".summary", (s) => s.map((x) => x.textContent));
     check(summary.length === 2 && summary.every((s) => /CFRT \d\.\d\d/.test(s)), `CFRT per trajectory (${summary.join(" | ")})`);
@@ -186,6 +209,24 @@ try {
     check(dots.length === 5 && dots.every(([x, y]) => x >= 0 && x <= 300 && y >= 0 && y <= 300) && new Set(dots.map(String)).size === 5,
       `t-SNE map: a dot per latent, neutral + 2 styles × 2 swap points (${dots.length})`);
     check(page.url().includes("seed=42") && page.url().includes("frame=1"), `the address keeps the settings (${page.url()})`);
+    // The run downloads as a zip in the CLI's layout; scripts/test-web.sh reads it back with the CLI.
+    const [download] = await Promise.all([page.waitForEvent("download", { timeout: 600000 }), page.click("#download")]);
+    const zip = path.join(cliOut, "page-run.zip");
+    await download.saveAs(zip);
+    const saved = await page.textContent("#saved");
+    check(fs.statSync(zip).size > 1000 && /Saved traverse-chest-seed42\.zip/.test(saved), `the run downloads as a zip (${saved})`);
+
+    // Your own image: the CLI's neutral image, inverted on the GPU and traversed; its download is compared
+    // with `traverse invert` on the same file by scripts/check_download.py.
+    await page.setInputFiles("#upload", path.join(cliOut, "neutral.png"));
+    await page.waitForSelector("#uploaded", { timeout: 60000 });
+    await page.click("#run");
+    await page.waitForFunction(() => document.querySelector("#source") || document.querySelector("#fatal")?.textContent
+      || document.querySelector("#status")?.dataset.state === "failed", null, { timeout: TIMEOUT_MS, polling: 500 });
+    const source = (await page.textContent("#source").catch(() => null)) ?? (await page.textContent("#status"));
+    check(/From your image neutral\.png: inverted and regenerated at [\d.]+ dB PSNR/.test(source), `an uploaded image is inverted and traversed (${source})`);
+    const [invDownload] = await Promise.all([page.waitForEvent("download", { timeout: 600000 }), page.click("#download")]);
+    await invDownload.saveAs(path.join(cliOut, "page-invert.zip"));
     const first = await page.getAttribute("#frame-image", "src");
     await page.fill("#frame", "0").catch(() => {});
     await page.$eval("#frame", (el) => { el.value = "0"; el.dispatchEvent(new Event("input", { bubbles: true })); });
@@ -206,6 +247,32 @@ try {
     const heads = again.filter(([m]) => m === "HEAD").length;
     check(["running", "ready"].includes(await state(page)) && gets === 0 && heads >= 5,
       `a second visit loads the weights from the browser's cache (${heads} HEAD, ${gets} GET requests for weights)`);
+  });
+
+  // Stop keeps what formed; the form checks what is typed and takes a prompt edit.
+  await withPage(webgpu, async (page) => {
+    await page.goto(base + "?example=chest&seed=7&steps=30&t=10,20");
+    await page.waitForFunction(() => /step ([2-9]|\d\d) of 30/.test(document.querySelector("#status")?.textContent ?? "")
+      || document.querySelector("#status")?.dataset.state === "failed", null, { timeout: TIMEOUT_MS, polling: 200 });
+    await page.click("#stop");
+    await page.waitForFunction(() => document.querySelector("#status")?.dataset.state !== "running", null,
+      { timeout: TIMEOUT_MS, polling: 200 });
+    const status = await page.textContent("#status");
+    const kept = await page.$$eval("#live figure img", (is) => is.length);
+    const marker = await page.$$eval("#live #timeline line.now", (ls) => ls.length);
+    check(/Stopped after step \d+ of 30/.test(status) && kept === 6 && marker === 1 && !(await page.$("#trajectories")),
+      `Stop ends the run and keeps its ${kept} previews and the timeline's marker (${status})`);
+    await page.fill("#swap-points", "5,x");
+    const error = await page.textContent("#swap-points-error");
+    check(/not a whole number/.test(error), `a bad swap point is flagged as it is typed (${error})`);
+    await page.fill("#swap-points", "10,20");
+    await page.fill("#edit", "Chest X-ray [with no significant findings:of a subject with pleural effusion:0.6]");
+    await page.$eval("#edit", (el) => el.dispatchEvent(new Event("change", { bubbles: true })));
+    const neutral = await page.inputValue("#neutral");
+    const link = decodeURIComponent((await page.getAttribute("#share", "href")).replace(/\+/g, " "));
+    check(neutral === "Chest X-ray with no significant findings" && link.includes("t=10,12,20")
+      && link.includes("style=Chest X-ray of a subject with pleural effusion"),
+      `a prompt edit sets the prompts and adds its swap point (after 18 of 30 steps: t = 12): ${link}`);
   });
 
   // 2. A sharded model loads: every shard and index is fetched and the run starts (the loader fails on any

@@ -6,8 +6,9 @@ use std::time::Instant;
 use burn::prelude::*;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use traverse::output::{Origin, RunManifest, Timings, write_run};
+use traverse::output::{Origin, RunManifest, RunRecord, Timings, write_run};
 use traverse::pipeline::{DirSource, LoadOptions, StableDiffusion};
+use traverse::prompt_edit::PromptEdit;
 use traverse::swap::{SwapSampler, SwapSettings};
 use traverse::synthetic::Kind;
 use traverse::weights::Storage;
@@ -105,6 +106,12 @@ pub struct SwapArgs {
     /// Unconditional prompt for classifier-free guidance.
     #[arg(long, default_value = "")]
     pub negative: String,
+    /// A prompt edit as AUTOMATIC1111 writes it, e.g. "Chest X-ray [with no findings:with pleural
+    /// effusion:0.6]": its two prompts replace --neutral and --style, and its swap point (here the last 40%
+    /// of the steps) joins --swap-points. `when` with a decimal point is a fraction of the steps, else a
+    /// step count.
+    #[arg(long, conflicts_with_all = ["neutral", "styles"])]
+    pub edit: Option<String>,
     /// DDIM steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
@@ -123,6 +130,19 @@ pub struct SwapArgs {
 }
 
 impl SwapArgs {
+    /// These arguments with `--edit` applied (see [`traverse::prompt_edit`]).
+    pub fn resolved(&self) -> Result<Self> {
+        let Some(text) = &self.edit else { return Ok(self.clone()) };
+        let edit = PromptEdit::parse(text)?;
+        let t = edit.swap_point(self.steps)?;
+        let mut s = self.clone();
+        (s.neutral, s.styles, s.edit) = (edit.neutral, vec![edit.style], None);
+        if !s.swap_points.contains(&t) {
+            s.swap_points.push(t);
+        }
+        Ok(s)
+    }
+
     /// The sampler's settings.
     pub fn settings(&self) -> SwapSettings {
         SwapSettings {
@@ -155,6 +175,7 @@ pub fn swap_and_save(
     origin: Origin,
     load_s: f64,
 ) -> Result<()> {
+    let s = &s.resolved()?;
     traverse::files::create_dir(&s.out)?;
     let settings = s.settings();
     let t0 = Instant::now();
@@ -174,17 +195,22 @@ pub fn swap_and_save(
     pb.finish();
     let [_, _, h, w] = init.dims();
     let f = sd.vae_config.downsampling();
+    let record = RunRecord {
+        swap_points: res.swap_points.clone(),
+        unet_evaluations: res.unet_evaluations,
+        unet_batches: res.unet_batches,
+        images: written.images.clone(),
+    };
     let manifest = RunManifest::new(
         command,
-        &model.model,
+        &model.model.display().to_string(),
         model.variant.clone(),
         origin,
         [h * f, w * f],
         sd,
         &settings,
         (&s.neutral, &s.styles, &s.negative),
-        &res,
-        &written,
+        record,
         Timings { load: load_s, sample: sample_s, decode: written.decode_s },
     );
     traverse::files::write_json(&s.out.join("manifest.json"), &manifest)?;

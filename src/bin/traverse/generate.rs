@@ -38,7 +38,7 @@ pub fn run(a: Args, device: &Device, load: LoadOptions) -> Result<()> {
     let origin = Origin::Noise {
         seed: a.init_latents.is_none().then_some(a.seed),
         init_latents: a.init_latents.as_ref().map(|p| p.display().to_string()),
-        noise: "traverse::rng ChaCha8 + Box-Muller (portable)",
+        noise: traverse::rng::NOISE,
     };
     swap_and_save(&sd, &a.model, init, &a.swap, "generate", origin, load_s)
 }

@@ -35,7 +35,7 @@ pub fn run(a: Args, device: &Device, load: LoadOptions) -> Result<()> {
     sd.latent_size(size, size)?;
     let x = rgb_to_tensor(&img, size, size, device);
     let z0 = sd.vae.encode(x.clone());
-    let s = &a.swap;
+    let s = &a.swap.resolved()?;
     let pb = bar(s.steps, "invert");
     let noise = invert(&sd, z0.clone(), &s.neutral, &s.negative, s.steps, a.inversion_guidance, |_, _| pb.inc(1))?;
     pb.finish();

@@ -6,6 +6,7 @@ mod classify;
 mod common;
 mod dataset;
 mod evaluate;
+mod fit_preview;
 mod generate;
 mod interpolate;
 mod invert;
@@ -51,6 +52,8 @@ enum Command {
     Classify(classify::Args),
     /// Write an int8 copy of a model folder and report its size and image fidelity against the original.
     Quantize(quantize::Args),
+    /// Fit the latent-to-RGB preview the page shows while denoising to a model's VAE, into its folder.
+    FitPreview(fit_preview::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,5 +80,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(a) => evaluate::run(a, &device()?, cli.device.load_options()),
         Command::Classify(a) => classify::run(a, &device()?),
         Command::Quantize(a) => quantize::run(a, &device()?),
+        Command::FitPreview(a) => fit_preview::run(a, &device()?, cli.device.load_options()),
     }
 }
