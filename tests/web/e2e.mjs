@@ -15,6 +15,11 @@ import path from "node:path";
 import { chromium } from "playwright-core";
 
 const [dist, cliOut] = process.argv.slice(2);
+// SCREENSHOTS=DIR saves the page in each state it passes through (docs/ holds the README's).
+const shots = process.env.SCREENSHOTS;
+async function shot(page, name) {
+  if (shots) await page.screenshot({ path: path.join(shots, `page-${name}.png`), fullPage: true });
+}
 if (!dist || !cliOut) {
   console.error("usage: node e2e.mjs DIST CLI_OUT");
   process.exit(2);
@@ -173,8 +178,9 @@ try {
       return shown > 0 ? { state: s, shown, status: document.querySelector("#status").textContent }
         : (s === "failed" || s === "ready" && document.querySelector("#trajectories")) ? { state: s, shown } : null;
     }, null, { timeout: TIMEOUT_MS, polling: 100 }).then((h) => h.jsonValue());
+    await shot(page, "forming");
     check(early.state === "running" && early.shown === 6,
-      `previews of all 6 images appear while the run is under way (${early.shown} shown: ${early.status})`);
+      `previews of all 6 images appear while the run is under way, ${((Date.now() - t0) / 1000).toFixed(0)} s after opening the link (${early.shown} shown: ${early.status})`);
     await settle(page);
     const fatal = await page.textContent("#fatal");
     check(!fatal && (await state(page)) === "ready", `the page runs the link (${((Date.now() - t0) / 1000).toFixed(0)} s): ${fatal || await page.textContent("#status")}`);
@@ -194,11 +200,13 @@ try {
       `the timeline has a row per swap point, swapping after steps 2 and 0 of 3 (${JSON.stringify(timeline)})`);
     await page.click("#trajectories .trajectory[data-style='0'] img.zoomable >> nth=2");
     await page.waitForSelector("#closer #difference", { timeout: 60000 });
+    await shot(page, "closer");
     const closer = await page.textContent("#closer");
     const readout = await page.$$eval("#closer .readout tr", (rs) => rs.length);
     check(/t = 3/.test(closer) && /mean absolute change/.test(closer) && readout > 1,
       `a swap image opens large beside the neutral image, with a difference map and ${readout - 1} readouts`);
     await page.click("#close-closer");
+    await shot(page, "results");
     const walk = await page.$$eval("#walkthrough li", (ls) => ls.length);
     check(walk >= 3, `the example has a guided walk-through (${walk} steps)`);
     const probs = await page.$$eval("#trajectories .trajectory .prob", (ps) => ps.map((p) => p.textContent));
@@ -225,6 +233,7 @@ try {
       || document.querySelector("#status")?.dataset.state === "failed", null, { timeout: TIMEOUT_MS, polling: 500 });
     const source = (await page.textContent("#source").catch(() => null)) ?? (await page.textContent("#status"));
     check(/From your image neutral\.png: inverted and regenerated at [\d.]+ dB PSNR/.test(source), `an uploaded image is inverted and traversed (${source})`);
+    await shot(page, "own-image");
     const [invDownload] = await Promise.all([page.waitForEvent("download", { timeout: 600000 }), page.click("#download")]);
     await invDownload.saveAs(path.join(cliOut, "page-invert.zip"));
     const first = await page.getAttribute("#frame-image", "src");
@@ -257,6 +266,7 @@ try {
     await page.click("#stop");
     await page.waitForFunction(() => document.querySelector("#status")?.dataset.state !== "running", null,
       { timeout: TIMEOUT_MS, polling: 200 });
+    await shot(page, "stopped");
     const status = await page.textContent("#status");
     const kept = await page.$$eval("#live figure img", (is) => is.length);
     const marker = await page.$$eval("#live #timeline line.now", (ls) => ls.length);
