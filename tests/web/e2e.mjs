@@ -195,7 +195,7 @@ try {
     const cli_px = await pixels(page, names.map((n) => `${base}cli/${n}.png`));
     const scores = page_px.map((p, i) => psnr(p, cli_px[i]));
     check(scores.length === 6 && scores.every((s) => s >= 30), `GPU images match the CLI's CPU images: PSNR ${scores.map((s) => s.toFixed(1)).join(", ")} dB (≥ 30)`);
-    const timeline = await page.$$eval("#trajectories #timeline .row", (rs) => rs.map((r) => [r.dataset.t, r.dataset.swapStep]));
+    const timeline = await page.$$eval("#trajectories #timeline .row[data-t]", (rs) => rs.map((r) => [r.dataset.t, r.dataset.swapStep]));
     check(JSON.stringify(timeline) === JSON.stringify([["1", "2"], ["3", "0"]]),
       `the timeline has a row per swap point, swapping after steps 2 and 0 of 3 (${JSON.stringify(timeline)})`);
     await page.click("#trajectories .trajectory[data-style='0'] img.zoomable >> nth=2");
