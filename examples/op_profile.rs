@@ -8,6 +8,7 @@ use burn::nn::{GroupNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::silu;
+use traverse::nn::attention::multi_head_attention;
 
 fn time(name: &str, mut f: impl FnMut() -> TensorData) {
     f();
@@ -33,11 +34,20 @@ fn main() {
     });
     let q = Tensor::<4>::random([2, 8, 4096, 40], Distribution::Normal(0.0, 1.0), &d);
     let opts = burn::tensor::ops::AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-    time("self-attention 8x4096x40 b2", || {
+    time("self-attention 8x4096x40 b2 (burn-flex)", || {
         burn::tensor::module::attention(q.clone(), q.clone(), q.clone(), None, None, opts).into_data()
     });
+    // The same call as the U-Net makes it, on tokens `[2, 4096, 320]`: this crate's CPU kernel.
+    let tokens = Tensor::<3>::random([2, 4096, 320], Distribution::Normal(0.0, 1.0), &d);
+    time("self-attention, traverse's CPU kernel", || {
+        multi_head_attention(tokens.clone(), tokens.clone(), tokens.clone(), 8, false, 0).into_data()
+    });
+    let context = Tensor::<3>::random([2, 77, 320], Distribution::Normal(0.0, 1.0), &d);
+    time("cross-attention, traverse's CPU kernel", || {
+        multi_head_attention(tokens.clone(), context.clone(), context.clone(), 8, false, 0).into_data()
+    });
     let k = Tensor::<4>::random([2, 8, 77, 40], Distribution::Normal(0.0, 1.0), &d);
-    time("cross-attention 8x4096x77 b2", || {
+    time("cross-attention 8x4096x77 b2 (burn-flex)", || {
         burn::tensor::module::attention(q.clone(), k.clone(), k.clone(), None, None, opts).into_data()
     });
     let t = Tensor::<3>::random([2, 4096, 320], Distribution::Normal(0.0, 1.0), &d);

@@ -14,7 +14,7 @@ use crate::app::examples::{self, Example};
 use crate::app::live::Live;
 use crate::app::params::{FieldCheck, MAX_SAMPLES, MAX_STEPS, Traversal};
 use crate::app::readout::MapDot;
-use crate::app::slot::Latest;
+use crate::app::slot::{Latest, Ticket, Unavailable};
 use crate::app::timeline::Timeline;
 use crate::classifier::Classifier;
 use crate::pipeline::StableDiffusion;
@@ -64,6 +64,19 @@ fn location_query() -> String {
 fn set_location_query(t: &Traversal) {
     if let Some(h) = web_sys::window().and_then(|w| w.history().ok()) {
         let _ = h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&format!("?{}", t.to_query())));
+    }
+}
+
+/// Borrows the newest finished run, waiting a frame at a time while other work (a frame decode, a download)
+/// has it; `None` when no run has finished.
+async fn borrow_run(cell: &RefCell<Latest<Run>>) -> Option<(Ticket, Run)> {
+    loop {
+        match cell.borrow_mut().lend() {
+            Ok(lent) => return Some(lent),
+            Err(Unavailable::Empty) => return None,
+            Err(Unavailable::Lent(_)) => {}
+        }
+        engine::next_frame().await;
     }
 }
 
@@ -155,7 +168,7 @@ pub fn App() -> impl IntoView {
                 wanted.set_value(None);
                 let (Some(e), cell) = (engine.get_value(), run.get_value()) else { break };
                 // The run is lent out while decoding, so no borrow is held across an await.
-                let Some((ticket, mut r)) = cell.borrow_mut().lend() else { break };
+                let Some((ticket, mut r)) = borrow_run(&cell).await else { break };
                 let kind = r.outcome.traversal.kind;
                 let result = r.frame(&e.models(kind), style, at).await;
                 // A run started meanwhile voids this one: its frame is not shown and it is not put back.
@@ -255,7 +268,10 @@ pub fn App() -> impl IntoView {
         let (Some(e), cell) = (engine.get_value(), run.get_value()) else { return };
         saving.set(Some("Preparing the download …".into()));
         spawn_local(async move {
-            let Some((ticket, r)) = cell.borrow_mut().lend() else { return };
+            let Some((ticket, r)) = borrow_run(&cell).await else {
+                saving.set(Some("There is no finished run to download.".into()));
+                return;
+            };
             let t = &r.outcome.traversal;
             let result = r.archive(&e.models(t.kind), e.load_s, page_figures()).await;
             let name = format!("traverse-{}-seed{}.zip", t.example.as_deref().unwrap_or("custom"), t.seed);

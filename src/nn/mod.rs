@@ -2,6 +2,8 @@
 //! (`resnet.py`, `attention_processor.py`, `downsampling.py`/`upsampling.py`).
 
 pub mod attention;
+#[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+pub mod cpu_attention;
 pub mod resnet;
 pub mod sampling;
 
