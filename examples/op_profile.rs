@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::silu;
 use traverse::nn::attention::multi_head_attention;
+use traverse::nn::group_norm_silu;
 
 fn time(name: &str, mut f: impl FnMut() -> TensorData) {
     f();
@@ -28,6 +29,7 @@ fn main() {
     time("conv3x3 320->320 @64x64 b2", || conv.forward(x.clone()).into_data());
     time("groupnorm 32 @320x64x64 b2", || gn.forward(x.clone()).into_data());
     time("silu", || silu(x.clone()).into_data());
+    time("groupnorm + silu, traverse's fused CPU pass", || group_norm_silu(&gn, x.clone()).into_data());
     time("add", || (x.clone() + x.clone()).into_data());
     time("to tokens (swap+reshape)", || {
         x.clone().reshape([2, 320, 4096]).swap_dims(1, 2).reshape([2, 4096, 320]).into_data()

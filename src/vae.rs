@@ -4,7 +4,6 @@
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -301,7 +300,7 @@ impl Encoder {
     fn forward(&self, image: Tensor<4>) -> Tensor<4> {
         let x = self.down_blocks.iter().fold(self.conv_in.forward(image), |x, b| b.forward(x));
         let x = self.mid_block.forward(x);
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward(crate::nn::group_norm_silu(&self.conv_norm_out, x))
     }
 }
 
@@ -310,7 +309,7 @@ impl Decoder {
     fn forward(&self, z: Tensor<4>) -> Tensor<4> {
         let x = self.mid_block.forward(self.conv_in.forward(z));
         let x = self.up_blocks.iter().fold(x, |x, b| b.forward(x));
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward(crate::nn::group_norm_silu(&self.conv_norm_out, x))
     }
 }
 

@@ -50,11 +50,11 @@ pub fn multi_head_attention(
     out.swap_dims(1, 2).reshape([b, n, c])
 }
 
-/// `[B, heads, N, d]` attention through [`super::cpu_attention`] where the tensors live on burn's CPU
+/// `[B, heads, N, d]` attention through [`super::cpu`] where the tensors live on burn's CPU
 /// backend in f32 outside autodiff (`None` elsewhere: the GPU and training keep burn's kernel).
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
 fn on_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tensor<4>> {
-    use super::cpu_attention::{Shape, attention};
+    use super::cpu::{Shape, attention};
     let device = q.device();
     if device != Device::flex() || device.is_autodiff() || q.dtype() != burn::tensor::DType::F32 {
         return None;

@@ -3,7 +3,7 @@
 
 pub mod attention;
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
-pub mod cpu_attention;
+pub mod cpu;
 pub mod resnet;
 pub mod sampling;
 
@@ -22,6 +22,38 @@ pub(crate) fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d
 /// GroupNorm with affine parameters (PyTorch's `nn.GroupNorm`).
 pub(crate) fn group_norm(groups: usize, channels: usize, eps: f64, device: &Device) -> GroupNorm {
     GroupNormConfig::new(groups, channels).with_epsilon(eps).init(device)
+}
+
+/// `silu(norm(x))`, the ResNet blocks' pattern: one fused pass on burn's CPU backend ([`cpu::group_norm_silu`]),
+/// burn's two ops elsewhere.
+pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+    if let Some(y) = group_norm_silu_on_cpu(norm, &x) {
+        return y;
+    }
+    burn::tensor::activation::silu(norm.forward(x))
+}
+
+#[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+fn group_norm_silu_on_cpu(norm: &GroupNorm, x: &Tensor<4>) -> Option<Tensor<4>> {
+    let device = x.device();
+    if device != Device::flex() || device.is_autodiff() || x.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let [batch, channels, h, w] = x.dims();
+    let read = |t: Tensor<1>| t.try_into_data().ok()?.try_into_vec::<f32>().ok();
+    let gamma = match &norm.gamma {
+        Some(g) => read(g.val())?,
+        None => vec![1.0; channels],
+    };
+    let beta = match &norm.beta {
+        Some(b) => read(b.val())?,
+        None => vec![0.0; channels],
+    };
+    let mut data = x.clone().try_into_data().ok()?.try_into_vec::<f32>().ok()?;
+    let groups = cpu::Groups { batch, channels, pixels: h * w, groups: norm.num_groups };
+    cpu::group_norm_silu(&mut data, groups, &gamma, &beta, norm.epsilon as f32);
+    Some(Tensor::from_data(TensorData::new(data, [batch, channels, h, w]), &device))
 }
 
 /// diffusers' `act_fn` of the U-Net and the VAE: SiLU, under either of its names (the only one SD uses).

@@ -9,7 +9,6 @@ pub mod transformer;
 use burn::nn::GroupNorm;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -437,6 +436,6 @@ impl UNet2DConditionModel {
             });
             x = block.forward(x, &mut skips, &temb, context, upsample_size);
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward(crate::nn::group_norm_silu(&self.conv_norm_out, x))
     }
 }

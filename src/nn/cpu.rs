@@ -1,11 +1,16 @@
-//! Attention on the CPU for long sequences: query blocks through the `gemm` crate with a vectorized softmax.
+//! Kernels for burn's CPU backend where burn-flex leaves speed on the table (README, *Speed*), used by the
+//! model code only on that backend, in f32, outside autodiff: the GPU and training keep burn's kernels.
 //!
-//! burn-flex's flash attention walks the keys in tiles of 64 and rescales every query's accumulator after each
-//! tile, with a scalar `exp` per score; at SD 1.5's 4096-token self-attention that is 2.5× PyTorch's time
-//! (README, *Speed*). Here each block of queries takes its whole score row at once, sized to stay in the
-//! core's L2: `S = Q_b·Kᵀ` and `O_b = softmax(S)·V` are two well-shaped `gemm` calls, and the softmax
-//! between them runs 16 lanes at a time with an `exp` that compiles to AVX-512 or AVX2 where the CPU has them.
-//! The scores are exact softmax (no online rescaling), so the result equals burn's within float rounding.
+//! - [`attention`]: burn-flex's flash attention walks the keys in tiles of 64 and rescales every query's
+//!   accumulator after each tile, with a scalar `exp` per score; at SD 1.5's 4096-token self-attention that
+//!   is 2.5× PyTorch's time. Here each block of queries takes its whole score row at once, sized to a core's
+//!   L2: `S = Q_b·Kᵀ` and `O_b = softmax(S)·V` are two well-shaped `gemm` calls with the softmax between
+//!   them. The scores are exact softmax (no online rescaling), so the result equals burn's within rounding.
+//! - [`group_norm_silu`]: GroupNorm then SiLU (every ResNet block's pattern) in one pass over each group
+//!   after its statistics, where burn makes several passes and evaluates `exp` one element at a time.
+//!
+//! The row loops are written in 16 fixed lanes and compiled three times (AVX-512, AVX2+FMA, baseline), the
+//! CPU choosing at run time, so the same binary vectorizes wherever it runs.
 
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
@@ -123,35 +128,40 @@ fn block(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut [f32], s
     }
 }
 
-/// Replaces a score row by `exp(s - max)` and returns its sum (softmax's numerator and denominator).
-fn softmax_numerator(row: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { softmax_avx512(row) };
+/// Defines `fn $name` that runs `$body` compiled for the best instruction set the CPU has.
+macro_rules! simd_dispatch {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn v4($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `v4` is compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for `v3`.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $body($($arg),*)
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: as above.
-            return unsafe { softmax_avx2(row) };
-        }
-    }
-    softmax_body(row)
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn softmax_avx512(row: &mut [f32]) -> f32 {
-    softmax_body(row)
-}
+simd_dispatch!(
+    /// Replaces a score row by `exp(s - max)` and returns its sum (softmax's numerator and denominator).
+    fn softmax_numerator(row: &mut [f32]) -> f32 = softmax_body
+);
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn softmax_avx2(row: &mut [f32]) -> f32 {
-    softmax_body(row)
-}
-
-/// Written in fixed-width lanes so that the compiler vectorizes it at the caller's target features.
 #[inline(always)]
 fn softmax_body(row: &mut [f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
@@ -178,9 +188,9 @@ fn softmax_body(row: &mut [f32]) -> f32 {
     sum
 }
 
-/// `e^x` for `x ≤ 0` (softmax's shifted scores) within about 2 ulp, branch-free so it vectorizes: Cody–Waite
-/// reduction to `r ∈ [-ln2/2, ln2/2]`, Cephes' degree-6 polynomial, and the power of two built in the
-/// exponent bits. Below -87.3, where `e^x` leaves f32's normal range, it returns `e^-87.3` (1.2e-38).
+/// `e^x` within about 2 ulp, branch-free so it vectorizes: Cody–Waite reduction to `r ∈ [-ln2/2, ln2/2]`,
+/// Cephes' degree-6 polynomial, and the power of two built in the exponent bits. `x` is clamped to
+/// [-87.3, 88.3], f32's normal range (so `e^-100` reads 1.2e-38 and `e^100` 2.1e38).
 #[inline(always)]
 fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -188,7 +198,7 @@ fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // 1.5 · 2²³: adding it rounds to an integer held in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.3);
+    let x = x.clamp(-87.3, 88.3);
     let t = x * LOG2E + ROUND;
     let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
@@ -199,9 +209,75 @@ fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    // n ∈ [-126, 0]: its two's complement sits in t's low mantissa bits.
+    // n ∈ [-126, 127]: its two's complement sits in t's low mantissa bits.
     let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     e * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// Sizes of one GroupNorm over a contiguous `[batch, channels, pixels]` buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Groups {
+    /// Batch size.
+    pub batch: usize,
+    /// Channels (a multiple of `groups`).
+    pub channels: usize,
+    /// Pixels per channel (H × W).
+    pub pixels: usize,
+    /// Number of groups.
+    pub groups: usize,
+}
+
+/// `silu(GroupNorm(x))` in place, with per-channel `gamma`/`beta` and PyTorch's biased variance.
+///
+/// # Panics
+/// If the buffers' lengths do not match `g` or the channels do not split into the groups.
+pub fn group_norm_silu(x: &mut [f32], g: Groups, gamma: &[f32], beta: &[f32], eps: f32) {
+    let Groups { batch, channels, pixels, groups } = g;
+    assert!(groups > 0 && channels.is_multiple_of(groups), "{channels} channels in {groups} groups");
+    assert_eq!(x.len(), batch * channels * pixels, "input buffer");
+    assert!(gamma.len() == channels && beta.len() == channels, "affine parameters");
+    let per_group = channels / groups;
+    if x.is_empty() {
+        return;
+    }
+    x.par_chunks_mut(per_group * pixels).enumerate().for_each(|(i, group)| {
+        let c0 = (i % groups) * per_group;
+        norm_silu_group(group, pixels, &gamma[c0..c0 + per_group], &beta[c0..c0 + per_group], eps);
+    });
+}
+
+simd_dispatch!(
+    /// One group's channels, each `pixels` long: statistics, then normalize, scale, shift and SiLU.
+    fn norm_silu_group(x: &mut [f32], pixels: usize, gamma: &[f32], beta: &[f32], eps: f32) -> () = norm_silu_body
+);
+
+#[inline(always)]
+fn norm_silu_body(x: &mut [f32], pixels: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = lane_sum(x, |v| v) / n;
+    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
+    let inv_std = 1.0 / (var + eps).sqrt();
+    for ((channel, &gamma), &beta) in x.chunks_exact_mut(pixels).zip(gamma).zip(beta) {
+        let scale = gamma * inv_std;
+        let shift = beta - mean * scale;
+        for v in channel.iter_mut() {
+            let y = *v * scale + shift;
+            *v = y / (1.0 + exp(-y));
+        }
+    }
+}
+
+/// `Σ f(x)` in 16 partial sums (vectorizable, and more accurate than one running sum).
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (s, &v) in lanes.iter_mut().zip(c) {
+            *s += f(v);
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
 }
 
 #[cfg(test)]
@@ -211,13 +287,13 @@ mod tests {
     #[test]
     fn exp_is_within_two_ulp_of_the_standard_library() {
         let mut worst = 0.0f64;
-        for i in 0..=200_000 {
-            let x = -87.0 * i as f32 / 200_000.0;
+        for i in -200_000..=200_000 {
+            let x = 87.0 * i as f32 / 200_000.0;
             let (ours, std) = (exp(x) as f64, (x as f64).exp());
             worst = worst.max((ours - std).abs() / std);
         }
         assert!(worst < 2.5e-7, "relative error {worst}");
-        assert!(exp(-1000.0) < 1e-37);
+        assert!(exp(-1000.0) < 1e-37 && exp(1000.0) > 1e38 && exp(1000.0).is_finite());
         assert_eq!(exp(0.0), 1.0);
     }
 
@@ -262,6 +338,29 @@ mod tests {
             let want = reference(&q, &k, &v, s, 0.35);
             let err = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(err < 1e-5, "{s:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn group_norm_silu_equals_the_textbook_formula() {
+        let mut rng = crate::rng::PortableNormal::new(9);
+        let g = Groups { batch: 2, channels: 6, pixels: 37, groups: 3 };
+        let x: Vec<f32> = (0..2 * 6 * 37).map(|i| rng.sample() * 3.0 + (i % 5) as f32).collect();
+        let gamma: Vec<f32> = (0..6).map(|c| 0.5 + c as f32 * 0.3).collect();
+        let beta: Vec<f32> = (0..6).map(|c| c as f32 * 0.2 - 0.4).collect();
+        let mut ours = x.clone();
+        group_norm_silu(&mut ours, g, &gamma, &beta, 1e-5);
+        let per_group = 2 * 37;
+        for (i, (group, out)) in x.chunks(per_group).zip(ours.chunks(per_group)).enumerate() {
+            let n = per_group as f64;
+            let mean = group.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = group.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            for (j, (&v, &o)) in group.iter().zip(out).enumerate() {
+                let c = (i % 3) * 2 + j / 37;
+                let y = (v as f64 - mean) / (var + 1e-5).sqrt() * gamma[c] as f64 + beta[c] as f64;
+                let want = y / (1.0 + (-y).exp());
+                assert!((o as f64 - want).abs() < 2e-6, "group {i}, element {j}: {o} vs {want}");
+            }
         }
     }
 }
