@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::silu;
 use traverse::nn::attention::multi_head_attention;
-use traverse::nn::group_norm_silu;
+use traverse::nn::{geglu, group_norm_silu};
 
 fn time(name: &str, mut f: impl FnMut() -> TensorData) {
     f();
@@ -55,4 +55,11 @@ fn main() {
     let t = Tensor::<3>::random([2, 4096, 320], Distribution::Normal(0.0, 1.0), &d);
     let lin = burn::nn::LinearConfig::new(320, 2560).init(&d);
     time("linear 320->2560 on 8192 tokens", || lin.forward(t.clone()).into_data());
+    let h = Tensor::<3>::random([2, 4096, 2560], Distribution::Normal(0.0, 1.0), &d);
+    time("GEGLU gate 2x4096x1280 (burn ops)", || {
+        let mut parts = h.clone().chunk(2, 2);
+        let gate = parts.pop().unwrap();
+        (parts.pop().unwrap() * burn::tensor::activation::gelu(gate)).into_data()
+    });
+    time("GEGLU gate, traverse's CPU pass", || geglu(h.clone()).into_data());
 }

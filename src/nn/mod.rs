@@ -56,6 +56,31 @@ fn group_norm_silu_on_cpu(norm: &GroupNorm, x: &Tensor<4>) -> Option<Tensor<4>> 
     Some(Tensor::from_data(TensorData::new(data, [batch, channels, h, w]), &device))
 }
 
+/// diffusers' `GEGLU` after its projection: `[…, value | gate]` → `value · gelu(gate)` (erf GELU); one
+/// vectorized pass on burn's CPU backend ([`cpu::geglu`]), burn's ops elsewhere.
+pub fn geglu(h: Tensor<3>) -> Tensor<3> {
+    #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+    if let Some(out) = geglu_on_cpu(&h) {
+        return out;
+    }
+    let mut parts = h.chunk(2, 2);
+    let gate = parts.pop().expect("two chunks");
+    let value = parts.pop().expect("two chunks");
+    value * burn::tensor::activation::gelu(gate)
+}
+
+#[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+fn geglu_on_cpu(h: &Tensor<3>) -> Option<Tensor<3>> {
+    let device = h.device();
+    let [b, n, width] = h.dims();
+    if device != Device::flex() || device.is_autodiff() || h.dtype() != burn::tensor::DType::F32 || width % 2 != 0 {
+        return None;
+    }
+    let data = h.clone().try_into_data().ok()?.try_into_vec::<f32>().ok()?;
+    let out = cpu::geglu(&data, width / 2);
+    Some(Tensor::from_data(TensorData::new(out, [b, n, width / 2]), &device))
+}
+
 /// diffusers' `act_fn` of the U-Net and the VAE: SiLU, under either of its names (the only one SD uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

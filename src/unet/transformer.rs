@@ -4,7 +4,6 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 
 use crate::nn::attention::{Attention, AttentionConfig};
 use crate::nn::{conv, group_norm};
@@ -32,10 +31,7 @@ impl FeedForward {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let mut parts = self.geglu.proj.forward(x).chunk(2, 2);
-        let gate = parts.pop().expect("two chunks");
-        let value = parts.pop().expect("two chunks");
-        self.out.forward(value * gelu(gate))
+        self.out.forward(crate::nn::geglu(self.geglu.proj.forward(x)))
     }
 }
 
