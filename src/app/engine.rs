@@ -316,9 +316,13 @@ pub struct Models<'a> {
 }
 
 impl Models<'_> {
-    /// How this model's runs fit the device at its native size.
-    fn plan(&self, guided: bool) -> Result<Plan> {
-        let size = self.sd.default_image_size();
+    /// The image side `t` asks for, or the model's native one.
+    fn size(&self, t: &Traversal) -> usize {
+        t.size.unwrap_or_else(|| self.sd.default_image_size())
+    }
+
+    /// How this model's runs of `size`-pixel images fit the device.
+    fn plan(&self, size: usize, guided: bool) -> Result<Plan> {
         self.sd.plan([size, size], guided, self.max_binding)
     }
 
@@ -326,7 +330,9 @@ impl Models<'_> {
     async fn pictures(&self, latents: Vec<Tensor<4>>, each: &mut dyn FnMut(usize, &Picture)) -> Result<Vec<Picture>> {
         let mut out = Vec::with_capacity(latents.len());
         // At most four at a time, so the page repaints in between; fewer where the buffers are small.
-        let per_decode = self.plan(false)?.decode_batch.min(4);
+        let Some(first) = latents.first() else { return Ok(out) };
+        let size = first.dims()[2] * self.sd.vae_config.downsampling();
+        let per_decode = self.plan(size, false)?.decode_batch.min(4);
         for chunk in latents.chunks(per_decode) {
             let images = self.sd.vae.decode(Tensor::cat(chunk.to_vec(), 0));
             let [b, _, h, w] = images.dims();
@@ -446,7 +452,7 @@ pub async fn invert_image(
     mut status: impl FnMut(String),
 ) -> Result<Option<Inverted>> {
     let sd = models.sd;
-    let size = sd.default_image_size();
+    let size = models.size(t);
     sd.latent_size(size, size)?;
     let rgb = crate::image::decode_limited(name, bytes, MAX_UPLOAD_DECODED_BYTES)?;
     let x = crate::image::rgb_to_tensor(&rgb, size, size, sd.device());
@@ -509,13 +515,13 @@ pub async fn run(
 ) -> Result<Option<Run>> {
     let start = performance_now();
     let sd = models.sd;
-    let size = sd.default_image_size();
+    let size = models.size(t);
     let [h, w] = sd.latent_size(size, size)?;
     let init = match from {
         Some(inverted) => inverted.noise.clone(),
         None => initial_latents(t.seed, sd.unet_config.in_channels, h, w, sd.device()),
     };
-    let plan = models.plan(t.guidance > 1.0)?;
+    let plan = models.plan(size, t.guidance > 1.0)?;
     let settings = SwapSettings {
         steps: t.steps,
         guidance: t.guidance,
@@ -591,7 +597,7 @@ impl Run {
     pub async fn archive(&self, models: &Models<'_>, load_s: f64, figures: Vec<(String, Vec<u8>)>) -> Result<Vec<u8>> {
         let (o, sd) = (&self.outcome, models.sd);
         let t = &o.traversal;
-        let size = sd.default_image_size();
+        let size = models.size(t);
         let [h, w] = sd.latent_size(size, size)?;
         let init = match &self.origin {
             Some((_, _, noise)) => noise.clone(),

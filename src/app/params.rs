@@ -18,6 +18,10 @@ pub const MAX_SWAP_POINTS: usize = 20;
 pub const MAX_STEPS: usize = 1000;
 /// Most interpolated frames along the Bézier curve.
 pub const MAX_SAMPLES: usize = 200;
+/// Smallest image side a link may ask for, in pixels.
+pub const MIN_SIZE: usize = 64;
+/// Largest image side a link may ask for, in pixels (SD 1.5's 512 and SD 2's 768 fit).
+pub const MAX_SIZE: usize = 1024;
 
 /// Every parameter of one traversal. [`Default`] is the paper's setting on the first built-in example.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +52,8 @@ pub struct Traversal {
     pub shown: usize,
     /// Which interpolated frame the slider shows.
     pub frame: usize,
+    /// Image side in pixels; `None` is the model's native size (its U-Net's `sample_size` × 8).
+    pub size: Option<usize>,
     /// Model folder, relative to the page (a diffusers folder with the standard file names).
     pub model: String,
 }
@@ -60,9 +66,9 @@ impl Default for Traversal {
 }
 
 /// The parameters a link may carry; anything else is reported as ignored.
-pub const KNOWN: [&str; 14] = [
+pub const KNOWN: [&str; 15] = [
     "example", "kind", "seed", "neutral", "style", "negative", "steps", "guidance", "t", "controls", "samples",
-    "shown", "frame", "model",
+    "shown", "frame", "size", "model",
 ];
 
 impl Traversal {
@@ -82,6 +88,7 @@ impl Traversal {
             samples: 50,
             shown: 0,
             frame: 49,
+            size: None,
             model: "model".into(),
         }
     }
@@ -169,6 +176,9 @@ impl Traversal {
         if let Some(v) = one("shown")? {
             t.shown = number("shown", v, 0, t.styles.len() - 1)?;
         }
+        if let Some(v) = one("size")? {
+            t.size = Some(image_size(v).map_err(|why| bad("size", why))?);
+        }
         if let Some(v) = one("model")? {
             t.model = model_path(v)?;
         }
@@ -223,6 +233,9 @@ impl Traversal {
         if self.frame != self.samples - 1 {
             q.append_pair("frame", &self.frame.to_string());
         }
+        if let Some(size) = self.size {
+            q.append_pair("size", &size.to_string());
+        }
         if self.model != base.model {
             q.append_pair("model", &self.model);
         }
@@ -233,7 +246,7 @@ impl Traversal {
     /// model. An unknown id changes nothing.
     pub fn pick_example(&mut self, id: &str) {
         if let Some(ex) = examples::all().into_iter().find(|e| e.id == id) {
-            *self = Self { model: self.model.clone(), ..Self::from_example(&ex, self.seed) };
+            *self = Self { model: self.model.clone(), size: self.size, ..Self::from_example(&ex, self.seed) };
         }
     }
 
@@ -312,6 +325,14 @@ impl Traversal {
         }
         self.swap_points = points;
         self.controls = self.controls.min(self.swap_points.len() + 1);
+        Ok(())
+    }
+
+    /// The form's image size: empty for the model's native size, else a multiple of 8 in
+    /// [`MIN_SIZE`]..=[`MAX_SIZE`] (the model's own limits are checked when it runs).
+    pub fn edit_size(&mut self, text: &str) -> FieldCheck {
+        let text = text.trim();
+        self.size = if text.is_empty() { None } else { Some(image_size(text)?) };
         Ok(())
     }
 
@@ -404,6 +425,15 @@ pub(crate) fn number(name: &str, v: &str, lo: usize, hi: usize) -> Result<usize>
 }
 
 /// Swap points as a link or the form writes them, "5,10,15": sorted, distinct, at most [`MAX_SWAP_POINTS`].
+/// An image side: a multiple of 8 (SD's VAE downsampling) in [`MIN_SIZE`]..=[`MAX_SIZE`].
+fn image_size(v: &str) -> std::result::Result<usize, String> {
+    let size = whole(v.trim(), MIN_SIZE, MAX_SIZE)?;
+    if !size.is_multiple_of(8) {
+        return Err(format!("{size} px is not a multiple of 8"));
+    }
+    Ok(size)
+}
+
 fn swap_points(v: &str) -> std::result::Result<Vec<usize>, String> {
     let mut points = v.split(',').map(|p| whole(p.trim(), 1, MAX_STEPS)).collect::<std::result::Result<Vec<_>, _>>()?;
     points.sort_unstable();
@@ -483,6 +513,7 @@ mod tests {
             "example=derm-nv&seed=7&t=2,4&steps=6&guidance=3.5&controls=3&samples=10&shown=1&frame=4",
             "kind=derm&seed=1&neutral=a+dermoscopic+image&style=with+ruler+%26+ink&style=hair%3F",
             "example=chest&seed=18446744073709551615&model=models%2Fmine",
+            "example=chest&seed=3&size=192",
         ];
         for q in queries {
             let (t, ignored) = Traversal::from_query(q).unwrap();
@@ -515,6 +546,8 @@ mod tests {
             ("frame=50", "`frame`"),
             ("shown=2", "`shown`"),
             ("model=..%2Fsecret", "`model`"),
+            ("size=100", "not a multiple of 8"),
+            ("size=4096", "`size`"),
             ("model=https%3A%2F%2Fevil.example%2Fm", "`model`"),
         ] {
             let err = Traversal::from_query(q).unwrap_err().to_string();
@@ -602,6 +635,12 @@ mod tests {
         t.edit_samples("10").unwrap();
         assert_eq!((t.samples, t.frame), (10, 9));
         assert!(t.edit_samples("1").is_err() && t.edit_samples("201").is_err());
+        t.edit_size("256").unwrap();
+        assert_eq!(t.size, Some(256));
+        assert!(t.edit_size("250").unwrap_err().contains("multiple of 8") && t.edit_size("2048").is_err());
+        assert_eq!(t.size, Some(256), "a bad value keeps the last good one");
+        t.edit_size(" ").unwrap();
+        assert_eq!(t.size, None, "empty: the model's native size");
         t.edit_negative(" blurry ").unwrap();
         assert!(t.edit_negative("a\u{7}").is_err());
         let (again, _) = Traversal::from_query(&t.to_query()).unwrap();

@@ -12,7 +12,7 @@ use crate::app::bench::BenchSettings;
 use crate::app::engine::{self, Gpu, Models, Outcome, Picture, Progress, Run};
 use crate::app::examples::{self, Example};
 use crate::app::live::Live;
-use crate::app::params::{FieldCheck, MAX_SAMPLES, MAX_STEPS, Traversal};
+use crate::app::params::{FieldCheck, MAX_SAMPLES, MAX_SIZE, MAX_STEPS, MIN_SIZE, Traversal};
 use crate::app::readout::MapDot;
 use crate::app::slot::{Latest, Ticket, Unavailable};
 use crate::app::timeline::Timeline;
@@ -511,6 +511,9 @@ fn Controls(
                 edit=Traversal::edit_controls hint="2 up to 1 + swap points" />
             <Field form label="Bézier samples " id="samples" value={|f| f.samples.to_string()}
                 edit=Traversal::edit_samples hint=format!("frames along each curve, 2 to {MAX_SAMPLES}") />
+            <Field form label="Image size " id="size" value={|f| f.size.map(|s| s.to_string()).unwrap_or_default()}
+                edit=Traversal::edit_size placeholder="(the model's own)"
+                hint=format!("pixels per side, a multiple of 8 from {MIN_SIZE} to {MAX_SIZE}") />
             <label class="wide">
                 "Or start from your own image (PNG or JPEG; it is inverted on your GPU and never leaves the browser) "
                 <input id="upload" type="file" accept="image/png,image/jpeg" on:change=choose />

@@ -277,6 +277,10 @@ try {
     await page.fill("#swap-points", "5,x");
     const error = await page.textContent("#swap-points-error");
     check(/not a whole number/.test(error), `a bad swap point is flagged as it is typed (${error})`);
+    await page.fill("#size", "100");
+    const sizeError = await page.textContent("#size-error");
+    check(/not a multiple of 8/.test(sizeError), `a bad image size is flagged as it is typed (${sizeError})`);
+    await page.fill("#size", "");
     await page.fill("#swap-points", "10,20");
     await page.fill("#edit", "Chest X-ray [with no significant findings:of a subject with pleural effusion:0.6]");
     await page.$eval("#edit", (el) => el.dispatchEvent(new Event("change", { bubbles: true })));
