@@ -61,6 +61,9 @@ fn on_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tensor<4>> {
     }
     let [b, heads, n, d] = q.dims();
     let [_, _, m, value_dim] = v.dims();
+    if d == 0 || m == 0 {
+        return None;
+    }
     let read = |t: &Tensor<4>| t.clone().try_into_data().ok()?.try_into_vec::<f32>().ok();
     let shape = Shape { heads: b * heads, queries: n, keys: m, dim: d, value_dim };
     let out = attention(&read(q)?, &read(k)?, &read(v)?, shape, 1.0 / (d as f32).sqrt());
