@@ -30,8 +30,8 @@ pub fn multi_head_attention(
     let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
     let (q, k, v) = (split(q, n), split(k, m), split(v, m));
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
-    if !causal && let Some(out) = on_cpu(&q, &k, &v) {
-        return out.swap_dims(1, 2).reshape([b, n, c]);
+    if !causal && d > 0 && m > 0 && super::on_cpu_backend(&q) {
+        return on_cpu(q, k, v).swap_dims(1, 2).reshape([b, n, c]);
     }
     let rows = query_rows(b * heads * m, n, max_scores);
     // A causal mask relates query i to key i, which a slice of queries would lose.
@@ -50,24 +50,16 @@ pub fn multi_head_attention(
     out.swap_dims(1, 2).reshape([b, n, c])
 }
 
-/// `[B, heads, N, d]` attention through [`super::cpu`] where the tensors live on burn's CPU
-/// backend in f32 outside autodiff (`None` elsewhere: the GPU and training keep burn's kernel).
+/// `[B, heads, N, d]` attention through [`super::cpu::attention`] (see [`super::on_cpu_backend`]).
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
-fn on_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tensor<4>> {
+fn on_cpu(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     use super::cpu::{Shape, attention};
-    let device = q.device();
-    if device != Device::flex() || device.is_autodiff() || q.dtype() != burn::tensor::DType::F32 {
-        return None;
-    }
+    use super::cpu_values;
     let [b, heads, n, d] = q.dims();
     let [_, _, m, value_dim] = v.dims();
-    if d == 0 || m == 0 {
-        return None;
-    }
-    let read = |t: &Tensor<4>| t.clone().try_into_data().ok()?.try_into_vec::<f32>().ok();
     let shape = Shape { heads: b * heads, queries: n, keys: m, dim: d, value_dim };
-    let out = attention(&read(q)?, &read(k)?, &read(v)?, shape, 1.0 / (d as f32).sqrt());
-    Some(Tensor::from_data(TensorData::new(out, [b, heads, n, value_dim]), &device))
+    let out = attention(&cpu_values(q), &cpu_values(k), &cpu_values(v), shape, 1.0 / (d as f32).sqrt());
+    Tensor::from_data(TensorData::new(out, [b, heads, n, value_dim]), &Device::flex())
 }
 
 /// Query rows per slice so that `rows × per_row` scores stay within `max_scores` (0: all `n` at once).
