@@ -1,5 +1,6 @@
 //! Building blocks shared by the U-Net and the VAE, one file each, named as in diffusers
-//! (`resnet.py`, `attention_processor.py`, `downsampling.py`/`upsampling.py`).
+//! (`resnet.py`, `attention_processor.py`, `downsampling.py`/`upsampling.py`), and `cpu.rs`: faster kernels
+//! for burn's CPU backend behind the same functions (attention, GroupNorm + SiLU, GEGLU).
 
 pub mod attention;
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
