@@ -6,13 +6,13 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{sigmoid, silu};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::group_norm;
+use crate::nn::{group_norm, group_norm_silu};
 use crate::weights::{NameMap, WeightFile};
 
 /// Sizes and label names of a classifier.
@@ -156,7 +156,7 @@ impl AttributeClassifier {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = x;
         for s in &self.stages {
-            x = silu(s.norm.forward(s.conv.forward(x)));
+            x = group_norm_silu(&s.norm, s.conv.forward(x));
         }
         let [b, c, _, _] = x.dims();
         self.head.forward(x.mean_dim(3).mean_dim(2).reshape([b, c]))

@@ -424,7 +424,6 @@ pub(crate) fn number(name: &str, v: &str, lo: usize, hi: usize) -> Result<usize>
     whole(v, lo, hi).map_err(|why| bad(name, why))
 }
 
-/// Swap points as a link or the form writes them, "5,10,15": sorted, distinct, at most [`MAX_SWAP_POINTS`].
 /// An image side: a multiple of 8 (SD's VAE downsampling) in [`MIN_SIZE`]..=[`MAX_SIZE`].
 fn image_size(v: &str) -> std::result::Result<usize, String> {
     let size = whole(v.trim(), MIN_SIZE, MAX_SIZE)?;
@@ -434,6 +433,7 @@ fn image_size(v: &str) -> std::result::Result<usize, String> {
     Ok(size)
 }
 
+/// Swap points as a link or the form writes them, "5,10,15": sorted, distinct, at most [`MAX_SWAP_POINTS`].
 fn swap_points(v: &str) -> std::result::Result<Vec<usize>, String> {
     let mut points = v.split(',').map(|p| whole(p.trim(), 1, MAX_STEPS)).collect::<std::result::Result<Vec<_>, _>>()?;
     points.sort_unstable();
