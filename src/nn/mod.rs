@@ -68,8 +68,8 @@ pub(crate) fn on_cpu_backend<const D: usize>(t: &Tensor<D>) -> bool {
 }
 
 /// The values of a tensor for which [`on_cpu_backend`] holds. Taking the tensor by value matters: when this
-/// is its only handle and its data are contiguous, burn hands the buffer over instead of copying it (a copy
-/// of SD 1.5's 84 MB GEGLU input took 150 ms, mostly page faults, against 18 ms for the kernel itself).
+/// is its only handle and its data are contiguous, burn hands the buffer over instead of copying it, and a
+/// copy into fresh memory of an activation as large as SD 1.5's GEGLU input costs more than the kernel.
 ///
 /// # Panics
 /// Never for such a tensor: burn's CPU backend reads its f32 data synchronously and infallibly.
