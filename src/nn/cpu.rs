@@ -17,8 +17,8 @@ use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 /// Score elements one query block holds: 256 Ki f32 = 1 MiB, about a core's L2. Larger blocks pack `Kᵀ` for
-/// `gemm` fewer times; at SD 1.5's 4096 keys (`examples/op_profile`, 2 cores) 16 Ki took 1.09 s per call,
-/// 64 Ki 0.48 s, 256 Ki 0.33 s, and 512 Ki to 4 Mi 0.28-0.40 s.
+/// `gemm` fewer times. `examples/op_profile`'s SD 1.5 self-attention (4096 keys, 2 cores), rebuilt with this
+/// constant at each value: 16 Ki took 1.09 s per call, 64 Ki 0.48 s, 256 Ki 0.33 s, and 512 Ki to 4 Mi 0.28-0.40 s.
 const BLOCK_SCORES: usize = 256 * 1024;
 /// SIMD width the row loops are written for (AVX-512's 16 f32 lanes; narrower CPUs split it).
 const LANES: usize = 16;
