@@ -3,7 +3,8 @@
 //! loads the int8 folder on burn's CPU backend (weights dequantized to f32) and on wgpu (weights kept int8,
 //! attention sliced under WebGPU's default 128 MiB buffer limit, as the page plans it), runs one guided U-Net
 //! call at a small latent on both, and prints load times, planned and measured GPU memory and the largest
-//! difference. A benchmark, not a test: on lavapipe (software Vulkan) it takes minutes.
+//! difference. The CPU's prediction goes to `DIR/cpu-prediction-LATENT.json`, for the page's benchmark of the
+//! same folder to be compared with (`tests/web/bench.mjs`). A benchmark, not a test: on lavapipe (software Vulkan) it takes minutes.
 //!
 //!     cargo run --release --features wgpu --example sd15_gpu -- DIR [LATENT]
 //!
@@ -93,9 +94,9 @@ fn run(dir: &Path, device: &Device, options: &LoadOptions, latent: usize) -> Res
     let t = Instant::now();
     let sd = StableDiffusion::from_source(&DirSource(dir.to_path_buf()), device, options)?;
     let weight_bytes = sd.device_bytes();
-    let cond = sd.embed("Chest X-ray of a subject with pleural effusion")?;
+    let cond = sd.embed(traverse::app::bench::PROMPT)?;
     let uncond = sd.embed("")?;
-    let latents = traverse::rng::initial_latents(42, 4, latent, latent, device);
+    let latents = traverse::rng::initial_latents(traverse::app::bench::SEED, 4, latent, latent, device);
     traverse::readback::values(cond.clone().sum())?;
     let load_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
@@ -145,5 +146,9 @@ fn main() -> Result<(), Failure> {
         println!("| {name} | {} | {plan} | {reserved} | {:.1} s | {:.1} s |", mb(r.weight_bytes), r.load_s, r.call_s);
     }
     println!("\nmax abs difference wgpu vs CPU: {err:.2e} (largest |output| {scale:.2})");
+    // The page's benchmark (`?bench=1&size=…`, same seed and prompt) is compared with this by tests/web/bench.mjs.
+    let reference = root.join(format!("cpu-prediction-{latent}.json"));
+    std::fs::write(&reference, serde_json::to_string(&on_cpu.out)?)?;
+    println!("CPU prediction written to {}", reference.display());
     Ok(())
 }

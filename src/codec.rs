@@ -74,6 +74,17 @@ fn dtype_size(dtype: &str) -> Option<u64> {
 /// gaps, and a data section that ends where the last tensor ends. Byte ranges in the table count from the
 /// file's start (the data follows the 8-byte length and the header).
 pub fn check_header(what: &str, header: &[u8], data_len: u64) -> Result<BTreeMap<String, TensorInfo>> {
+    checked_table(what, header, Some(data_len)).map(|(table, _)| table)
+}
+
+/// [`check_header`] for a file whose length is not known yet (a download in progress): the same checks, the
+/// data section taken to end where the last tensor ends; returns the table and that data length, which the
+/// rest of the stream must then match.
+pub fn check_streamed_header(what: &str, header: &[u8]) -> Result<(BTreeMap<String, TensorInfo>, u64)> {
+    checked_table(what, header, None)
+}
+
+fn checked_table(what: &str, header: &[u8], data_len: Option<u64>) -> Result<(BTreeMap<String, TensorInfo>, u64)> {
     let base = 8 + header.len() as u64;
     let bad = |message: String| Error::Safetensors { what: what.to_string(), message };
     let raw: serde_json::Map<String, serde_json::Value> =
@@ -101,7 +112,7 @@ pub fn check_header(what: &str, header: &[u8], data_len: u64) -> Result<BTreeMap
                 info.shape, info.dtype
             )));
         }
-        if end > data_len {
+        if let Some(data_len) = data_len.filter(|&n| end > n) {
             return Err(bad(format!(
                 "tensor '{name}' ends at byte {end} but the file has only {data_len} data bytes (truncated?)"
             )));
@@ -127,10 +138,10 @@ pub fn check_header(what: &str, header: &[u8], data_len: u64) -> Result<BTreeMap
         }
         cursor = *end;
     }
-    if cursor != data_len {
+    if let Some(data_len) = data_len.filter(|&n| n != cursor) {
         return Err(bad(format!("tensors cover {cursor} data bytes but the file has {data_len}")));
     }
-    Ok(out)
+    Ok((out, cursor))
 }
 
 /// Splits a whole safetensors file into (header JSON, data length) after checking the length prefix.

@@ -151,17 +151,16 @@ pub fn weight_files(src: &dyn ModelSource, dir: &str, base: &str, variant: Optio
 
 fn load<M: ModuleSnapshot>(
     src: &dyn ModelSource,
-    mut module: M,
+    module: &mut M,
     (dir, base): (&str, &str),
     options: &LoadOptions,
     names: &NameMap,
-) -> Result<M> {
+) -> Result<()> {
     let files = weight_files(src, dir, base, options.variant.as_deref())?
         .iter()
         .map(|f| src.weights(f))
         .collect::<Result<Vec<_>>>()?;
-    crate::weights::load_stored(&mut module, dir, files, names, options.storage)?;
-    Ok(module)
+    crate::weights::load_stored(module, dir, files, names, options.storage)
 }
 
 /// How a folder is loaded onto a device.
@@ -287,6 +286,46 @@ impl Configs {
     pub fn default_image_size(&self) -> usize {
         self.unet.sample_size.unwrap_or(64) * self.vae.downsampling()
     }
+
+    /// The folder's tokenizer ([`TOKENIZER_FILES`]), checked against the text encoder's positions.
+    pub fn tokenizer(&self, src: &dyn ModelSource) -> Result<ClipTokenizer> {
+        let opt = |path: &str| -> Result<Option<Vec<u8>>> {
+            if src.exists(path) {
+                src.read(path, crate::tokenizer::MAX_TOKENIZER_BYTES as u64).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let [tokenizer_json, vocab_json, merges_txt, config_json, special_tokens_map] = TOKENIZER_FILES;
+        let tokenizer = ClipTokenizer::from_files(&TokenizerFiles {
+            tokenizer_json: opt(tokenizer_json)?,
+            vocab_json: opt(vocab_json)?,
+            merges_txt: opt(merges_txt)?,
+            config_json: opt(config_json)?,
+            special_tokens_map_json: opt(special_tokens_map)?,
+        })?;
+        if tokenizer.max_length() > self.text.max_position_embeddings {
+            return Err(Error::config(
+                "tokenizer",
+                "model_max_length exceeds the text encoder's max_position_embeddings",
+            ));
+        }
+        Ok(tokenizer)
+    }
+
+    /// The text encoder, U-Net and VAE as the configs describe them, their parameters not yet allocated (burn
+    /// builds them lazily; loading sets them); attention sliced to at most `max_scores` scores (0: no limit).
+    pub fn networks(
+        &self,
+        device: &Device,
+        max_scores: usize,
+    ) -> Result<(ClipTextModel, UNet2DConditionModel, AutoencoderKL)> {
+        Ok((
+            self.text.init(device)?,
+            self.unet.init_limited(device, max_scores)?,
+            self.vae.init_limited(device, max_scores)?,
+        ))
+    }
 }
 
 /// A loaded Stable Diffusion model: tokenizer, text encoder, U-Net, VAE and the scheduler's config.
@@ -321,35 +360,27 @@ impl StableDiffusion {
 
     /// Loads a diffusers folder from any [`ModelSource`] as `options` say.
     pub fn from_source(src: &dyn ModelSource, device: &Device, options: &LoadOptions) -> Result<Self> {
-        let Configs { text: text_config, unet: unet_config, vae: vae_config, scheduler } = Configs::read(src)?;
-        let opt = |path: &str| -> Result<Option<Vec<u8>>> {
-            if src.exists(path) {
-                src.read(path, crate::tokenizer::MAX_TOKENIZER_BYTES as u64).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        let [tokenizer_json, vocab_json, merges_txt, config_json, special_tokens_map] = TOKENIZER_FILES;
-        let tokenizer = ClipTokenizer::from_files(&TokenizerFiles {
-            tokenizer_json: opt(tokenizer_json)?,
-            vocab_json: opt(vocab_json)?,
-            merges_txt: opt(merges_txt)?,
-            config_json: opt(config_json)?,
-            special_tokens_map_json: opt(special_tokens_map)?,
-        })?;
-        if tokenizer.max_length() > text_config.max_position_embeddings {
-            return Err(Error::config(
-                "tokenizer",
-                "model_max_length exceeds the text encoder's max_position_embeddings",
-            ));
-        }
-        let [(text_dir, text_base), (unet_dir, unet_base), (vae_dir, vae_base)] = WEIGHTS;
-        let max_scores = options.max_scores;
-        let text_encoder = load(src, text_config.init(device)?, (text_dir, text_base), options, &clip::NAMES)?;
-        let unet =
-            load(src, unet_config.init_limited(device, max_scores)?, (unet_dir, unet_base), options, &unet::NAMES)?;
-        let vae = load(src, vae_config.init_limited(device, max_scores)?, (vae_dir, vae_base), options, &vae::NAMES)?;
-        Ok(Self { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler, device: device.clone() })
+        let configs = Configs::read(src)?;
+        let tokenizer = configs.tokenizer(src)?;
+        let (mut text_encoder, mut unet, mut vae) = configs.networks(device, options.max_scores)?;
+        let [text, unet_files, vae_files] = WEIGHTS;
+        load(src, &mut text_encoder, text, options, &clip::NAMES)?;
+        load(src, &mut unet, unet_files, options, &unet::NAMES)?;
+        load(src, &mut vae, vae_files, options, &vae::NAMES)?;
+        Ok(Self::new(tokenizer, configs, text_encoder, unet, vae, device))
+    }
+
+    /// A model from its parts, once their weights are loaded (see [`Configs::networks`]).
+    pub fn new(
+        tokenizer: ClipTokenizer,
+        configs: Configs,
+        text_encoder: ClipTextModel,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        device: &Device,
+    ) -> Self {
+        let Configs { unet: unet_config, vae: vae_config, scheduler, .. } = configs;
+        Self { tokenizer, text_encoder, unet, vae, unet_config, vae_config, scheduler, device: device.clone() }
     }
 
     /// Bytes the text encoder's, U-Net's and VAE's weights take on the device ([`crate::weights::device_bytes`]).
@@ -477,6 +508,16 @@ mod tests {
         let int8_bytes = configs.device_bytes(&Device::flex(), Storage::Int8).unwrap();
         eprintln!("SD 1.5 weights on a GPU: {f32_bytes} bytes as f32, {int8_bytes} with int8 weights");
         assert!(int8_bytes > f32_bytes / 4 && int8_bytes < f32_bytes / 4 * 105 / 100, "{int8_bytes}");
+    }
+
+    #[test]
+    fn sd15_unet_call_flops() {
+        // ../shared/NOTES.md: a guided SD 1.5 call (batch 2) at a 64×64 latent is 1607 GFLOP.
+        let flops = sd15().unet.flops([64, 64], 77).unwrap();
+        assert_eq!(flops, 803_273_441_280);
+        assert_eq!((2 * flops as f64 / 1e9).round(), 1607.0);
+        // Self-attention grows with the square of the tokens: four times the latent area, more than 4× the work.
+        assert!(sd15().unet.flops([128, 128], 77).unwrap() > 4 * flops);
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub fn quantize(what: &str, bytes: &[u8]) -> Result<Vec<u8>> {
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
         let numel: usize = shape.iter().product();
-        if shape.len() < 2 || numel < MIN_ELEMENTS || !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+        if !quantizes(&format!("{:?}", view.dtype()), &shape) {
             out.push((name, view.dtype(), shape, view.data().to_vec()));
             continue;
         }
@@ -61,6 +61,12 @@ pub fn quantize(what: &str, bytes: &[u8]) -> Result<Vec<u8>> {
     serialize(what, out, Some(meta))
 }
 
+/// Whether [`quantize`] makes a tensor of this dtype and shape int8: float weights of two or more dimensions
+/// and at least [`MIN_ELEMENTS`] values.
+pub fn quantizes(dtype: &str, shape: &[usize]) -> bool {
+    matches!(dtype, "F32" | "F16" | "BF16") && shape.len() >= 2 && shape.iter().product::<usize>() >= MIN_ELEMENTS
+}
+
 /// Whether a header table (from [`crate::codec::inspect`]) holds int8 tensors.
 pub fn is_quantized(table: &std::collections::BTreeMap<String, TensorInfo>) -> bool {
     table.values().any(|t| t.dtype == "I8")
@@ -69,9 +75,9 @@ pub fn is_quantized(table: &std::collections::BTreeMap<String, TensorInfo>) -> b
 /// A checked header table (from [`crate::codec::inspect`]).
 pub type Table = std::collections::BTreeMap<String, TensorInfo>;
 
-/// Checks that every int8 tensor of a file (`bytes`, its `table`) has a scale tensor of one finite F32 per
-/// output channel, and every scale an int8 tensor: what [`tensor_values`] then relies on.
-pub fn check_scales(what: &str, bytes: &[u8], table: &Table) -> Result<()> {
+/// Checks from a header table alone that every int8 tensor has a scale tensor of one F32 per output channel,
+/// and every scale an int8 tensor: what a streamed file is checked against before its data arrives.
+pub fn check_pairs(what: &str, table: &Table) -> Result<()> {
     for (name, info) in table {
         if let Some(base) = name.strip_suffix(SCALE_SUFFIX) {
             if table.get(base).is_none_or(|t| t.dtype != "I8") {
@@ -82,10 +88,21 @@ pub fn check_scales(what: &str, bytes: &[u8], table: &Table) -> Result<()> {
             let scale =
                 table.get(&scale_name).ok_or_else(|| bad(what, format!("int8 tensor {name} has no {scale_name}")))?;
             let rows = info.shape.first().copied().unwrap_or(0);
-            let scales = float_values(what, &scale_name, &scale.dtype, &bytes[scale.bytes.clone()])?;
-            if scale.dtype != "F32" || scale.shape != [rows] || scales.iter().any(|s| !s.is_finite()) {
+            if scale.dtype != "F32" || scale.shape != [rows] {
                 return Err(bad(what, format!("{scale_name} must hold {rows} finite F32 scales")));
             }
+        }
+    }
+    Ok(())
+}
+
+/// [`check_pairs`], and every scale finite: what [`tensor_values`] then relies on.
+pub fn check_scales(what: &str, bytes: &[u8], table: &Table) -> Result<()> {
+    check_pairs(what, table)?;
+    for (name, info) in table.iter().filter(|(name, _)| name.ends_with(SCALE_SUFFIX)) {
+        if float_values(what, name, &info.dtype, &bytes[info.bytes.clone()])?.iter().any(|s| !s.is_finite()) {
+            let rows = info.shape.first().copied().unwrap_or(0);
+            return Err(bad(what, format!("{name} must hold {rows} finite F32 scales")));
         }
     }
     Ok(())

@@ -17,6 +17,7 @@ use burn_store::{
 pub use crate::codec::WeightFile;
 use crate::codec::inspect;
 use crate::error::{Error, Result};
+use crate::quantize::Table;
 
 /// How a model's diffusers tensor names map onto our module paths.
 pub struct NameMap {
@@ -117,12 +118,46 @@ pub fn load_stored<M: ModuleSnapshot>(
     names: &NameMap,
     storage: Storage,
 ) -> Result<()> {
-    let ignore = names.ignore.iter().map(|p| glob(p)).collect::<Vec<_>>();
-    let mut applied = BTreeSet::new();
-    let mut missing = BTreeSet::new();
-    let mut unused = BTreeSet::new();
-    let mut errors = Vec::new();
+    let mut loading = Loading::new(module, model, names, storage);
     for file in files {
+        loading.apply(file)?;
+    }
+    loading.finish()
+}
+
+/// One model's weights applied file by file, or piece by piece as a download arrives ([`Stream`]): what each
+/// file set, lacked or carried in excess is gathered, and [`Loading::finish`] reports every missing, unexpected
+/// or mis-shaped tensor of them all in one error.
+pub struct Loading<'a, M> {
+    module: &'a mut M,
+    model: String,
+    names: &'a NameMap,
+    storage: Storage,
+    applied: BTreeSet<String>,
+    missing: BTreeSet<String>,
+    unused: BTreeSet<String>,
+    errors: Vec<ApplyError>,
+}
+
+impl<'a, M: ModuleSnapshot> Loading<'a, M> {
+    /// Starts loading `module` (`model` names it in errors), keeping int8 weights as `storage` says.
+    pub fn new(module: &'a mut M, model: &str, names: &'a NameMap, storage: Storage) -> Self {
+        Self {
+            module,
+            model: model.to_string(),
+            names,
+            storage,
+            applied: BTreeSet::new(),
+            missing: BTreeSet::new(),
+            unused: BTreeSet::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Applies the tensors of one safetensors file (a whole file, a shard or a piece of one); a malformed file
+    /// is an error at once, tensors that do not fit the model are reported by [`Loading::finish`].
+    pub fn apply(&mut self, file: WeightFile) -> Result<()> {
+        let (module, names) = (&mut *self.module, self.names);
         let what = file.name();
         let table = inspect(&file)?;
         let result = if crate::quantize::is_quantized(&table) {
@@ -137,7 +172,7 @@ pub fn load_stored<M: ModuleSnapshot>(
             let remapper = KeyRemapper::from_patterns(names.remaps.to_vec())
                 .map_err(|e| Error::Safetensors { what: what.clone(), message: e.to_string() })?;
             let (tensors, renames) = remapper.remap(int8_tensors(&what, bytes.clone(), &table));
-            let kept = match storage {
+            let kept = match self.storage {
                 Storage::F32 => BTreeSet::new(),
                 Storage::Int8 => keep_int8(module, &what, &bytes, &table, renames.into_iter().collect())?,
             };
@@ -165,33 +200,235 @@ pub fn load_stored<M: ModuleSnapshot>(
                 .load_from(&mut store)
                 .map_err(|e| Error::Safetensors { what: what.clone(), message: e.to_string() })?
         };
-        applied.extend(result.applied);
-        missing.extend(result.missing.into_iter().map(|(path, _)| path));
-        unused.extend(result.unused.into_iter().filter(|k| !ignore.iter().any(|re| re(k))));
-        errors.extend(result.errors);
+        let ignore = names.ignore.iter().map(|p| glob(p)).collect::<Vec<_>>();
+        self.applied.extend(result.applied);
+        self.missing.extend(result.missing.into_iter().map(|(path, _)| path));
+        self.unused.extend(result.unused.into_iter().filter(|k| !ignore.iter().any(|re| re(k))));
+        self.errors.extend(result.errors);
+        Ok(())
     }
-    let mut lines: Vec<String> = missing.difference(&applied).map(|p| format!("missing tensor: {p}")).collect();
-    lines.extend(unused.iter().map(|k| format!("unexpected tensor: {k}")));
-    lines.extend(errors.iter().map(|e| match e {
-        ApplyError::ShapeMismatch { path, expected, found } => {
-            format!("mis-shaped tensor: {path}: config expects {expected:?}, file has {found:?}")
+
+    /// Ends the loading: every parameter set once, no tensor left over, or one error listing each problem.
+    pub fn finish(self) -> Result<()> {
+        let mut lines: Vec<String> =
+            self.missing.difference(&self.applied).map(|p| format!("missing tensor: {p}")).collect();
+        lines.extend(self.unused.iter().map(|k| format!("unexpected tensor: {k}")));
+        lines.extend(self.errors.iter().map(|e| match e {
+            ApplyError::ShapeMismatch { path, expected, found } => {
+                format!("mis-shaped tensor: {path}: config expects {expected:?}, file has {found:?}")
+            }
+            other => other.to_string(),
+        }));
+        if lines.is_empty() {
+            return Ok(());
         }
-        other => other.to_string(),
-    }));
-    if lines.is_empty() {
-        return Ok(());
+        let total = lines.len();
+        let mut details: String = lines.iter().take(MAX_REPORTED).map(|l| format!("\n  {l}")).collect();
+        if total > MAX_REPORTED {
+            details.push_str(&format!("\n  … and {} more", total - MAX_REPORTED));
+        }
+        Err(Error::WeightMismatch { model: self.model, details })
     }
-    let total = lines.len();
-    let mut details: String = lines.iter().take(MAX_REPORTED).map(|l| format!("\n  {l}")).collect();
-    if total > MAX_REPORTED {
-        details.push_str(&format!("\n  … and {} more", total - MAX_REPORTED));
+}
+
+/// Tensor data gathered into one piece of a [`Stream`] before it is handed on.
+pub const PIECE_BYTES: usize = 32 << 20;
+
+/// A safetensors file arriving in chunks (a download) cut into self-contained safetensors files ("pieces") of
+/// whole tensors as they complete, so a loader ([`Loading::apply`]) never holds the whole file: a given amount of
+/// data each ([`PIECE_BYTES`] on the page; a larger tensor makes a piece alone). The header is checked as soon as it is
+/// in ([`crate::codec::check_streamed_header`], and the int8 scale pairs), before any tensor data is used. In
+/// an int8 file each weight travels in the piece of its scales: a weight waits for scales that come later (the
+/// files `traverse quantize` writes put every scale first, so nothing waits).
+pub struct Stream {
+    what: String,
+    piece_bytes: usize,
+    /// The file's length, where the server said it.
+    length: Option<u64>,
+    received: u64,
+    /// The length prefix and header, until the header is complete.
+    head: Vec<u8>,
+    table: Option<Table>,
+    /// Tensor names by position in the file, and how many of them are complete.
+    order: Vec<String>,
+    done: usize,
+    /// The bytes of the tensor being received.
+    current: Vec<u8>,
+    /// Complete tensors not yet handed on, and their bytes.
+    ready: Vec<(String, Vec<u8>)>,
+    ready_bytes: usize,
+    /// int8 scales whose weight has not arrived, and int8 weights whose scales have not.
+    scales: HashMap<String, Vec<u8>>,
+    waiting: HashMap<String, Vec<u8>>,
+}
+
+impl Stream {
+    /// A stream of the file `what` (named in errors), `length` bytes long where known, cut into pieces of
+    /// about `piece_bytes` of tensor data.
+    pub fn new(what: &str, length: Option<u64>, piece_bytes: usize) -> Self {
+        Self {
+            what: what.to_string(),
+            piece_bytes,
+            length,
+            received: 0,
+            head: Vec::new(),
+            table: None,
+            order: Vec::new(),
+            done: 0,
+            current: Vec::new(),
+            ready: Vec::new(),
+            ready_bytes: 0,
+            scales: HashMap::new(),
+            waiting: HashMap::new(),
+        }
     }
-    Err(Error::WeightMismatch { model: model.to_string(), details })
+
+    /// The file's checked tensor table, once its header has arrived.
+    pub fn table(&self) -> Option<&Table> {
+        self.table.as_ref()
+    }
+
+    fn bad(&self, message: String) -> Error {
+        Error::Safetensors { what: self.what.clone(), message }
+    }
+
+    /// Takes the next chunk of the file; returns the pieces it completed.
+    pub fn push(&mut self, mut chunk: &[u8]) -> Result<Vec<WeightFile>> {
+        self.received += chunk.len() as u64;
+        if let Some(length) = self.length.filter(|&n| self.received > n) {
+            return Err(self.bad(format!("more than the announced {length} bytes arrived")));
+        }
+        let mut pieces = Vec::new();
+        while self.table.is_none() {
+            if chunk.is_empty() {
+                return Ok(pieces);
+            }
+            let want = match self.head.get(..8) {
+                None => 8,
+                Some(prefix) => 8 + u64::from_le_bytes(prefix.try_into().unwrap_or_default()) as usize,
+            };
+            let n = (want - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            if self.head.len() == 8 {
+                let n = u64::from_le_bytes(self.head[..8].try_into().unwrap_or_default());
+                if n > crate::codec::MAX_HEADER_BYTES || self.length.is_some_and(|l| n > l.saturating_sub(8)) {
+                    return Err(self.bad(format!(
+                        "header length {n} exceeds the file or the {}-byte limit",
+                        crate::codec::MAX_HEADER_BYTES
+                    )));
+                }
+            } else if self.head.len() == want {
+                self.start()?;
+            }
+        }
+        loop {
+            self.complete_tensors(&mut pieces)?;
+            if chunk.is_empty() {
+                return Ok(pieces);
+            }
+            let Some(name) = self.order.get(self.done) else {
+                return Err(self.bad("data beyond the last tensor".into()));
+            };
+            let need = self.tensor_len(name) - self.current.len();
+            let n = need.min(chunk.len());
+            self.current.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+        }
+    }
+
+    /// Checks the header just completed and orders its tensors by position.
+    fn start(&mut self) -> Result<()> {
+        let (table, data_len) = crate::codec::check_streamed_header(&self.what, &self.head[8..])?;
+        let total = self.head.len() as u64 + data_len;
+        if let Some(length) = self.length.filter(|&n| n != total) {
+            return Err(self.bad(format!("the header describes {total} bytes but the file has {length}")));
+        }
+        crate::quantize::check_pairs(&self.what, &table)?;
+        let mut order: Vec<&String> = table.keys().collect();
+        order.sort_by_key(|name| table[*name].bytes.start);
+        self.order = order.into_iter().cloned().collect();
+        self.head = Vec::new();
+        self.table = Some(table);
+        Ok(())
+    }
+
+    fn tensor_len(&self, name: &str) -> usize {
+        self.table.as_ref().map_or(0, |t| t[name].bytes.len())
+    }
+
+    /// Hands on every tensor now complete (zero-sized ones included), cutting a piece when enough is ready.
+    fn complete_tensors(&mut self, pieces: &mut Vec<WeightFile>) -> Result<()> {
+        while let Some(name) = self.order.get(self.done).filter(|n| self.current.len() == self.tensor_len(n)) {
+            let (name, bytes) = (name.clone(), std::mem::take(&mut self.current));
+            self.done += 1;
+            let table = self.table.as_ref().expect("complete_tensors runs after start");
+            let scale_of = name.strip_suffix(crate::quantize::SCALE_SUFFIX).filter(|b| table.contains_key(*b));
+            if let Some(weight) = scale_of {
+                match self.waiting.remove(weight) {
+                    Some(w) => self.ready(vec![(weight.to_string(), w), (name, bytes)]),
+                    None => drop(self.scales.insert(name, bytes)),
+                }
+            } else if table[&name].dtype == "I8" {
+                match self.scales.remove(&format!("{name}{}", crate::quantize::SCALE_SUFFIX)) {
+                    Some(s) => self.ready(vec![(format!("{name}{}", crate::quantize::SCALE_SUFFIX), s), (name, bytes)]),
+                    None => drop(self.waiting.insert(name, bytes)),
+                }
+            } else {
+                self.ready(vec![(name, bytes)]);
+            }
+            if self.ready_bytes >= self.piece_bytes {
+                pieces.push(self.piece()?);
+            }
+        }
+        Ok(())
+    }
+
+    fn ready(&mut self, tensors: Vec<(String, Vec<u8>)>) {
+        self.ready_bytes += tensors.iter().map(|(_, b)| b.len()).sum::<usize>();
+        self.ready.extend(tensors);
+    }
+
+    /// The ready tensors as one safetensors file, with the dtypes and shapes the header gave them.
+    fn piece(&mut self) -> Result<WeightFile> {
+        let table = self.table.as_ref().expect("pieces are cut after start");
+        let mut header = serde_json::Map::new();
+        let mut offset = 0;
+        for (name, bytes) in &self.ready {
+            let info = &table[name];
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": info.dtype, "shape": info.shape, "data_offsets": [offset, offset + bytes.len()]}),
+            );
+            offset += bytes.len();
+        }
+        let mut json = serde_json::to_vec(&header).map_err(|e| self.bad(e.to_string()))?;
+        // safetensors pads the header so the data starts 8-byte aligned.
+        json.resize(json.len().next_multiple_of(8), b' ');
+        let mut file = Vec::with_capacity(8 + json.len() + offset);
+        file.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        file.extend_from_slice(&json);
+        for (_, bytes) in std::mem::take(&mut self.ready) {
+            file.extend_from_slice(&bytes);
+        }
+        self.ready_bytes = 0;
+        Ok(WeightFile::Bytes { name: self.what.clone(), bytes: Arc::new(file) })
+    }
+
+    /// Ends the stream: the last piece, or an error when the file stopped short.
+    pub fn finish(mut self) -> Result<Vec<WeightFile>> {
+        if self.table.is_none() || self.done < self.order.len() {
+            let expected = self.length.map_or(String::new(), |n| format!(" of {n}"));
+            return Err(self.bad(format!("the file ended after {}{expected} bytes (truncated?)", self.received)));
+        }
+        // The header's scale pairs were checked, so every weight met its scales by now.
+        if self.ready.is_empty() { Ok(Vec::new()) } else { Ok(vec![self.piece()?]) }
+    }
 }
 
 /// Every tensor of a checked int8 file but the scales, each an f32 tensor drawn from `bytes` only when burn
 /// applies it.
-fn int8_tensors(what: &str, bytes: Arc<Vec<u8>>, table: &crate::quantize::Table) -> Vec<PackTensor> {
+fn int8_tensors(what: &str, bytes: Arc<Vec<u8>>, table: &Table) -> Vec<PackTensor> {
     let table = Arc::new(table.clone());
     table
         .iter()
@@ -215,7 +452,7 @@ fn keep_int8<M: ModuleSnapshot>(
     module: &mut M,
     what: &str,
     bytes: &[u8],
-    table: &crate::quantize::Table,
+    table: &Table,
     paths: HashMap<String, String>,
 ) -> Result<BTreeSet<String>> {
     let mut mapper =
@@ -233,7 +470,7 @@ fn keep_int8<M: ModuleSnapshot>(
 struct KeepInt8<'a> {
     what: &'a str,
     bytes: &'a [u8],
-    table: &'a crate::quantize::Table,
+    table: &'a Table,
     paths: HashMap<String, String>,
     path: Vec<String>,
     containers: Vec<String>,
@@ -347,6 +584,96 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A safetensors file whose tensors lie in the given order (name, dtype, shape, bytes).
+    fn file_in_order(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+        let mut header = serde_json::Map::new();
+        let mut offset = 0;
+        for (name, dtype, shape, bytes) in tensors {
+            let span = [offset, offset + bytes.len()];
+            header.insert(name.to_string(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": span}));
+            offset += bytes.len();
+        }
+        let json = serde_json::to_vec(&header).unwrap();
+        let mut out = (json.len() as u64).to_le_bytes().to_vec();
+        out.extend(json);
+        tensors.iter().for_each(|t| out.extend(&t.3));
+        out
+    }
+
+    /// A piece's tensors, by name: (dtype, shape, bytes).
+    type Piece = HashMap<String, (String, Vec<usize>, Vec<u8>)>;
+
+    /// The pieces of `bytes` streamed in chunks of `chunk` bytes.
+    fn pieces_of(bytes: &[u8], chunk: usize, piece_bytes: usize) -> Result<Vec<Piece>> {
+        let mut stream = Stream::new("t", Some(bytes.len() as u64), piece_bytes);
+        let mut pieces = Vec::new();
+        for c in bytes.chunks(chunk.max(1)) {
+            pieces.extend(stream.push(c)?);
+        }
+        pieces.extend(stream.finish()?);
+        Ok(pieces
+            .iter()
+            .map(|p| {
+                let WeightFile::Bytes { bytes, .. } = p else { unreachable!("pieces are in memory") };
+                let table = crate::codec::inspect_bytes("piece", bytes).unwrap();
+                table.into_iter().map(|(n, i)| (n, (i.dtype, i.shape, bytes[i.bytes].to_vec()))).collect()
+            })
+            .collect())
+    }
+
+    #[test]
+    fn a_stream_cuts_whole_tensors_into_pieces_with_their_scales() {
+        let scale = 2f32.to_le_bytes().repeat(4);
+        // An int8 weight before its scales (it waits for them), a float tensor, an empty one.
+        let tensors = [
+            ("w", "I8", vec![4, 300], vec![3u8; 1200]),
+            ("b", "F32", vec![100], vec![1u8; 400]),
+            ("e", "F32", vec![0], vec![]),
+            ("w.qscale", "F32", vec![4], scale.clone()),
+        ];
+        let bytes = file_in_order(&tensors);
+        for (chunk, piece_bytes) in [(1, 1), (7, 500), (64, 1 << 20), (bytes.len(), 0)] {
+            let pieces = pieces_of(&bytes, chunk, piece_bytes).unwrap();
+            let all: HashMap<_, _> = pieces.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+            assert_eq!(all.len(), 4, "every tensor once (chunk {chunk}, pieces of {piece_bytes})");
+            for (name, dtype, shape, data) in &tensors {
+                assert_eq!(all[*name], (dtype.to_string(), shape.clone(), data.clone()), "{name}");
+            }
+            let with_w = pieces.iter().find(|p| p.contains_key("w")).unwrap();
+            assert!(with_w.contains_key("w.qscale"), "the weight travels with its scales");
+            if piece_bytes == 1 {
+                // `b` alone, then the empty `e` with the weight and its scales once they are in.
+                assert_eq!(pieces.len(), 2, "a piece as soon as enough is ready");
+            }
+            if piece_bytes > bytes.len() {
+                assert_eq!(pieces.len(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_stream_is_an_error() {
+        let good = file_in_order(&[("a", "F32", vec![4], vec![0u8; 16]), ("b", "F32", vec![2], vec![0u8; 8])]);
+        let err = |bytes: &[u8], length: Option<u64>| {
+            let mut stream = Stream::new("t", length, 8);
+            match stream.push(bytes) {
+                Err(e) => e.to_string(),
+                Ok(_) => stream.finish().err().map(|e| e.to_string()).unwrap_or_default(),
+            }
+        };
+        assert!(err(&good[..good.len() - 3], None).contains("ended after"), "truncated");
+        assert!(err(&good[..5], None).contains("ended after"), "cut in the length prefix");
+        let mut longer = good.clone();
+        longer.extend([0; 4]);
+        assert!(err(&longer, None).contains("beyond the last tensor"));
+        assert!(err(&good, Some(good.len() as u64 + 4)).contains("describes"), "length differs from the header");
+        assert!(err(&good, Some(good.len() as u64 - 1)).contains("more than the announced"));
+        assert!(err(&u64::MAX.to_le_bytes(), None).contains("header length"));
+        let unpaired = file_in_order(&[("w", "I8", vec![2, 2], vec![0u8; 4])]);
+        assert!(err(&unpaired[..unpaired.len() - 4], None).contains("has no w.qscale"), "refused before the data");
+        assert!(err(&good[..20], None).contains("ended after"), "cut in the header");
+    }
 
     #[test]
     fn glob_patterns() {

@@ -237,6 +237,66 @@ fn sd2_style_unet_sharded_v_prediction() {
     assert_close("v2 v-prediction ddim 10 steps", x, &r["ddim.latents"], 1e-3);
 }
 
+/// The page's loader: a weights file streamed in odd-sized chunks, cut into small pieces and applied piece by
+/// piece gives exactly the U-Net the whole file gives, for tiny-sd's f32 file, its int8 copy, and the f32 file
+/// quantized piece by piece as it arrives (which equals the int8 copy); the f32 one is on diffusers' numbers.
+#[test]
+fn streamed_weights_load_the_same_unet() {
+    use traverse::unet::{NAMES, UNet2DConditionConfig, UNet2DConditionModel};
+    use traverse::weights::{Loading, Storage, Stream, WeightFile, load_into};
+    let r = load_reference("tiny_sd_reference.safetensors");
+    let dev = device();
+    let dir = fixtures().join("tiny-sd/unet");
+    let config = UNet2DConditionConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let f32_file = std::fs::read(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let int8_file = traverse::quantize::quantize("unet", &f32_file).unwrap();
+    let forward = |unet: &UNet2DConditionModel| {
+        let out = unet.forward(
+            r["unet.sample"].tensor(&dev),
+            r["unet.timestep"].data[0],
+            &r["unet.encoder_hidden_states"].tensor(&dev),
+        );
+        out.into_data().try_to_vec::<f32>().unwrap()
+    };
+    let whole = |bytes: &[u8]| {
+        let mut unet = config.init(&dev).unwrap();
+        let file = WeightFile::Bytes { name: "unet".into(), bytes: bytes.to_vec().into() };
+        load_into(&mut unet, "unet", vec![file], &NAMES).unwrap();
+        forward(&unet)
+    };
+    let streamed = |bytes: &[u8], quantize: bool| {
+        let mut unet = config.init(&dev).unwrap();
+        let mut loading = Loading::new(&mut unet, "unet", &NAMES, Storage::F32);
+        let mut stream = Stream::new("unet", Some(bytes.len() as u64), 8 << 10);
+        let mut pieces = 0;
+        let mut apply = |piece: WeightFile| {
+            pieces += 1;
+            let piece = match (piece, quantize) {
+                (WeightFile::Bytes { name, bytes }, true) => {
+                    WeightFile::Bytes { bytes: traverse::quantize::quantize(&name, &bytes).unwrap().into(), name }
+                }
+                (piece, _) => piece,
+            };
+            loading.apply(piece).unwrap();
+        };
+        for chunk in bytes.chunks(777) {
+            stream.push(chunk).unwrap().into_iter().for_each(&mut apply);
+        }
+        stream.finish().unwrap().into_iter().for_each(&mut apply);
+        assert!(pieces > 4, "{pieces} pieces");
+        loading.finish().unwrap();
+        forward(&unet)
+    };
+    let f32_out = whole(&f32_file);
+    assert_eq!(streamed(&f32_file, false), f32_out, "f32 file streamed");
+    let int8_out = whole(&int8_file);
+    assert_eq!(streamed(&int8_file, false), int8_out, "int8 file streamed");
+    assert_eq!(streamed(&f32_file, true), int8_out, "f32 file quantized as it arrives");
+    assert_ne!(int8_out, f32_out, "int8 differs from f32");
+    let out = Ref { data: f32_out, shape: r["unet.out"].shape.clone() };
+    assert_close("streamed f32 unet", out.tensor::<4>(&dev), &r["unet.out"], 1e-4);
+}
+
 /// diffusers options past SD's presets: `only_cross_attention` (not in the mid block), per-block
 /// `layers_per_block`, a `resnet_out_scale_factor` that SD's block types ignore, the mid block's own scale,
 /// `time_embedding_dim`, 1×1 `conv_in`/`conv_out`, `downsample_padding` 0, a block without attention first.

@@ -10,6 +10,11 @@ use super::params::{bad, model_path, number};
 pub const MAX_SIZE: usize = 1024;
 /// Most timed U-Net calls.
 pub const MAX_CALLS: usize = 20;
+/// Seed of the benchmark's latents, the one `examples/sd15_gpu.rs` uses, so that the first call's prediction
+/// can be compared with that program's CPU prediction of the same weights.
+pub const SEED: u64 = 42;
+/// The benchmark's prompt (and the empty one for guidance), at timestep 981 and guidance 7.5.
+pub const PROMPT: &str = "Chest X-ray of a subject with pleural effusion";
 
 /// What a benchmark link asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +65,8 @@ pub struct BenchReport {
     pub first_call_s: f64,
     /// Seconds of each later guided U-Net call.
     pub calls_s: Vec<f64>,
+    /// Floating-point operations of one guided U-Net call (two batch rows).
+    pub call_flops: u64,
     /// Seconds of one image's VAE decode.
     pub decode_s: f64,
     /// Weight bytes on the GPU as planned from the configs, and as loaded.
@@ -70,6 +77,8 @@ pub struct BenchReport {
     pub reserved_bytes: Option<u64>,
     /// The wasm module's memory at the end: it only grows, so this is its peak.
     pub wasm_bytes: u64,
+    /// The first call's guided prediction, for comparison with another device's.
+    pub output: Vec<f32>,
 }
 
 impl BenchReport {
@@ -90,7 +99,13 @@ impl BenchReport {
             format!("| image (latent) | {0}×{0} px ({1}×{1}) |", self.size, self.latent),
             format!("| load | {:.1} s |", self.load_s),
             format!("| first guided U-Net call (batch 2, kernels compiled) | {:.2} s |", self.first_call_s),
-            format!("| guided U-Net call, median of {} | {:.2} s |", self.calls_s.len(), self.call_s()),
+            format!(
+                "| guided U-Net call, median of {} | {:.2} s ({:.1} GFLOP, {:.2} GFLOP/s) |",
+                self.calls_s.len(),
+                self.call_s(),
+                self.call_flops as f64 / 1e9,
+                self.call_flops as f64 / 1e9 / self.call_s()
+            ),
             format!("| VAE decode, one image | {:.2} s |", self.decode_s),
             format!(
                 "| weights on the GPU, planned / loaded | {} / {} |",
@@ -102,6 +117,8 @@ impl BenchReport {
             rows.push(format!("| GPU memory held by burn's pools | {} |", mb(r)));
         }
         rows.push(format!("| wasm memory (peak) | {} |", mb(self.wasm_bytes)));
+        let largest = self.output.iter().fold(0f32, |m, v| m.max(v.abs()));
+        rows.push(format!("| first prediction: values, largest magnitude | {}, {largest:.4} |", self.output.len()));
         rows.join("\n")
     }
 }
@@ -130,17 +147,20 @@ mod tests {
             load_s: 1.0,
             first_call_s: 9.0,
             calls_s: vec![3.0, 1.0, 2.0],
+            call_flops: 5_000_000_000,
             decode_s: 0.5,
             planned_bytes: 2_000_000,
             weight_bytes: 2_000_000,
             reserved_bytes: None,
             wasm_bytes: 5_000_000,
+            output: vec![0.5, -1.5],
         };
         assert_eq!(r.call_s(), 2.0);
         let md = r.markdown();
         assert!(
-            md.contains("| guided U-Net call, median of 3 | 2.00 s |")
+            md.contains("| guided U-Net call, median of 3 | 2.00 s (5.0 GFLOP, 2.50 GFLOP/s) |")
                 && md.contains("| wasm memory (peak) | 5.0 MB |")
+                && md.contains("| first prediction: values, largest magnitude | 2, 1.5000 |")
         );
         assert!(!md.contains("pools"));
     }

@@ -1,4 +1,4 @@
-//! The browser side of the engine: WebGPU through burn, model files fetched into memory, and a prompt-swap
+//! The browser side of the engine: WebGPU through burn, model files streamed onto the GPU, and a prompt-swap
 //! run that yields to the page between steps and reads results back asynchronously (a browser cannot block
 //! on the GPU).
 
@@ -17,21 +17,22 @@ use crate::app::fetch::{self, js_text};
 use crate::app::params::Traversal;
 use crate::app::readout::{MapDot, StyleReadout, latent_map, readouts};
 use crate::classifier::Classifier;
-use crate::codec::{WeightFile, inspect_bytes};
+use crate::codec::WeightFile;
 use crate::error::{Error, Result};
 use crate::invert::Inversion;
 use crate::output::{self, Reconstruction};
 use crate::pipeline::{
-    CONFIG_FILES, Configs, LoadOptions, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
+    CONFIG_FILES, Configs, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
 };
 use crate::preview::{self, LatentPreview};
 use crate::readback::values_async as read;
 use crate::rng::initial_latents;
 use crate::swap::{Lane, SwapSampler, SwapSettings};
-use crate::weights::Storage;
+use crate::weights::{Loading, NameMap, Storage, Stream};
 
-/// Largest single file fetched (a browser tab cannot hold much more than this in wasm32 memory).
-const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Largest weights file fetched. Files arrive piece by piece ([`Stream`]), so this bounds a download, not
+/// the tab's memory: SD 1.5's U-Net is 3.4 GB as f32.
+const MAX_FILE_BYTES: u64 = 1 << 33;
 /// Largest model, in GPU memory for its weights, that the page will try to load.
 const MAX_MODEL_DEVICE_BYTES: u64 = 3 << 29;
 /// Largest JSON or tokenizer file.
@@ -100,6 +101,17 @@ pub async fn webgpu() -> Result<Gpu> {
 /// Most often the status line shows a download's progress: every this many bytes.
 const PROGRESS_STEP: u64 = 1 << 20;
 
+/// A download's progress for the status line, shown every [`PROGRESS_STEP`] bytes and when complete.
+fn progress_shown<'a>(file: &'a str, status: &'a mut dyn FnMut(String)) -> impl FnMut(u64, Option<u64>, bool) + 'a {
+    let mut shown = None;
+    move |loaded: u64, total: Option<u64>, cached: bool| {
+        if shown.is_none_or(|s| loaded >= s + PROGRESS_STEP || Some(loaded) == total) {
+            shown = Some(loaded);
+            status(progress_text(file, loaded, total, cached));
+        }
+    }
+}
+
 /// Fetches `{base}/{path}` (see [`fetch::fetch`]), telling `status` its progress every megabyte or so.
 async fn fetch_file(
     base: &str,
@@ -110,23 +122,20 @@ async fn fetch_file(
 ) -> Result<Option<Vec<u8>>> {
     let file = format!("{base}/{path}");
     status(format!("Fetching {file} …"));
-    let mut shown = None;
-    let mut progress = |loaded: u64, total: Option<u64>, cached: bool| {
-        if shown.is_none_or(|s| loaded >= s + PROGRESS_STEP || Some(loaded) == total) {
-            shown = Some(loaded);
-            status(progress_text(&file, loaded, total, cached));
-        }
-    };
-    if required {
-        fetch::fetch_required(&file, limit, &mut progress).await.map(Some)
-    } else {
-        fetch::fetch(&file, limit, &mut progress).await
+    let mut progress = progress_shown(&file, status);
+    let bytes = fetch::fetch(&file, limit, &mut progress).await?;
+    if required && bytes.is_none() {
+        return Err(not_found(&file));
     }
+    Ok(bytes)
 }
 
 /// Loads a diffusers folder served at `base` (single-file or sharded safetensors), checking the model
-/// against the tab's and the GPU's limits before its weights are fetched and every weight tensor against
-/// the buffer limit before anything reaches the GPU. `status` sees each download's progress.
+/// against the tab's and the GPU's limits before its weights are fetched and each weights file's tensors
+/// against the buffer limit as soon as its header is in. Weights stream onto the GPU piece by piece, so the
+/// tab never holds a whole file; int8 files stay int8 there, and float files too where the model's f32
+/// weights would not fit the page's budget (quantized as they arrive, as `traverse quantize` does). `status`
+/// sees each download's progress.
 pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -> Result<StableDiffusion> {
     let status = &mut status;
     let mut files = HashMap::new();
@@ -146,8 +155,9 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
     }
     // Before any weights are fetched: will the model fit a tab, and one U-Net call and one decode the GPU's
     // buffers? (Counting builds the models lazily, allocating nothing.)
-    let configs = Configs::read(&MemorySource(files.clone()))?;
-    // int8 files keep their layers' weights int8 on the GPU; an f32 or f16 file's weights are f32 there.
+    let small = MemorySource(files);
+    let configs = Configs::read(&small)?;
+    let tokenizer = configs.tokenizer(&small)?;
     let int8_bytes = configs.device_bytes(&gpu.device, Storage::Int8)?;
     if int8_bytes > MAX_MODEL_DEVICE_BYTES {
         return Err(Error::Device(format!(
@@ -160,63 +170,126 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
     let size = configs.default_image_size();
     let latent = [size / configs.vae.downsampling(); 2];
     Plan::new(&configs.unet, &configs.vae, latent, true, gpu.max_binding)?;
-    let mut f32_files = false;
-    for (dir, name) in WEIGHTS {
-        let single = format!("{dir}/{name}.safetensors");
-        let paths = match fetch_file(base, &single, MAX_FILE_BYTES, false, status).await? {
-            Some(bytes) => {
-                files.insert(single.clone(), bytes.into());
-                vec![single]
-            }
-            None => {
-                let index = format!("{dir}/{name}.safetensors.index.json");
-                let json = fetch_file(base, &index, MAX_SMALL_BYTES, true, status).await?.unwrap_or_default();
-                let shards = shard_names(&index, &json)?;
-                let paths: Vec<String> = shards.iter().map(|s| format!("{dir}/{s}")).collect();
-                for path in &paths {
-                    let bytes = fetch_file(base, path, MAX_FILE_BYTES, true, status).await?.unwrap_or_default();
-                    files.insert(path.clone(), bytes.into());
-                }
-                files.insert(index, json.into());
-                paths
-            }
-        };
-        for path in paths {
-            let table = inspect_bytes(&path, &files[&path])?;
-            let int8 = crate::quantize::is_quantized(&table);
-            f32_files |= !int8;
-            for (tensor, info) in table {
-                // A linear or embedding weight of an int8 file stays int8 on the GPU where its rows split into
-                // blocks; a convolution kernel is dequantized for each call.
-                let kept = int8
-                    && info.dtype == "I8"
-                    && info.shape.len() == 2
-                    && crate::quantize::device_block(info.shape[1]).is_some();
-                let per_value = if kept { 1 } else { 4 };
-                let bytes = info.shape.iter().product::<usize>() as u64 * per_value;
-                if bytes > gpu.max_binding {
-                    return Err(Error::Device(format!(
-                        "{path}: tensor {tensor} needs {bytes} bytes on the GPU, over this GPU's {}-byte buffer \
-                         limit; use a smaller model",
-                        gpu.max_binding
-                    )));
-                }
-            }
-        }
-    }
-    let f32_bytes = configs.device_bytes(&gpu.device, Storage::F32)?;
-    if f32_files && f32_bytes > MAX_MODEL_DEVICE_BYTES {
-        return Err(Error::Device(format!(
-            "the model's weights are not int8 and need {} MB of GPU memory as f32, more than the page asks of a \
-             browser tab ({} MB): quantize it with `traverse quantize`",
-            f32_bytes >> 20,
-            MAX_MODEL_DEVICE_BYTES >> 20
-        )));
-    }
+    let quantize_floats = configs.device_bytes(&gpu.device, Storage::F32)? > MAX_MODEL_DEVICE_BYTES;
     // No attention's score matrix may outgrow one storage buffer.
     let max_scores = usize::try_from(gpu.max_binding / 4).unwrap_or(usize::MAX);
-    let options = LoadOptions { max_scores, storage: Storage::Int8, ..LoadOptions::default() };
-    StableDiffusion::from_source(&MemorySource(files), &gpu.device, &options)
+    let (mut text_encoder, mut unet, mut vae) = configs.networks(&gpu.device, max_scores)?;
+    let [text, unet_files, vae_files] = WEIGHTS;
+    let load = Load { base, gpu, quantize_floats };
+    load.model(&mut text_encoder, text, &crate::clip::NAMES, status).await?;
+    load.model(&mut unet, unet_files, &crate::unet::NAMES, status).await?;
+    load.model(&mut vae, vae_files, &crate::vae::NAMES, status).await?;
+    Ok(StableDiffusion::new(tokenizer, configs, text_encoder, unet, vae, &gpu.device))
+}
+
+/// Tensor data per piece of a streamed weights file: big enough that applying a piece (a walk over the model)
+/// is rare, small enough to be nothing beside the GPU's copy.
+const PIECE_BYTES: usize = 32 << 20;
+
+/// How [`load_model`] streams a folder's weights files.
+struct Load<'a> {
+    base: &'a str,
+    gpu: &'a Gpu,
+    /// Whether float files are quantized to int8 as they arrive.
+    quantize_floats: bool,
+}
+
+impl Load<'_> {
+    /// Streams one model's weights (`{dir}/{name}.safetensors`, or the shards its index lists) into `module`.
+    async fn model<M: burn_store::ModuleSnapshot>(
+        &self,
+        module: &mut M,
+        (dir, name): (&str, &str),
+        names: &NameMap,
+        status: &mut dyn FnMut(String),
+    ) -> Result<()> {
+        let mut loading = Loading::new(module, dir, names, Storage::Int8);
+        if !self.file(&format!("{dir}/{name}.safetensors"), false, &mut loading, status).await? {
+            let index = format!("{dir}/{name}.safetensors.index.json");
+            let json = fetch_file(self.base, &index, MAX_SMALL_BYTES, true, status).await?.unwrap_or_default();
+            for shard in shard_names(&index, &json)? {
+                self.file(&format!("{dir}/{shard}"), true, &mut loading, status).await?;
+            }
+        }
+        loading.finish()
+    }
+
+    /// Streams the weights file `path` into `loading`; `Ok(false)` when it does not exist and is not `required`.
+    async fn file<M: burn_store::ModuleSnapshot>(
+        &self,
+        path: &str,
+        required: bool,
+        loading: &mut Loading<'_, M>,
+        status: &mut dyn FnMut(String),
+    ) -> Result<bool> {
+        let mut stream: Option<Stream> = None;
+        // Whether the file's pieces are quantized on arrival, once its header has told its dtypes.
+        let mut quantize = None;
+        let mut sink = |chunk: &[u8], total: Option<u64>| -> Result<()> {
+            let s = stream.get_or_insert_with(|| Stream::new(path, total, PIECE_BYTES));
+            let pieces = s.push(chunk)?;
+            if let (None, Some(table)) = (quantize, s.table()) {
+                quantize = Some(self.check(path, table)?);
+            }
+            pieces.into_iter().try_for_each(|piece| apply(loading, piece, quantize == Some(true)))
+        };
+        let file = format!("{}/{path}", self.base);
+        if !fetch_streamed(&file, &mut sink, status).await? {
+            return if required { Err(not_found(&file)) } else { Ok(false) };
+        }
+        let s = stream.unwrap_or_else(|| Stream::new(path, Some(0), PIECE_BYTES));
+        s.finish()?.into_iter().try_for_each(|piece| apply(loading, piece, quantize == Some(true)))?;
+        Ok(true)
+    }
+
+    /// Checks a weights file's header table before its data is used: every tensor must fit one GPU buffer as it
+    /// will be kept. Returns whether its pieces are quantized as they arrive (a float file of a model too big
+    /// for the page as f32).
+    fn check(&self, path: &str, table: &crate::quantize::Table) -> Result<bool> {
+        let int8 = crate::quantize::is_quantized(table);
+        let quantize = !int8 && self.quantize_floats;
+        for (tensor, info) in table {
+            // A linear or embedding weight kept int8 on the GPU where its rows split into blocks; a convolution
+            // kernel is dequantized for each call.
+            let will_be_int8 =
+                if quantize { crate::quantize::quantizes(&info.dtype, &info.shape) } else { info.dtype == "I8" };
+            let kept = (int8 || quantize)
+                && will_be_int8
+                && info.shape.len() == 2
+                && crate::quantize::device_block(info.shape[1]).is_some();
+            let bytes = info.shape.iter().product::<usize>() as u64 * if kept { 1 } else { 4 };
+            if bytes > self.gpu.max_binding {
+                return Err(Error::Device(format!(
+                    "{path}: tensor {tensor} needs {bytes} bytes on the GPU, over this GPU's {}-byte buffer \
+                     limit; use a smaller model",
+                    self.gpu.max_binding
+                )));
+            }
+        }
+        Ok(quantize)
+    }
+}
+
+/// Applies one piece of a streamed weights file, quantized first where `quantize` says.
+fn apply<M: burn_store::ModuleSnapshot>(loading: &mut Loading<'_, M>, piece: WeightFile, quantize: bool) -> Result<()> {
+    match piece {
+        WeightFile::Bytes { name, bytes } if quantize => {
+            let bytes = crate::quantize::quantize(&name, &bytes)?.into();
+            loading.apply(WeightFile::Bytes { name, bytes })
+        }
+        piece => loading.apply(piece),
+    }
+}
+
+fn not_found(file: &str) -> Error {
+    Error::Fetch { url: file.to_string(), message: "not found (404, or an HTML page in its place)".into() }
+}
+
+/// [`fetch::fetch_into`] of a weights file, telling `status` its progress.
+async fn fetch_streamed(file: &str, sink: &mut fetch::Sink<'_>, status: &mut dyn FnMut(String)) -> Result<bool> {
+    status(format!("Fetching {file} …"));
+    let mut progress = progress_shown(file, status);
+    fetch::fetch_into(file, MAX_FILE_BYTES, &mut progress, sink).await
 }
 
 /// The model's fitted latent preview (`vae/latent_preview.json`, see [`crate::preview`]), or false colour
@@ -399,12 +472,10 @@ pub fn save_file(name: &str, mime: &str, bytes: &[u8]) -> Result<()> {
     a.set_download(name);
     a.click();
     // The browser reads the blob after this task; let it go a little later.
-    let later = wasm_bindgen::closure::Closure::once_into_js(move || {
+    gloo_timers::callback::Timeout::new(60_000, move || {
         let _ = web_sys::Url::revoke_object_url(&url);
-    });
-    if let Some(w) = web_sys::window() {
-        let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(later.unchecked_ref(), 60_000);
-    }
+    })
+    .forget();
     Ok(())
 }
 
@@ -716,18 +787,22 @@ pub async fn bench(gpu: &Gpu, settings: &BenchSettings, mut status: impl FnMut(S
     .sum();
     let size = settings.size.unwrap_or(sd.default_image_size());
     let [h, w] = sd.latent_size(size, size)?;
-    let cond = sd.embed("Chest X-ray of a subject with pleural effusion")?;
+    let cond = sd.embed(crate::app::bench::PROMPT)?;
     let uncond = sd.embed("")?;
     read(cond.clone()).await?;
     let load_s = seconds(start);
-    let latents = initial_latents(0, sd.unet_config.in_channels, h, w, &gpu.device);
+    let latents = initial_latents(crate::app::bench::SEED, sd.unet_config.in_channels, h, w, &gpu.device);
     let mut times = Vec::new();
+    let mut output = Vec::new();
     for call in 0..=settings.calls {
         status(format!("Guided U-Net call {} of {} at {size}×{size} px …", call + 1, settings.calls + 1));
         next_frame().await;
         let t = performance_now();
-        read(sd.guided_prediction(latents.clone(), cond.clone(), &uncond, 981, 7.5)).await?;
+        let prediction = read(sd.guided_prediction(latents.clone(), cond.clone(), &uncond, 981, 7.5)).await?;
         times.push(seconds(t));
+        if call == 0 {
+            output = prediction;
+        }
     }
     status("Decoding one image …".into());
     next_frame().await;
@@ -744,11 +819,13 @@ pub async fn bench(gpu: &Gpu, settings: &BenchSettings, mut status: impl FnMut(S
         latent: h,
         load_s,
         first_call_s: times[0],
+        call_flops: 2 * sd.unet_config.flops([h, w], sd.tokenizer.max_length())?,
         calls_s: times[1..].to_vec(),
         decode_s,
         planned_bytes,
         weight_bytes: sd.device_bytes(),
         reserved_bytes: gpu.device.memory_pool_usage().map(|u| u.bytes_reserved),
         wasm_bytes,
+        output,
     })
 }

@@ -110,6 +110,7 @@ fn BenchPage(settings: BenchSettings) -> impl IntoView {
     let phase = RwSignal::new(Phase::Loading("Starting WebGPU …".into()));
     let adapter = RwSignal::new(String::new());
     let report = RwSignal::new(String::new());
+    let output = RwSignal::new(String::new());
     spawn_local(async move {
         let status = |text: String| phase.set(Phase::Loading(text));
         let result = match engine::webgpu().await {
@@ -122,6 +123,7 @@ fn BenchPage(settings: BenchSettings) -> impl IntoView {
         match result {
             Ok(r) => {
                 report.set(r.markdown());
+                output.set(serde_json::to_string(&r.output).unwrap_or_default());
                 phase.set(Phase::Ready);
             }
             Err(e) => phase.set(Phase::Failed(e.to_string())),
@@ -134,6 +136,8 @@ fn BenchPage(settings: BenchSettings) -> impl IntoView {
         </header>
         <StatusLine phase adapter live=RwSignal::new(None) />
         <pre id="bench">{move || report.get()}</pre>
+        // The first prediction's values as JSON, for tests/web/bench.mjs to compare with the CPU's.
+        <pre id="bench-output" hidden>{move || output.get()}</pre>
     }
 }
 

@@ -2,15 +2,17 @@
 // (SwiftShader) unless CHROMIUM_FLAGS says otherwise: prints the status line as it changes, then the page's
 // table. Exits non-zero if the page fails or takes over an hour.
 //
-//   node tests/web/bench.mjs DIST MODEL_DIR [SIZE] [CALLS]
+//   node tests/web/bench.mjs DIST MODEL_DIR [SIZE] [CALLS] [REFERENCE]
 //
-// DIST is `trunk build --release`'s output; MODEL_DIR a diffusers folder, served at /bench-model/.
+// DIST is `trunk build --release`'s output; MODEL_DIR a diffusers folder, served at /bench-model/. REFERENCE, a
+// JSON list of the same prediction computed elsewhere (`examples/sd15_gpu.rs` writes the CPU's), is compared
+// with the page's first prediction: the largest difference is printed, and over 1e-3 fails.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
 
-const [dist, model, size = "256", calls = "1"] = process.argv.slice(2);
+const [dist, model, size = "256", calls = "1", reference] = process.argv.slice(2);
 if (!dist || !model) {
   console.error("usage: node bench.mjs DIST MODEL_DIR [SIZE] [CALLS]");
   process.exit(2);
@@ -56,7 +58,20 @@ while (Date.now() - t0 < 60 * 60 * 1000) {
   await new Promise((r) => setTimeout(r, 2000));
 }
 console.log((await page.textContent("#bench")) || (await page.textContent("#fatal")) || "");
+let failed = state !== "ready";
+if (reference && !failed) {
+  const want = JSON.parse(fs.readFileSync(reference, "utf8"));
+  const got = JSON.parse((await page.textContent("#bench-output")) || "[]");
+  if (got.length !== want.length) {
+    console.log(`prediction: ${got.length} values, the reference has ${want.length}`);
+    failed = true;
+  } else {
+    const diff = Math.max(...got.map((v, i) => Math.abs(v - want[i])));
+    const largest = Math.max(...want.map(Math.abs));
+    console.log(`prediction vs ${reference}: max abs difference ${diff.toExponential(2)} (largest |value| ${largest.toFixed(2)})`);
+    failed = !(diff <= 1e-3);
+  }
+}
 await browser.close();
 fs.rmSync(dir, { recursive: true, force: true });
-server.close();
-process.exit(state === "ready" ? 0 : 1);
+process.exit(failed ? 1 : 0);

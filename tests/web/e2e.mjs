@@ -312,7 +312,7 @@ try {
       document.querySelector("#fatal")?.textContent, null, { timeout: TIMEOUT_MS, polling: 500 });
     const table = (await page.textContent("#bench")) || (await page.textContent("#status"));
     const [, planned, loaded] = table.match(/planned \/ loaded \| ([\d.]+) MB \/ ([\d.]+) MB/) ?? [];
-    check(/guided U-Net call, median of 1 \| [\d.]+ s/.test(table) && /wasm memory \(peak\) \| [\d.]+ MB/.test(table)
+    check(/guided U-Net call, median of 1 \| [\d.]+ s \([\d.]+ GFLOP, [\d.]+ GFLOP\/s\)/.test(table) && /wasm memory \(peak\) \| [\d.]+ MB/.test(table)
       && planned && planned === loaded, `?bench=1 times a U-Net call and a decode: ${table.replace(/\n/g, " ")}`);
   });
 
