@@ -515,7 +515,7 @@ mod tests {
         // ../shared/NOTES.md: a guided SD 1.5 call (batch 2) at a 64×64 latent is 1607 GFLOP.
         let flops = sd15().unet.flops([64, 64], 77).unwrap();
         assert_eq!(flops, 803_273_441_280);
-        assert_eq!((2 * flops as f64 / 1e9).round(), 1607.0);
+        assert_eq!(((2 * flops) as f64 / 1e9).round(), 1607.0);
         // Self-attention grows with the square of the tokens: four times the latent area, more than 4× the work.
         assert!(sd15().unet.flops([128, 128], 77).unwrap() > 4 * flops);
     }
