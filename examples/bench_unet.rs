@@ -24,8 +24,11 @@ fn load_unet(dir: &std::path::Path, device: &Device) -> Result<UNet2DConditionMo
     Ok(unet)
 }
 
-/// The f32 tensors of a safetensors file saved by the Python side, by name: values and shape.
-fn tensors(path: &std::path::Path) -> Result<std::collections::HashMap<String, (Vec<f32>, Vec<usize>)>, Failure> {
+/// Tensors by name: values and shape.
+type Tensors = std::collections::HashMap<String, (Vec<f32>, Vec<usize>)>;
+
+/// The f32 tensors of a safetensors file saved by the Python side.
+fn tensors(path: &std::path::Path) -> Result<Tensors, Failure> {
     let bytes = std::fs::read(path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
     Ok(st
