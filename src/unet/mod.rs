@@ -180,6 +180,17 @@ impl Default for UNet2DConditionConfig {
     }
 }
 
+/// One layer of a U-Net call, for measuring it ([`UNet2DConditionConfig::stages`]); `level` is the resolution
+/// it runs at (0 the latent's, each level half the previous).
+enum Stage {
+    /// A resnet from `cin` to `cout` channels.
+    Resnet { cin: usize, cout: usize, level: usize },
+    /// Down/up block `block`'s transformer over `channels` channels.
+    Transformer { block: usize, channels: usize, level: usize, only_cross: bool },
+    /// A down- or upsampler's 3×3 convolution, `level` its output's.
+    Resample { channels: usize, level: usize },
+}
+
 /// The U-Net's per-block sizes, resolved and checked.
 #[derive(Debug, Clone)]
 struct Resolved {
@@ -258,28 +269,33 @@ impl UNet2DConditionConfig {
         self.init_limited(device, 0)
     }
 
-    /// Elements of the largest tensor one batch row makes at latent size `h × w`: a transformer's GEGLU
-    /// projection (8 × its width per token), a resnet's input (an up block's concatenated skip), or a
-    /// feature map. Attention scores are left out: the attentions slice their queries to fit. What a GPU's
-    /// buffer limit has to hold, per row, for one U-Net call.
-    pub fn largest_activation(&self, [h, w]: [usize; 2]) -> Result<usize> {
-        let r = self.resolve()?;
+    /// The layers one call runs, in order, as [`init_limited`](Self::init_limited) builds them: each down
+    /// block's resnets (each followed by its transformer in a cross-attention block) and downsampler, the mid
+    /// block, each up block's resnets on [previous, skip] concatenated (mirroring down block n-1-i) and
+    /// upsampler. What [`largest_activation`](Self::largest_activation) and [`flops`](Self::flops) measure.
+    fn stages(&self, r: &Resolved) -> Vec<Stage> {
         let ch = &self.block_out_channels;
         let n = ch.len();
-        let tokens = |level: usize| h.div_ceil(1 << level) * w.div_ceil(1 << level);
-        let attention = |width: usize, level: usize| 8 * width * tokens(level);
-        let mut largest = ch[0] * tokens(0);
-        let mut prev = ch[0];
-        for (i, &out) in ch.iter().enumerate() {
-            largest = largest.max(prev.max(out) * tokens(i));
-            if self.down_block_types[i] == DownBlockType::CrossAttnDownBlock2D {
-                largest = largest.max(attention(out, i));
+        let mut stages = Vec::new();
+        let mut out = ch[0];
+        for (i, &channels) in ch.iter().enumerate() {
+            let input = out;
+            out = channels;
+            for j in 0..r.layers[i] {
+                stages.push(Stage::Resnet { cin: if j == 0 { input } else { out }, cout: out, level: i });
+                if self.down_block_types[i] == DownBlockType::CrossAttnDownBlock2D {
+                    stages.push(Stage::Transformer { block: i, channels: out, level: i, only_cross: r.only_cross[i] });
+                }
             }
-            prev = out;
+            if i + 1 < n {
+                stages.push(Stage::Resample { channels: out, level: i + 1 });
+            }
         }
-        largest = largest.max(attention(ch[n - 1], n - 1));
-        // Up block i runs at the mirror level of down block n-1-i, its resnets on [previous, skip] concatenated.
-        let mut out = ch[n - 1];
+        let (top, c) = (n - 1, ch[n - 1]);
+        stages.push(Stage::Resnet { cin: c, cout: c, level: top });
+        // diffusers' UNetMidBlock2DCrossAttn: its first attention is always self-attention.
+        stages.push(Stage::Transformer { block: top, channels: c, level: top, only_cross: false });
+        stages.push(Stage::Resnet { cin: c, cout: c, level: top });
         for (i, &kind) in self.up_block_types.iter().enumerate() {
             let level = n - 1 - i;
             let prev = out;
@@ -287,18 +303,37 @@ impl UNet2DConditionConfig {
             let input = ch[level.saturating_sub(1)];
             let layers = r.layers[level] + 1;
             for j in 0..layers {
-                let res_in = if j == 0 { prev } else { out };
                 let skip = if j == layers - 1 { input } else { out };
-                largest = largest.max((res_in + skip) * tokens(level));
-            }
-            if kind == UpBlockType::CrossAttnUpBlock2D {
-                largest = largest.max(attention(out, level));
+                stages.push(Stage::Resnet { cin: if j == 0 { prev } else { out } + skip, cout: out, level });
+                if kind == UpBlockType::CrossAttnUpBlock2D {
+                    stages.push(Stage::Transformer {
+                        block: level,
+                        channels: out,
+                        level,
+                        only_cross: r.only_cross[level],
+                    });
+                }
             }
             if level > 0 {
-                largest = largest.max(out * tokens(level - 1));
+                stages.push(Stage::Resample { channels: out, level: level - 1 });
             }
         }
-        Ok(largest)
+        stages
+    }
+
+    /// Elements of the largest tensor one batch row makes at latent size `h × w`: a transformer's GEGLU
+    /// projection (8 × its width per token), a resnet's input (an up block's concatenated skip), or a
+    /// feature map. Attention scores are left out: the attentions slice their queries to fit. What a GPU's
+    /// buffer limit has to hold, per row, for one U-Net call.
+    pub fn largest_activation(&self, [h, w]: [usize; 2]) -> Result<usize> {
+        let r = self.resolve()?;
+        let tokens = |level: usize| h.div_ceil(1 << level) * w.div_ceil(1 << level);
+        let largest = self.stages(&r).into_iter().map(|stage| match stage {
+            Stage::Resnet { cin, cout, level } => cin.max(cout) * tokens(level),
+            Stage::Transformer { channels, level, .. } => 8 * channels * tokens(level),
+            Stage::Resample { channels, level } => channels * tokens(level),
+        });
+        Ok(largest.fold(self.block_out_channels[0] * tokens(0), usize::max))
     }
 
     /// Floating-point operations of one batch row's U-Net call at latent size `h × w` with `context` text
@@ -308,58 +343,30 @@ impl UNet2DConditionConfig {
     pub fn flops(&self, [h, w]: [usize; 2], context: usize) -> Result<u64> {
         let r = self.resolve()?;
         let ch = &self.block_out_channels;
-        let n = ch.len();
         let temb = self.time_embedding_dim.unwrap_or(ch[0] * 4) as u64;
         let tokens = |level: usize| (h.div_ceil(1 << level) * w.div_ceil(1 << level)) as u64;
         let conv = |cin: usize, cout: usize, k: usize, t: u64| 2 * (k * k * cin * cout) as u64 * t;
-        let resnet = |cin: usize, cout: usize, t: u64| {
-            let shortcut = if cin == cout { 0 } else { conv(cin, cout, 1, t) };
-            conv(cin, cout, 3, t) + conv(cout, cout, 3, t) + shortcut + 2 * temb * cout as u64
-        };
         let context = context as u64;
-        // Projections in and out, then per layer: self-attention (or cross-only), cross-attention, GEGLU.
-        let transformer = |i: usize, c: usize, t: u64, only_cross: bool| {
-            let (c, x) = (c as u64, r.cross[i] as u64);
-            let attention = |keys: u64, width: u64| 2 * (2 * c * c * t + 2 * width * c * keys + 2 * t * keys * c);
-            let first = if only_cross { attention(context, x) } else { attention(t, c) };
-            4 * c * c * t + r.depth[i] as u64 * (first + attention(context, x) + 2 * c * 8 * c * t + 2 * 4 * c * c * t)
+        let stage = |stage: Stage| match stage {
+            Stage::Resnet { cin, cout, level } => {
+                let t = tokens(level);
+                let shortcut = if cin == cout { 0 } else { conv(cin, cout, 1, t) };
+                conv(cin, cout, 3, t) + conv(cout, cout, 3, t) + shortcut + 2 * temb * cout as u64
+            }
+            // Projections in and out, then per layer: self-attention (or cross-only), cross-attention, GEGLU.
+            Stage::Transformer { block, channels, level, only_cross } => {
+                let (c, x, t) = (channels as u64, r.cross[block] as u64, tokens(level));
+                let attention = |keys: u64, width: u64| 2 * (2 * c * c * t + 2 * width * c * keys + 2 * t * keys * c);
+                let first = if only_cross { attention(context, x) } else { attention(t, c) };
+                4 * c * c * t
+                    + r.depth[block] as u64 * (first + attention(context, x) + 2 * c * 8 * c * t + 2 * 4 * c * c * t)
+            }
+            Stage::Resample { channels, level } => conv(channels, channels, 3, tokens(level)),
         };
-        let mut flops = conv(self.in_channels, ch[0], self.conv_in_kernel, tokens(0))
+        let ends = conv(self.in_channels, ch[0], self.conv_in_kernel, tokens(0))
             + conv(ch[0], self.out_channels, self.conv_out_kernel, tokens(0))
             + 2 * (ch[0] as u64 * temb + temb * temb);
-        let mut out = ch[0];
-        for (i, &c) in ch.iter().enumerate() {
-            let input = out;
-            out = c;
-            for j in 0..r.layers[i] {
-                flops += resnet(if j == 0 { input } else { out }, out, tokens(i));
-                if self.down_block_types[i] == DownBlockType::CrossAttnDownBlock2D {
-                    flops += transformer(i, out, tokens(i), r.only_cross[i]);
-                }
-            }
-            if i + 1 < n {
-                flops += conv(out, out, 3, tokens(i + 1));
-            }
-        }
-        flops += 2 * resnet(ch[n - 1], ch[n - 1], tokens(n - 1)) + transformer(n - 1, ch[n - 1], tokens(n - 1), false);
-        for (i, &kind) in self.up_block_types.iter().enumerate() {
-            let level = n - 1 - i;
-            let prev = out;
-            out = ch[level];
-            let input = ch[level.saturating_sub(1)];
-            let layers = r.layers[level] + 1;
-            for j in 0..layers {
-                let skip = if j == layers - 1 { input } else { out };
-                flops += resnet(if j == 0 { prev } else { out } + skip, out, tokens(level));
-                if kind == UpBlockType::CrossAttnUpBlock2D {
-                    flops += transformer(level, out, tokens(level), r.only_cross[level]);
-                }
-            }
-            if level > 0 {
-                flops += conv(out, out, 3, tokens(level - 1));
-            }
-        }
-        Ok(flops)
+        Ok(ends + self.stages(&r).into_iter().map(stage).sum::<u64>())
     }
 
     /// [`init`](Self::init) with attentions that materialize at most `max_scores` score elements per call
