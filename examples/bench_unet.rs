@@ -24,21 +24,9 @@ fn load_unet(dir: &std::path::Path, device: &Device) -> Result<UNet2DConditionMo
     Ok(unet)
 }
 
-/// Tensors by name: values and shape.
-type Tensors = std::collections::HashMap<String, (Vec<f32>, Vec<usize>)>;
-
 /// The f32 tensors of a safetensors file saved by the Python side.
-fn tensors(path: &std::path::Path) -> Result<Tensors, Failure> {
-    let bytes = std::fs::read(path)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    Ok(st
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            let values = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            (name, (values, v.shape().to_vec()))
-        })
-        .collect())
+fn tensors(path: &std::path::Path) -> Result<traverse::codec::Tensors, Failure> {
+    Ok(traverse::codec::float_tensors(&path.display().to_string(), &std::fs::read(path)?)?)
 }
 
 /// This process's peak resident memory in MB (Linux), or NaN.

@@ -4,26 +4,15 @@
 //!
 //!     cargo run --release --example config_sweep -- OUT/case*
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use burn::prelude::*;
+use traverse::codec::Tensors;
 use traverse::pipeline::StableDiffusion;
 use traverse::swap::{SwapSampler, SwapSettings};
 
-type Named = HashMap<String, (Vec<f32>, Vec<usize>)>;
-
-fn reference(path: &Path) -> Result<Named, Box<dyn std::error::Error>> {
-    let bytes = std::fs::read(path)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    Ok(st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            (k, (data, v.shape().to_vec()))
-        })
-        .collect())
+fn reference(path: &Path) -> Result<Tensors, Box<dyn std::error::Error>> {
+    Ok(traverse::codec::float_tensors(&path.display().to_string(), &std::fs::read(path)?)?)
 }
 
 /// Largest absolute difference, relative to max(1, largest reference value).

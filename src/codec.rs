@@ -211,6 +211,22 @@ pub fn parse<'a>(what: &str, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
     SafeTensors::deserialize(bytes).map_err(|e| bad(what, e.to_string()))
 }
 
+/// Tensors by name: f32 values and shape.
+pub type Tensors = BTreeMap<String, (Vec<f32>, Vec<usize>)>;
+
+/// Every tensor of a whole safetensors file held in memory (`what` names it in errors), as f32 values and
+/// shape by name; a tensor that is not a float is an error.
+pub fn float_tensors(what: &str, bytes: &[u8]) -> Result<Tensors> {
+    parse(what, bytes)?
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = floats(what, &name, &view)?;
+            Ok((name, (values, view.shape().to_vec())))
+        })
+        .collect()
+}
+
 /// Values of a float tensor as f32.
 pub fn floats(what: &str, name: &str, view: &TensorView) -> Result<Vec<f32>> {
     float_values(what, name, &format!("{:?}", view.dtype()), view.data())
