@@ -1,17 +1,30 @@
-"""Build the LPIPS parity fixture (tests/fixtures/lpips_reference.safetensors) with the `lpips` package.
+"""Build the LPIPS parity fixtures with the `lpips` package.
 
-AlexNet's ImageNet weights cannot be downloaded here, and 10 MB of random ones would bloat the repository,
-so its weights follow a fixed integer formula that tests/parity.rs rebuilds exactly (`formula_weight`);
-LPIPS' own linear heads ship inside the `lpips` package and are stored in the fixture as they are.
+1. tests/fixtures/lpips_reference.safetensors: random image pairs through an AlexNet whose weights follow a
+   fixed integer formula that tests/parity.rs rebuilds exactly (`formula_weight`), with LPIPS' own heads.
 
-    .venv-parity/bin/python scripts/make_lpips_fixture.py
+       .venv-parity/bin/python scripts/make_lpips_fixture.py
+
+2. tests/fixtures/lpips-real/: real image pairs (phantoms, generated images) as PNGs, and the `lpips`
+   package's distances with the shipped weights (public/lpips/alex.safetensors, int8, dequantized exactly as
+   the Rust loader does), beside its distances with the f32 weights they were quantized from
+   (scripts/export_lpips.py), so the fixture also records what int8 costs:
+
+       .venv-parity/bin/python scripts/make_lpips_fixture.py --f32 lpips-alex.safetensors \
+           --pair phantom-a.png phantom-b.png --pair neutral.png edited.png ...
 """
 
+import argparse
+import importlib.metadata
+import json
+import shutil
 from pathlib import Path
 
 import lpips
+import numpy as np
 import torch
-from safetensors.torch import save_file
+from PIL import Image
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 torch.set_grad_enabled(False)
@@ -30,7 +43,7 @@ def formula_weight(shape, layer, bias):
     return (level * amp).to(torch.float32).reshape(shape)
 
 
-def main():
+def formula_fixture():
     model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
     convs = [m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 5
@@ -49,6 +62,77 @@ def main():
     ref["c"], ref["e"], ref["d_small"] = c, e, model(c, e).flatten()
     save_file({k: v.contiguous() for k, v in ref.items()}, ROOT / "tests" / "fixtures" / "lpips_reference.safetensors")
     print("distances", ref["d"].tolist(), ref["d_small"].tolist())
+
+
+def dequantized(path):
+    """A safetensors file in the int8 format (src/quantize.rs) as f32 tensors: NAME · NAME.qscale per row."""
+    raw = load_file(path)
+    out = {}
+    for name, t in raw.items():
+        if name.endswith(".qscale"):
+            continue
+        if t.dtype == torch.int8:
+            scale = raw[name + ".qscale"]
+            t = t.to(torch.float32) * scale.reshape(-1, *([1] * (t.dim() - 1)))
+        out[name] = t
+    return out
+
+
+def lpips_with(state):
+    model = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # The heads are registered twice (lin{k}, lins.{k}: one tensor); the scaling constants are buffers.
+    assert not unexpected and all(k.startswith(("lins.", "scaling_layer.")) for k in missing), (missing, unexpected)
+    return model
+
+
+def image(path):
+    """[1, 3, H, W] in [-1, 1], as src/image.rs's rgb_to_tensor reads a PNG."""
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(rgb / 127.5 - 1.0).permute(2, 0, 1)[None]
+
+
+def real_fixture(f32_path, pairs):
+    out = ROOT / "tests" / "fixtures" / "lpips-real"
+    out.mkdir(parents=True, exist_ok=True)
+    shipped = lpips_with(dequantized(ROOT / "public" / "lpips" / "alex.safetensors"))
+    full = lpips_with(load_file(f32_path))
+    rows = []
+    for k, (a, b) in enumerate(pairs):
+        names = [f"pair{k}-a.png", f"pair{k}-b.png"]
+        for src, name in zip((a, b), names):
+            shutil.copyfile(src, out / name)
+        x, y = image(out / names[0]), image(out / names[1])
+        rows.append({
+            "a": names[0],
+            "b": names[1],
+            "source": [Path(a).name, Path(b).name],
+            "distance": float(shipped(x, y).flatten()[0]),
+            "distance_f32_weights": float(full(x, y).flatten()[0]),
+        })
+    int8 = max(abs(r["distance"] - r["distance_f32_weights"]) for r in rows)
+    reference = {
+        "weights": "public/lpips/alex.safetensors (int8), dequantized",
+        "lpips": importlib.metadata.version("lpips"),
+        "torch": torch.__version__,
+        "int8_vs_f32_max_abs": int8,
+        "pairs": rows,
+    }
+    (out / "reference.json").write_text(json.dumps(reference, indent=2) + "\n")
+    for r in rows:
+        print(f"{r['a']} {r['b']}: {r['distance']:.6f} (f32 weights {r['distance_f32_weights']:.6f})")
+    print(f"int8 vs f32 weights: max abs difference {int8:.2e}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--f32", help="LPIPS-alex f32 weights from scripts/export_lpips.py: build fixture 2")
+    ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"))
+    a = ap.parse_args()
+    if a.f32:
+        real_fixture(a.f32, a.pair)
+    else:
+        formula_fixture()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,11 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     write(path, json_text(&what, &value)?.as_bytes())
 }
 
+/// Reads a whole file.
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(Error::io(path))
+}
+
 /// Reads a whole text file.
 pub fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(Error::io(path))

@@ -314,7 +314,7 @@ pub fn write_latents(path: &Path, tensors: &[(String, Tensor<4>)], meta: HashMap
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_latents(path: &Path, names: &[String], device: &Device) -> Result<Vec<Tensor<4>>> {
     inspect(&WeightFile::Path(path.to_path_buf()))?;
-    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    let bytes = crate::files::read(path)?;
     let st = parse(&path.display().to_string(), &bytes)?;
     names
         .iter()

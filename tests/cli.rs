@@ -291,9 +291,13 @@ fn evaluate_scores_every_style_of_a_family() {
         for key in ["cfrt", "cfrt_interpolated"] {
             assert!((0.0..=1.0).contains(&s[key].as_f64().unwrap()), "{key}: {s}");
         }
-        for key in ["lpips", "lpips_interpolated"] {
+        // Each value lies in its 95% bootstrap interval over subjects.
+        for key in ["cfrt", "cfrt_interpolated", "lpips", "lpips_interpolated"] {
             let v = s[key].as_f64().unwrap();
-            assert!(v.is_finite() && v > 0.0, "{key}: {s}");
+            assert!(v.is_finite() && (!key.starts_with("lpips") || v > 0.0), "{key}: {s}");
+            let ci = &s[format!("{key}_interval")];
+            let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+            assert!(lo <= v && v <= hi, "{key}: {v} outside [{lo}, {hi}]");
         }
         // The side effects name the family's other label, as a rate.
         let effects = s["side_effects"].as_array().unwrap();
@@ -370,14 +374,77 @@ fn evaluate_scores_every_style_of_a_family() {
         "0",
         "--ceiling-subjects",
         "0",
+        "--no-lpips",
         "--out",
         tmp.0.join("no-ceiling.json").to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let report = manifest_named(&tmp.0, "no-ceiling.json");
     assert!(report.get("autoencoder_ceiling").is_none(), "{report}");
-    assert!(report["scores"][0]["lpips"].is_null(), "no --lpips, no LPIPS");
+    assert!(report["scores"][0]["lpips"].is_null(), "--no-lpips, no LPIPS");
     assert_eq!(report["scores"].as_array().unwrap().len(), 2);
+}
+
+/// A run split into 3 shards and merged gives the report of the same run in one shard, byte for byte (its
+/// cost aside); a finished shard is skipped, another run's file is never overwritten, and a missing shard is
+/// named.
+#[test]
+fn evaluate_shards_merge_into_the_one_process_report() {
+    let tmp = TempDir::new("eval-shards");
+    let model = fixtures().join("tiny-sd");
+    let classifier = classifiers().join("chest");
+    let run = |seed: &str, args: &[&str]| {
+        let mut all = vec!["evaluate", "--model", model.to_str().unwrap(), "--kind", "chest"];
+        all.extend(["--classifier", classifier.to_str().unwrap(), "--subjects", "4", "--seed", seed]);
+        all.extend(["--steps", "4", "--swap-points", "2,4", "--controls", "3", "--interpolations", "3"]);
+        all.extend(["--ceiling-subjects", "2", "--map-subjects", "3"]);
+        all.extend(args);
+        let out = traverse(&all);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dir = |name: &str| tmp.0.join(name).to_str().unwrap().to_string();
+    let merge = |shards: &str, out: &str| {
+        traverse(&["evaluate", "merge", "--kind", "chest", "--shard-dir", &dir(shards), "--out", &dir(out)])
+    };
+    run("1000", &["--shard", "0/1", "--shard-dir", &dir("one")]);
+    for k in 0..3 {
+        run("1000", &["--shard", &format!("{k}/3"), "--shard-dir", &dir("three")]);
+    }
+    for (shards, out) in [("one", "one.json"), ("three", "three.json")] {
+        let m = merge(shards, out);
+        assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    }
+    let md = |name: &str| std::fs::read(tmp.0.join(name)).unwrap();
+    assert_eq!(md("one.md"), md("three.md"), "the tables are byte-identical");
+    let results = |name: &str| {
+        let mut report = manifest_named(&tmp.0, name);
+        let cost = report.as_object_mut().unwrap().remove("cost").unwrap();
+        (report, cost)
+    };
+    let ((one, one_cost), (three, three_cost)) = (results("one.json"), results("three.json"));
+    assert_eq!(one, three, "every figure of the report is the same");
+    assert_eq!((one_cost["shards"].as_u64(), three_cost["shards"].as_u64()), (Some(1), Some(3)));
+    // 4 subjects × 2 styles × 2 swap points per style; the map holds the first 3 subjects' 5 latents each.
+    assert_eq!(one["scores"][0]["samples"], 8);
+    assert_eq!(one["latent_maps"][0]["points"].as_array().unwrap().len(), 15);
+    assert!(one_cost["unet_evaluations_per_trajectory"].as_f64().unwrap() > 0.0);
+    assert!(one["autoencoder_ceiling"]["attributes"].as_array().unwrap().len() == 2, "shard 0 measures it");
+    // Resumed: a finished shard is skipped; another run's file in its place is refused, not overwritten.
+    let again = run("1000", &["--shard", "1/3", "--shard-dir", &dir("three")]);
+    assert!(again.contains("already done"), "{again}");
+    let mut all = vec!["evaluate", "--model", model.to_str().unwrap(), "--kind", "chest", "--subjects", "4"];
+    let three_dir = dir("three");
+    all.extend(["--classifier", classifier.to_str().unwrap(), "--shard", "1/3", "--shard-dir", &three_dir]);
+    let other = traverse(&all);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && err.contains("another run"), "{err}");
+    // A missing shard is named rather than merged into a smaller report.
+    std::fs::remove_file(tmp.0.join("three/chest-0001-of-0003.json")).unwrap();
+    let m = merge("three", "partial.json");
+    let err = String::from_utf8_lossy(&m.stderr);
+    assert!(!m.status.success() && err.contains("shard 1 is missing"), "{err}");
+    assert!(!tmp.0.join("partial.json").exists());
 }
 
 #[test]

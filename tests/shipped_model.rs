@@ -62,6 +62,7 @@ fn rates(kind: Kind, subjects: usize) -> Vec<(String, String, f64, f64, f64)> {
         swap: SwapSettings { steps: 50, guidance: 7.5, swap_points: vec![5, 45], max_batch: 16 },
         controls: 3,
         interpolations: 0,
+        map_subjects: 0,
     };
     let mut out = Vec::new();
     for setting in settings(kind).unwrap() {

@@ -20,6 +20,7 @@ use crate::classifier::Classifier;
 use crate::codec::WeightFile;
 use crate::error::{Error, Result};
 use crate::invert::Inversion;
+use crate::lpips::Lpips;
 use crate::output::{self, Reconstruction};
 use crate::pipeline::{
     CONFIG_FILES, Configs, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
@@ -316,6 +317,16 @@ pub async fn load_classifier(
     Classifier::load(&config, file, device).map(Some)
 }
 
+/// Loads LPIPS' weights from `path` (the shipped int8 file); `None` when the page is served without them (its
+/// images then show no LPIPS).
+pub async fn load_lpips(path: &str, device: &Device, mut status: impl FnMut(String)) -> Result<Option<Lpips>> {
+    let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
+    let Some(bytes) = fetch_file(dir, name, MAX_SMALL_BYTES, true, &mut status).await? else {
+        return Ok(None);
+    };
+    Lpips::load(WeightFile::Bytes { name: path.to_string(), bytes: bytes.into() }, device).map(Some)
+}
+
 /// Waits for the browser's next frame, so the page repaints between GPU steps.
 pub async fn next_frame() {
     let promise = Promise::new(&mut |resolve, _| {
@@ -333,6 +344,9 @@ pub struct Picture {
     pub url: String,
     /// Probability per classifier label.
     pub probs: Vec<f32>,
+    /// LPIPS from the neutral image (Table 2's distance), for images other than the neutral one when the
+    /// page has LPIPS' weights.
+    pub lpips: Option<f32>,
 }
 
 /// What a finished run shows: plain data (no tensors), so the page can keep it in a signal.
@@ -370,6 +384,8 @@ pub struct Run {
     origin: Option<(String, Reconstruction, Tensor<4>)>,
     /// Per style: the neutral latent then one per swap point.
     latents: Vec<Vec<Tensor<4>>>,
+    /// The decoded neutral image, which LPIPS measures every frame from.
+    neutral_image: Tensor<4>,
     /// Per style: the Bézier curve's latents, made when first shown.
     curves: HashMap<usize, Vec<Tensor<4>>>,
     /// Pictures already decoded, by (style, frame).
@@ -382,6 +398,8 @@ pub struct Models<'a> {
     pub sd: &'a StableDiffusion,
     /// The family's attribute classifiers, if shipped.
     pub classifier: Option<&'a Classifier>,
+    /// LPIPS, if its weights were served.
+    pub lpips: Option<&'a Lpips>,
     /// The adapter's largest storage buffer binding, in bytes.
     pub max_binding: u64,
     /// How a latent is previewed while the run denoises.
@@ -399,8 +417,14 @@ impl Models<'_> {
         self.sd.plan([size, size], guided, self.max_binding)
     }
 
-    /// Decodes and classifies `latents`, telling `each(index, picture)` as each one is ready.
-    async fn pictures(&self, latents: Vec<Tensor<4>>, each: &mut dyn FnMut(usize, &Picture)) -> Result<Vec<Picture>> {
+    /// Decodes, classifies and measures `latents` (LPIPS from `neutral`, the neutral image, when given),
+    /// telling `each(index, picture)` as each one is ready.
+    async fn pictures(
+        &self,
+        latents: Vec<Tensor<4>>,
+        neutral: Option<&Tensor<4>>,
+        each: &mut dyn FnMut(usize, &Picture),
+    ) -> Result<Vec<Picture>> {
         let mut out = Vec::with_capacity(latents.len());
         // At most four at a time, so the page repaints in between; fewer where the buffers are small.
         let Some(first) = latents.first() else { return Ok(out) };
@@ -408,25 +432,43 @@ impl Models<'_> {
         let per_decode = self.plan(size, false)?.decode_batch.min(4);
         for chunk in latents.chunks(per_decode) {
             let images = self.sd.vae.decode(Tensor::cat(chunk.to_vec(), 0));
-            let [b, _, h, w] = images.dims();
-            let probs = match self.classifier {
-                Some(c) => {
-                    let values = read(c.probabilities(images.clone())?).await?;
-                    values.chunks(c.config.labels.len()).map(<[f32]>::to_vec).collect()
-                }
-                None => vec![Vec::new(); b],
-            };
-            let pixels = read(images).await?;
-            for (i, probs) in probs.into_iter().enumerate() {
-                let plane = 3 * h * w;
-                let rgb = crate::image::to_rgb(&pixels[i * plane..(i + 1) * plane], h, w)?;
-                let picture = Picture { url: png_url(&rgb)?, probs };
+            for picture in self.describe(images, neutral).await? {
                 each(out.len(), &picture);
                 out.push(picture);
             }
             next_frame().await;
         }
         Ok(out)
+    }
+
+    /// Decoded `images`' pictures: PNG, classifier probabilities and LPIPS from `neutral` when given.
+    async fn describe(&self, images: Tensor<4>, neutral: Option<&Tensor<4>>) -> Result<Vec<Picture>> {
+        let [b, _, h, w] = images.dims();
+        let probs = match self.classifier {
+            Some(c) => {
+                let values = read(c.probabilities(images.clone())?).await?;
+                values.chunks(c.config.labels.len()).map(<[f32]>::to_vec).collect()
+            }
+            None => vec![Vec::new(); b],
+        };
+        let lpips = match (self.lpips, neutral) {
+            // LPIPS needs images of at least its minimum size; smaller ones show none.
+            (Some(model), Some(n)) if h.min(w) >= crate::lpips::MIN_SIZE => {
+                read(model.distance(images.clone(), n.clone().repeat_dim(0, b))?).await?.into_iter().map(Some).collect()
+            }
+            _ => vec![None; b],
+        };
+        let pixels = read(images).await?;
+        let plane = 3 * h * w;
+        probs
+            .into_iter()
+            .zip(lpips)
+            .enumerate()
+            .map(|(i, (probs, lpips))| {
+                let rgb = crate::image::to_rgb(&pixels[i * plane..(i + 1) * plane], h, w)?;
+                Ok(Picture { url: png_url(&rgb)?, probs, lpips })
+            })
+            .collect()
     }
 
     /// The previews of `lanes`' latents `[1, C, h, w]`, read back together.
@@ -615,17 +657,16 @@ pub async fn run(
     }
     let res = sampler.finish();
     let denoise_seconds = (performance_now() - start) / 1000.0;
-    let neutral = models
-        .pictures(vec![res.neutral.clone()], &mut |_, p| progress(Progress::Image(Lane::Trunk, p.clone())))
-        .await?
-        .remove(0);
+    let neutral_image = sd.vae.decode(res.neutral.clone());
+    let neutral = models.describe(neutral_image.clone(), None).await?.remove(0);
+    progress(Progress::Image(Lane::Trunk, neutral.clone()));
     let mut swaps = Vec::new();
     for (style, tr) in res.trajectories.iter().enumerate() {
         if stop.get() {
             return Ok(None);
         }
         let each = &mut |swap, p: &Picture| progress(Progress::Image(Lane::Branch { style, swap }, p.clone()));
-        swaps.push(models.pictures(tr.latents.clone(), each).await?);
+        swaps.push(models.pictures(tr.latents.clone(), Some(&neutral_image), each).await?);
     }
     let z0 = read(res.neutral.clone()).await?;
     let mut flat = Vec::new();
@@ -658,7 +699,7 @@ pub async fn run(
         source: from.map(|i| (i.name.clone(), i.reconstruction)),
     };
     let origin = from.map(|i| (i.name.clone(), i.reconstruction, i.noise.clone()));
-    Ok(Some(Run { outcome, settings, origin, latents, curves: HashMap::new(), frames: HashMap::new() }))
+    Ok(Some(Run { outcome, settings, origin, latents, neutral_image, curves: HashMap::new(), frames: HashMap::new() }))
 }
 
 impl Run {
@@ -766,7 +807,7 @@ impl Run {
         let latent = self.curves[&style].get(frame).cloned().ok_or_else(|| {
             Error::arg(format!("frame {frame} is past the {} samples", self.outcome.traversal.samples))
         })?;
-        let p = models.pictures(vec![latent], &mut |_, _| ()).await?.remove(0);
+        let p = models.pictures(vec![latent], Some(&self.neutral_image), &mut |_, _| ()).await?.remove(0);
         self.frames.insert((style, frame), p.clone());
         Ok(p)
     }

@@ -17,6 +17,7 @@ use crate::app::readout::MapDot;
 use crate::app::slot::{Latest, Ticket, Unavailable};
 use crate::app::timeline::Timeline;
 use crate::classifier::Classifier;
+use crate::lpips::Lpips;
 use crate::pipeline::StableDiffusion;
 use crate::preview::LatentPreview;
 use crate::swap::GUIDANCE_RANGE;
@@ -45,6 +46,7 @@ struct Engine {
     model: String,
     chest: Option<Classifier>,
     derm: Option<Classifier>,
+    lpips: Option<Lpips>,
 }
 
 impl Engine {
@@ -53,7 +55,13 @@ impl Engine {
             Kind::Chest => self.chest.as_ref(),
             Kind::Derm => self.derm.as_ref(),
         };
-        Models { sd: &self.sd, classifier, max_binding: self.gpu.max_binding, preview: &self.preview }
+        Models {
+            sd: &self.sd,
+            classifier,
+            lpips: self.lpips.as_ref(),
+            max_binding: self.gpu.max_binding,
+            preview: &self.preview,
+        }
     }
 }
 
@@ -88,7 +96,8 @@ async fn start(model: String, phase: RwSignal<Phase>) -> Result<Engine, String> 
     let preview = engine::load_preview(&model, sd.unet_config.in_channels, status).await.map_err(|e| e.to_string())?;
     let chest = engine::load_classifier("classifiers/chest", &gpu.device, status).await.map_err(|e| e.to_string())?;
     let derm = engine::load_classifier("classifiers/derm", &gpu.device, status).await.map_err(|e| e.to_string())?;
-    Ok(Engine { gpu, load_s: (js_sys::Date::now() - t0) / 1000.0, sd, preview, model, chest, derm })
+    let lpips = engine::load_lpips("lpips/alex.safetensors", &gpu.device, status).await.map_err(|e| e.to_string())?;
+    Ok(Engine { gpu, load_s: (js_sys::Date::now() - t0) / 1000.0, sd, preview, model, chest, derm, lpips })
 }
 
 /// The page a link asks for: the benchmark for `?bench=1`, otherwise the app.
@@ -700,7 +709,8 @@ fn Explain(traversal: Traversal) -> impl IntoView {
             </p>
             <p>
                 "The classifier readouts score each image for the attribute; CFRT counts how often it flips \
-                 from the neutral image's verdict. The Bézier traversal bends a smooth curve through the \
+                 from the neutral image's verdict. LPIPS (AlexNet features, as in the paper's Table 2) says how far \
+                 each image looks from the neutral one: small when the subject stayed the same. The Bézier traversal bends a smooth curve through the \
                  trajectory's latents and decodes the frames between them."
             </p>
         </details>
@@ -742,11 +752,14 @@ fn Results(
                                     </span>
                                 }
                             });
+                            let distance = p.lpips.map(|d| view! {
+                                <span class="lpips" title="LPIPS from the neutral image">{format!("LPIPS {d:.3}")}</span>
+                            });
                             view! {
                                 <figure>
                                     <img class="zoomable" src=p.url alt=caption.clone() title="Look closer"
                                         on:click=move |_| closer.set(Some((k, i))) />
-                                    <figcaption>{caption}" "{score}</figcaption>
+                                    <figcaption>{caption}" "{score}{distance}</figcaption>
                                 </figure>
                             }
                         })
@@ -830,10 +843,13 @@ fn Results(
                         let probs = labels.iter().zip(&p.probs).map(|(l, v)| view! {
                             <li>{l.replace('_', " ")}": "{percent(*v as f64)}</li>
                         }).collect_view();
+                        let distance = p.lpips.map(|d| view! {
+                            <li class="lpips">"LPIPS from the neutral image: "{format!("{d:.3}")}</li>
+                        });
                         view! {
                             <figure class="frame">
                                 <img id="frame-image" src=p.url alt="interpolated frame" />
-                                <ul class="probs">{probs}</ul>
+                                <ul class="probs">{probs}{distance}</ul>
                             </figure>
                         }
                     })}
@@ -879,7 +895,10 @@ fn Closer(shown: RwSignal<Option<Outcome>>, closer: RwSignal<Option<(usize, usiz
                         <figure><img src=neutral.url.clone() alt="neutral" /><figcaption>"neutral"</figcaption></figure>
                         <figure>
                             {diff.map(|u| view! { <img id="difference" src=u alt="difference map" /> })}
-                            <figcaption>"what changed (×4): " {mean}</figcaption>
+                            <figcaption>
+                                "what changed (×4): " {mean}
+                                {picture.lpips.map(|d| format!("; LPIPS {d:.3} from the neutral image"))}
+                            </figcaption>
                         </figure>
                     </div>
                     {(!s.labels.is_empty()).then(|| view! {

@@ -3,7 +3,7 @@
 //! latents.
 
 use burn::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classifier::Classifier;
 use crate::error::Result;
@@ -15,7 +15,7 @@ use crate::synthetic::{Kind, Phantom, counterfactuals, render_batch};
 /// phantoms that have it and in their VAE reconstructions (encode to the latent mean, decode). A generated
 /// image can show only what the autoencoder can reconstruct, so the second rate bounds what any U-Net
 /// trained on these latents can reach.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AutoencoderCeiling {
     /// Classifier label.
     pub attribute: String,

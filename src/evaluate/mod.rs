@@ -3,7 +3,12 @@
 //! classified by the family's attribute classifier, then CFRT (Eq. 3) per style over the swap images and over
 //! the Bézier samples, the mean cosine similarity of trajectory directions, and a t-SNE map of every latent.
 //! [`ceiling`] measures what the autoencoder alone lets through; [`fidelity`] compares a model with its int8
-//! copy; [`report`] holds the reports the CLI writes.
+//! copy; [`report`] holds the reports the CLI writes; [`shard`] splits the subjects over processes or a
+//! cluster and merges their records into exactly the report one process writes.
+//!
+//! Each subject is measured once into a [`SubjectRecord`] (classifier probabilities, LPIPS, direction cosines,
+//! latents); every figure of the report is computed from the records alone by [`summarize`], so records made
+//! anywhere, in any number of pieces, give the same bytes.
 //!
 //! Prompts are the phantoms' own captions ([`crate::synthetic::settings`]), so they match what the embedded
 //! model was trained on. Labels of generated images come from the classifier's decisions.
@@ -11,13 +16,17 @@
 pub mod ceiling;
 pub mod fidelity;
 pub mod report;
+pub mod shard;
 
 use burn::prelude::*;
-use serde::Serialize;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
 
 use crate::bezier;
-use crate::classifier::Classifier;
-use crate::error::Result;
+use crate::classifier::{Classifier, ClassifierConfig};
+use crate::error::{Error, Result};
 use crate::lpips::Lpips;
 use crate::metrics::{CfrtSample, cfrt, direction_cosines, positive, same_group_neighbours, tsne, tsne_perplexity};
 use crate::pipeline::StableDiffusion;
@@ -40,7 +49,12 @@ pub struct Evaluation {
     pub controls: usize,
     /// Interpolated images per trajectory (the paper: 50); 0 skips the interpolation rows.
     pub interpolations: usize,
+    /// The first this many subjects' latents make the t-SNE map (exact t-SNE is quadratic in its points).
+    pub map_subjects: usize,
 }
+
+/// Resamples behind each 95% bootstrap interval.
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
 
 /// Scores of one style in one setting.
 #[derive(Debug, Clone, Serialize)]
@@ -53,12 +67,20 @@ pub struct StyleScore {
     pub prompt: String,
     /// CFRT over the swap images (one sample per subject and swap point).
     pub cfrt: f64,
+    /// Its 95% bootstrap interval over subjects.
+    pub cfrt_interval: [f64; 2],
     /// CFRT over the interpolated images, when computed.
     pub cfrt_interpolated: Option<f64>,
+    /// Its 95% bootstrap interval over subjects.
+    pub cfrt_interpolated_interval: Option<[f64; 2]>,
     /// Mean LPIPS of the swap images from the neutral image, when LPIPS weights were given.
     pub lpips: Option<f64>,
+    /// Its 95% bootstrap interval over subjects.
+    pub lpips_interval: Option<[f64; 2]>,
     /// Mean LPIPS of the interpolated images from the neutral image, when both were computed.
     pub lpips_interpolated: Option<f64>,
+    /// Its 95% bootstrap interval over subjects.
+    pub lpips_interpolated_interval: Option<[f64; 2]>,
     /// Samples behind `cfrt`.
     pub samples: usize,
     /// Fraction of neutral images (the trajectories' start) the classifier calls positive for the attribute.
@@ -77,11 +99,6 @@ pub struct StyleScore {
     pub cosines: Vec<Vec<f64>>,
 }
 
-/// The mean, or `None` for no values.
-fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
 /// One latent of a setting's t-SNE map (Fig. 4).
 #[derive(Debug, Clone, Serialize)]
 pub struct MapPoint {
@@ -97,7 +114,7 @@ pub struct MapPoint {
     pub y: f32,
 }
 
-/// The t-SNE map of one setting's latents: every subject's neutral latent and its swap latents of every
+/// The t-SNE map of one setting's latents: every mapped subject's neutral latent and its swap latents of every
 /// style. If the attributes are disentangled from the subject, each subject's latents stay together.
 #[derive(Debug, Clone, Serialize)]
 pub struct LatentMap {
@@ -128,6 +145,98 @@ pub struct SettingReport {
 /// Per image: probabilities of the classifier's labels.
 pub type Probs = Vec<Vec<f32>>;
 
+/// What one subject gives in one setting: the raw measurements every figure is computed from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubjectRecord {
+    /// Subject index (seed − first seed).
+    pub subject: usize,
+    /// Classifier probabilities of the neutral image.
+    pub neutral: Vec<f32>,
+    /// Per style, per swap point: probabilities of the swap image.
+    pub swap: Vec<Probs>,
+    /// Per style, per Bézier frame: probabilities of the interpolated image (empty without interpolations).
+    pub interpolated: Vec<Probs>,
+    /// Per style, per swap point: LPIPS from the neutral image (empty without LPIPS).
+    pub swap_lpips: Vec<Vec<f32>>,
+    /// Per style, per Bézier frame: LPIPS from the neutral image (empty without LPIPS or interpolations).
+    pub interpolated_lpips: Vec<Vec<f32>>,
+    /// Per style: the direction cosine matrix of its trajectory (Fig. 5).
+    pub cosines: Vec<Vec<Vec<f64>>>,
+    /// The neutral latent, then each style's swap latents, for subjects on the t-SNE map.
+    pub latents: Option<Vec<Vec<f32>>>,
+    /// Guided U-Net evaluations this subject's swap run took (every style).
+    pub unet_evaluations: usize,
+}
+
+/// Measures subject `subject` of `setting`: one prompt-swap run from its seed with every style, each image
+/// decoded and classified, LPIPS from the neutral image when `lpips` is given.
+pub fn measure_subject(
+    sd: &StableDiffusion,
+    classifier: &Classifier,
+    lpips: Option<&Lpips>,
+    setting: &Setting,
+    eval: &Evaluation,
+    subject: usize,
+) -> Result<SubjectRecord> {
+    let prompts: Vec<String> = setting.styles.iter().map(|(_, p)| p.clone()).collect();
+    let size = sd.default_image_size();
+    let [h, w] = sd.latent_size(size, size)?;
+    // Classifier probabilities of decoded latents, and LPIPS from `reference` when there is a model.
+    let decode = |latents: &[Tensor<4>], reference: &Tensor<4>| -> Result<(Probs, Vec<f32>)> {
+        let (mut probs, mut dists) = (Vec::with_capacity(latents.len()), Vec::new());
+        for chunk in latents.chunks(16) {
+            let images = sd.vae.decode(Tensor::cat(chunk.to_vec(), 0));
+            if let Some(model) = lpips {
+                let d = model.distance(images.clone(), reference.clone().repeat_dim(0, chunk.len()))?;
+                dists.extend(crate::readback::values(d)?);
+            }
+            probs.extend(classifier.classify(images)?);
+        }
+        Ok((probs, dists))
+    };
+    let seed = eval.seed.wrapping_add(subject as u64);
+    let init = initial_latents(seed, sd.unet_config.in_channels, h, w, sd.device());
+    let res = SwapSampler::new(sd, init, &setting.neutral, &prompts, "", &eval.swap)?.run()?;
+    let neutral_image = sd.vae.decode(res.neutral.clone());
+    let neutral = classifier.classify(neutral_image.clone())?.remove(0);
+    let z0 = crate::readback::values(res.neutral.clone())?;
+    let mapped = subject < eval.map_subjects;
+    let mut record = SubjectRecord {
+        subject,
+        neutral,
+        swap: Vec::new(),
+        interpolated: Vec::new(),
+        swap_lpips: Vec::new(),
+        interpolated_lpips: Vec::new(),
+        cosines: Vec::new(),
+        latents: mapped.then(|| vec![z0.clone()]),
+        unet_evaluations: res.unet_evaluations,
+    };
+    for t in &res.trajectories {
+        let (probs, dists) = decode(&t.latents, &neutral_image)?;
+        record.swap.push(probs);
+        if lpips.is_some() {
+            record.swap_lpips.push(dists);
+        }
+        let zs: Vec<Vec<f32>> = t.latents.iter().map(|z| crate::readback::values(z.clone())).collect::<Result<_>>()?;
+        record.cosines.push(direction_cosines(&z0, &zs));
+        if let Some(latents) = &mut record.latents {
+            latents.extend(zs);
+        }
+        if eval.interpolations > 0 {
+            let all: Vec<Tensor<4>> = std::iter::once(res.neutral.clone()).chain(t.latents.clone()).collect();
+            let idx = bezier::control_indices(all.len(), eval.controls)?;
+            let controls: Vec<Tensor<4>> = idx.iter().map(|&i| all[i].clone()).collect();
+            let (probs, dists) = decode(&bezier::interpolate(&controls, eval.interpolations)?, &neutral_image)?;
+            record.interpolated.push(probs);
+            if lpips.is_some() {
+                record.interpolated_lpips.push(dists);
+            }
+        }
+    }
+    Ok(record)
+}
+
 /// Runs `eval` for `setting`, with LPIPS from the neutral image when `lpips` is given; `progress(subject)` is
 /// called after each subject.
 pub fn evaluate(
@@ -138,127 +247,161 @@ pub fn evaluate(
     eval: &Evaluation,
     mut progress: impl FnMut(usize),
 ) -> Result<SettingReport> {
-    let config = &classifier.config;
+    let records = (0..eval.subjects)
+        .map(|subject| {
+            let record = measure_subject(sd, classifier, lpips, setting, eval, subject);
+            progress(subject);
+            record
+        })
+        .collect::<Result<Vec<_>>>()?;
+    summarize(&classifier.config, setting, eval, &records)
+}
+
+/// Per subject, a statistic's numerator and denominator: the pooled value over subjects is Σ num / Σ den.
+struct Pooled(Vec<(f64, f64)>);
+
+impl Pooled {
+    fn value(&self) -> Option<f64> {
+        let (num, den) = self.0.iter().fold((0.0, 0.0), |(n, d), (a, b)| (n + a, d + b));
+        (den > 0.0).then(|| num / den)
+    }
+
+    /// The 95% percentile interval of the pooled value over subjects drawn with replacement: samples of one
+    /// subject are correlated (one seed, one trajectory), so subjects are the unit resampled.
+    fn interval(&self, seed: u64) -> Option<[f64; 2]> {
+        self.value()?;
+        let n = self.0.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut values: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+            .filter_map(|_| Pooled((0..n).map(|_| self.0[rng.random_range(0..n)]).collect()).value())
+            .collect();
+        values.sort_by(f64::total_cmp);
+        let at = |q: f64| values[((q * (values.len() - 1) as f64).round() as usize).min(values.len() - 1)];
+        Some([at(0.025), at(0.975)])
+    }
+}
+
+/// Every figure of `setting`'s report, from its subjects' records (in subject order).
+pub fn summarize(
+    config: &ClassifierConfig,
+    setting: &Setting,
+    eval: &Evaluation,
+    records: &[SubjectRecord],
+) -> Result<SettingReport> {
     let index = |label: &str| config.label_column(label);
     let styles: Vec<usize> = setting.styles.iter().map(|(l, _)| index(l)).collect::<Result<_>>()?;
     let class = setting.class.as_ref().map(|(l, _)| index(l)).transpose()?;
-    let prompts: Vec<String> = setting.styles.iter().map(|(_, p)| p.clone()).collect();
-    let size = sd.default_image_size();
-    let [h, w] = sd.latent_size(size, size)?;
-    // Decodes latents; their classifier probabilities, and LPIPS from `reference` when there is a model.
-    let decode = |latents: &[Tensor<4>], reference: &Tensor<4>| -> Result<(Probs, Vec<f64>)> {
-        let (mut probs, mut dists) = (Vec::with_capacity(latents.len()), Vec::new());
-        for chunk in latents.chunks(16) {
-            let images = sd.vae.decode(Tensor::cat(chunk.to_vec(), 0));
-            if let Some(model) = lpips {
-                let d = model.distance(images.clone(), reference.clone().repeat_dim(0, chunk.len()))?;
-                dists.extend(crate::readback::values(d)?.into_iter().map(f64::from));
-            }
-            probs.extend(classifier.classify(images)?);
-        }
-        Ok((probs, dists))
-    };
-
     let n_styles = styles.len();
-    let mut swap_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
-    let mut interp_samples: Vec<Vec<CfrtSample>> = vec![Vec::new(); n_styles];
-    let mut positives: Vec<Vec<usize>> = vec![vec![0; eval.swap.swap_points.len()]; n_styles];
-    let mut passes: Vec<Vec<usize>> = vec![vec![0; eval.swap.swap_points.len()]; n_styles];
-    let mut passes_below = vec![0usize; n_styles];
-    let mut neutral_positives = vec![0usize; n_styles];
-    let mut side_effects = vec![vec![0usize; config.labels.len()]; n_styles];
-    let mut cosines: Vec<Vec<Vec<Vec<f64>>>> = vec![Vec::new(); n_styles];
-    let (mut swap_lpips, mut interp_lpips): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
-        (vec![Vec::new(); n_styles], vec![Vec::new(); n_styles]);
-    let (mut latents, mut points) = (Vec::new(), Vec::new());
-    for subject in 0..eval.subjects {
-        let seed = eval.seed.wrapping_add(subject as u64);
-        let init = initial_latents(seed, sd.unet_config.in_channels, h, w, sd.device());
-        let res = SwapSampler::new(sd, init, &setting.neutral, &prompts, "", &eval.swap)?.run()?;
-        let neutral_image = sd.vae.decode(res.neutral.clone());
-        let neutral = classifier.classify(neutral_image.clone())?.remove(0);
-        let mut swapped: Vec<Probs> = Vec::with_capacity(n_styles);
-        for (a, t) in res.trajectories.iter().enumerate() {
-            let (probs, dists) = decode(&t.latents, &neutral_image)?;
-            swapped.push(probs);
-            swap_lpips[a].extend(dists);
+    let points_per = eval.swap.swap_points.len();
+    for r in records {
+        let frames = if eval.interpolations > 0 { n_styles } else { 0 };
+        if r.swap.len() != n_styles || r.interpolated.len() != frames || r.cosines.len() != n_styles {
+            return Err(Error::arg(format!(
+                "subject {}'s record has {} styles of swap images, {} of interpolations and {} cosine matrices; \
+                 {} has {n_styles} styles",
+                r.subject,
+                r.swap.len(),
+                r.interpolated.len(),
+                r.cosines.len(),
+                setting.name
+            )));
         }
-        let samples =
-            |edits: &[Probs], k: usize, a: usize| CfrtSample::from_probabilities(&neutral, edits, k, a, &styles, class);
-        let z0 = crate::readback::values(res.neutral.clone())?;
-        latents.push(z0.clone());
-        points.push(MapPoint { subject, style: None, swap_point: 0, x: 0.0, y: 0.0 });
-        for a in 0..n_styles {
-            neutral_positives[a] += usize::from(positive(neutral[styles[a]]));
-            for k in 0..res.swap_points.len() {
-                let sample = samples(&swapped, k, a)?;
-                let (pass, on) = (sample.passes(), positive(swapped[a][k][styles[a]]));
-                passes[a][k] += usize::from(pass);
-                passes_below[a] += usize::from(pass && !on);
-                positives[a][k] += usize::from(on);
-                swap_samples[a].push(sample);
-                // Counted for every label; the style's own is left out of the report below.
-                for (j, flips) in side_effects[a].iter_mut().enumerate() {
-                    *flips += usize::from(positive(neutral[j]) != positive(swapped[a][k][j]));
-                }
-            }
-            let zs: Vec<Vec<f32>> = res.trajectories[a]
-                .latents
-                .iter()
-                .map(|z| crate::readback::values(z.clone()))
-                .collect::<Result<_>>()?;
-            cosines[a].push(direction_cosines(&z0, &zs));
-            let style = Some(setting.styles[a].0.clone());
-            points.extend(res.swap_points.iter().map(|&t| MapPoint {
-                subject,
-                style: style.clone(),
-                swap_point: t,
-                x: 0.0,
-                y: 0.0,
-            }));
-            latents.extend(zs);
-        }
-        if eval.interpolations > 0 {
-            let mut curves: Vec<Probs> = Vec::with_capacity(n_styles);
-            for (a, t) in res.trajectories.iter().enumerate() {
-                let all: Vec<Tensor<4>> = std::iter::once(res.neutral.clone()).chain(t.latents.clone()).collect();
-                let idx = bezier::control_indices(all.len(), eval.controls)?;
-                let controls: Vec<Tensor<4>> = idx.iter().map(|&i| all[i].clone()).collect();
-                let (probs, dists) = decode(&bezier::interpolate(&controls, eval.interpolations)?, &neutral_image)?;
-                curves.push(probs);
-                interp_lpips[a].extend(dists);
-            }
-            for (a, out) in interp_samples.iter_mut().enumerate() {
-                for k in 0..eval.interpolations {
-                    out.push(samples(&curves, k, a)?);
-                }
-            }
-        }
-        progress(subject);
     }
-    let per_subject = |count: usize| count as f64 / eval.subjects.max(1) as f64;
-    let scores = (0..n_styles)
-        .map(|a| StyleScore {
+    let subjects = records.len();
+    let per_subject = |count: usize| count as f64 / subjects.max(1) as f64;
+    let samples = |neutral: &[f32], edits: &[Probs], k: usize, a: usize| {
+        CfrtSample::from_probabilities(neutral, edits, k, a, &styles, class)
+    };
+    let seed = eval.seed;
+    let mut scores = Vec::with_capacity(n_styles);
+    for a in 0..n_styles {
+        let mut swap_samples = Vec::new();
+        let mut positives = vec![0usize; points_per];
+        let mut passes = vec![0usize; points_per];
+        let (mut passes_below, mut neutral_positives) = (0usize, 0usize);
+        let mut side_effects = vec![0usize; config.labels.len()];
+        let (mut swap_pooled, mut interp_pooled) = (Vec::new(), Vec::new());
+        let (mut swap_lpips, mut interp_lpips) = (Vec::new(), Vec::new());
+        let mut interp_count = 0usize;
+        for r in records {
+            neutral_positives += usize::from(positive(r.neutral[styles[a]]));
+            let mut subject_passes = 0usize;
+            for k in 0..points_per {
+                let sample = samples(&r.neutral, &r.swap, k, a)?;
+                let (pass, on) = (sample.passes(), positive(r.swap[a][k][styles[a]]));
+                passes[k] += usize::from(pass);
+                subject_passes += usize::from(pass);
+                passes_below += usize::from(pass && !on);
+                positives[k] += usize::from(on);
+                swap_samples.push(sample);
+                // Counted for every label; the style's own is left out of the report below.
+                for (j, flips) in side_effects.iter_mut().enumerate() {
+                    *flips += usize::from(positive(r.neutral[j]) != positive(r.swap[a][k][j]));
+                }
+            }
+            swap_pooled.push((subject_passes as f64, points_per as f64));
+            if eval.interpolations > 0 {
+                let frames = r.interpolated[a].len();
+                let mut subject_passes = 0usize;
+                for k in 0..frames {
+                    subject_passes += usize::from(samples(&r.neutral, &r.interpolated, k, a)?.passes());
+                }
+                interp_count += frames;
+                interp_pooled.push((subject_passes as f64, frames as f64));
+            }
+            let sum = |v: &[f32]| v.iter().map(|&d| f64::from(d)).sum::<f64>();
+            if let Some(d) = r.swap_lpips.get(a) {
+                swap_lpips.push((sum(d), d.len() as f64));
+            }
+            if let Some(d) = r.interpolated_lpips.get(a) {
+                interp_lpips.push((sum(d), d.len() as f64));
+            }
+        }
+        let interpolated = (eval.interpolations > 0).then_some(interp_count);
+        let (swap_pooled, interp_pooled) = (Pooled(swap_pooled), Pooled(interp_pooled));
+        let (swap_lpips, interp_lpips) = (Pooled(swap_lpips), Pooled(interp_lpips));
+        // Each row's intervals draw their own resamples, reproducibly.
+        let row_seed = |k: u64| seed.wrapping_add((a as u64) << 8 | k);
+        let total = swap_samples.len().max(1) as f64;
+        scores.push(StyleScore {
             setting: setting.name.clone(),
             attribute: setting.styles[a].0.clone(),
             prompt: setting.styles[a].1.clone(),
-            cfrt: cfrt(&swap_samples[a]),
-            cfrt_interpolated: (eval.interpolations > 0).then(|| cfrt(&interp_samples[a])),
-            lpips: mean(&swap_lpips[a]),
-            lpips_interpolated: mean(&interp_lpips[a]),
-            samples: swap_samples[a].len(),
-            neutral_positive_rate: per_subject(neutral_positives[a]),
-            positive_rate: positives[a].iter().copied().map(per_subject).collect(),
-            cfrt_by_swap_point: passes[a].iter().copied().map(per_subject).collect(),
-            passes_below_threshold: passes_below[a] as f64 / swap_samples[a].len().max(1) as f64,
-            side_effects: (config.labels.iter().zip(&side_effects[a]))
+            cfrt: cfrt(&swap_samples),
+            cfrt_interval: swap_pooled.interval(row_seed(0)).unwrap_or([0.0, 0.0]),
+            cfrt_interpolated: interpolated.map(|_| interp_pooled.value().unwrap_or(0.0)),
+            cfrt_interpolated_interval: interpolated.and_then(|_| interp_pooled.interval(row_seed(1))),
+            lpips: swap_lpips.value(),
+            lpips_interval: swap_lpips.interval(row_seed(2)),
+            lpips_interpolated: interp_lpips.value(),
+            lpips_interpolated_interval: interp_lpips.interval(row_seed(3)),
+            samples: swap_samples.len(),
+            neutral_positive_rate: per_subject(neutral_positives),
+            positive_rate: positives.into_iter().map(per_subject).collect(),
+            cfrt_by_swap_point: passes.into_iter().map(per_subject).collect(),
+            passes_below_threshold: passes_below as f64 / total,
+            side_effects: (config.labels.iter().zip(&side_effects))
                 .enumerate()
                 .filter(|&(j, _)| j != styles[a])
-                .map(|(_, (label, &n))| (label.clone(), n as f64 / swap_samples[a].len().max(1) as f64))
+                .map(|(_, (label, &n))| (label.clone(), n as f64 / total))
                 .collect(),
-            cosines: mean_matrix(&cosines[a]),
-        })
-        .collect();
+            cosines: mean_matrix(&records.iter().map(|r| r.cosines[a].clone()).collect::<Vec<_>>()),
+        });
+    }
+    let (mut latents, mut points) = (Vec::new(), Vec::new());
+    for r in records {
+        let Some(zs) = &r.latents else { continue };
+        let point =
+            |style: Option<String>, swap_point| MapPoint { subject: r.subject, style, swap_point, x: 0.0, y: 0.0 };
+        points.push(point(None, 0));
+        for (label, _) in &setting.styles {
+            points.extend(eval.swap.swap_points.iter().map(|&t| point(Some(label.clone()), t)));
+        }
+        if zs.len() != 1 + n_styles * points_per {
+            return Err(Error::arg(format!("subject {}'s record has {} latents", r.subject, zs.len())));
+        }
+        latents.extend(zs.iter().cloned());
+    }
     let latent_map =
         (latents.len() >= 4).then(|| latent_map(&setting.name, &latents, points, eval.seed)).transpose()?;
     Ok(SettingReport { scores, latent_map })

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::shard::RunSettings;
 use super::{AutoencoderCeiling, LatentMap, StyleScore};
 
 /// `evaluation.json`.
@@ -10,33 +11,37 @@ use super::{AutoencoderCeiling, LatentMap, StyleScore};
 pub struct EvaluationReport {
     /// Always "evaluate".
     pub command: &'static str,
-    /// The model folder.
-    pub model: String,
-    /// The classifier folder.
-    pub classifier: String,
-    /// Subjects per setting.
-    pub subjects: usize,
-    /// First seed (and the ceiling's dataset seed).
-    pub seed: u64,
-    /// DDIM steps.
-    pub steps: usize,
-    /// Guidance.
-    pub guidance: f64,
-    /// Swap points.
-    pub swap_points: Vec<usize>,
-    /// Bézier control points.
-    pub controls: usize,
-    /// Interpolated images per trajectory.
-    pub interpolations: usize,
+    /// How the run was made.
+    #[serde(flatten)]
+    pub run: RunSettings,
     /// Table 2 and Fig. 5, per style of every setting.
     pub scores: Vec<StyleScore>,
     /// Fig. 4, per setting.
     pub latent_maps: Vec<LatentMap>,
-    /// The LPIPS weights, if any.
-    pub lpips: Option<String>,
     /// The autoencoder's ceiling, when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoencoder_ceiling: Option<CeilingReport>,
+    /// What the run cost on the machines that made it.
+    pub cost: Cost,
+}
+
+/// What a run cost: the only part of the report that differs between two runs of the same settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cost {
+    /// Shards the run was split into.
+    pub shards: usize,
+    /// Wall time of the subjects, summed over shards, in seconds.
+    pub seconds: f64,
+    /// Wall time of the autoencoder ceiling, in seconds.
+    pub ceiling_seconds: f64,
+    /// Guided U-Net evaluations per trajectory (one subject, one style; the shared prefix counted once per
+    /// subject and spread over its styles).
+    pub unet_evaluations_per_trajectory: f64,
+    /// Seconds per subject of one setting: its swap run with every style, every image decoded, classified
+    /// and measured.
+    pub seconds_per_subject: f64,
+    /// The same per swap image (the samples of Table 2's CFRT).
+    pub seconds_per_swap_image: f64,
 }
 
 /// The ceiling part of the report.
@@ -79,10 +84,15 @@ pub fn ceiling_tables(ceiling: &[AutoencoderCeiling]) -> String {
     out
 }
 
-/// Table 2 (CFRT and LPIPS of swap and interpolated images, positive rates along the trajectory), the side
-/// effects of each edit, and CFRT per swap point.
+/// Table 2 (CFRT and LPIPS of swap and interpolated images with 95% bootstrap intervals over subjects,
+/// positive rates along the trajectory), the side effects of each edit, and CFRT per swap point.
 pub fn score_tables(scores: &[StyleScore], swap_points: &[usize]) -> String {
-    let cell = |v: Option<f64>, digits: usize| v.map(|c| format!("{c:.digits$}")).unwrap_or_else(|| "–".into());
+    // A value with its 95% interval.
+    let cell = |v: Option<f64>, ci: Option<[f64; 2]>, digits: usize| match (v, ci) {
+        (Some(v), Some([lo, hi])) => format!("{v:.digits$} [{lo:.digits$}, {hi:.digits$}]"),
+        (Some(v), None) => format!("{v:.digits$}"),
+        _ => "–".into(),
+    };
     let mut out = format!(
         "| setting | style | CFRT (swap images) | CFRT (interpolations) | LPIPS (swap images) | \
          LPIPS (interpolations) | samples | positive: neutral, then t = {swap_points:?} |\n|---|---|---|---|---|---|---|---|\n"
@@ -91,13 +101,13 @@ pub fn score_tables(scores: &[StyleScore], swap_points: &[usize]) -> String {
         let rates: Vec<String> =
             std::iter::once(&s.neutral_positive_rate).chain(&s.positive_rate).map(|r| format!("{r:.2}")).collect();
         out.push_str(&format!(
-            "| {} | {} | {:.2} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.setting,
             s.attribute,
-            s.cfrt,
-            cell(s.cfrt_interpolated, 2),
-            cell(s.lpips, 3),
-            cell(s.lpips_interpolated, 3),
+            cell(Some(s.cfrt), Some(s.cfrt_interval), 2),
+            cell(s.cfrt_interpolated, s.cfrt_interpolated_interval, 2),
+            cell(s.lpips, s.lpips_interval, 3),
+            cell(s.lpips_interpolated, s.lpips_interpolated_interval, 3),
             s.samples,
             rates.join(" ")
         ));

@@ -21,7 +21,7 @@ pub fn blend_unet(base: &Path, tuned: &Path, weight: f32, out: &Path) -> Result<
     }
     let unet = |dir: &Path| dir.join("unet/diffusion_pytorch_model.safetensors");
     let read = |path: PathBuf| -> Result<Vec<u8>> {
-        let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+        let bytes = crate::files::read(&path)?;
         crate::quantize::dequantize(&path.display().to_string(), &bytes)
     };
     let blended = blend(&unet(tuned).display().to_string(), &read(unet(base))?, &read(unet(tuned))?, weight)?;

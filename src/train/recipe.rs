@@ -190,7 +190,7 @@ const STAGES: [(&str, &str); 3] = [
 /// Stages already in `out` are left alone.
 pub fn seed_from(shipped: &Path, out: &Path) -> Result<()> {
     let copy = |from: &Path, to: &Path| -> Result<()> {
-        let bytes = std::fs::read(from).map_err(Error::io(from))?;
+        let bytes = crate::files::read(from)?;
         let bytes = if from.extension().is_some_and(|e| e == "safetensors") {
             crate::quantize::dequantize(&from.display().to_string(), &bytes)?
         } else {

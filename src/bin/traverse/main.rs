@@ -46,7 +46,9 @@ enum Command {
     TrainMini(train_mini::Args),
     /// Blend a fine-tuned U-Net with the one it started from (weight-space ensembling) into a new model folder.
     Blend(blend::Args),
-    /// Score trajectories as the paper's Table 2 (CFRT) and Fig. 5 (direction cosines) with a classifier.
+    /// Score trajectories as the paper's Table 2 (CFRT, LPIPS) and Figs. 4-5 with a classifier; `merge` combines
+    /// the shard files of a run split with --shard K/N.
+    #[command(args_conflicts_with_subcommands = true)]
     Evaluate(evaluate::Args),
     /// Judge images (e.g. a `generate` run's PNGs) with an attribute classifier: one probability per label.
     Classify(classify::Args),
@@ -77,7 +79,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::TrainClassifier(a) => train_classifier::run(a, &device()?),
         Command::TrainMini(a) => train_mini::run(a, &device()?),
         Command::Blend(a) => blend::run(a),
-        Command::Evaluate(a) => evaluate::run(a, &device()?, cli.device.load_options()),
+        Command::Evaluate(a) => evaluate::run(a, cli.device),
         Command::Classify(a) => classify::run(a, &device()?),
         Command::Quantize(a) => quantize::run(a, &device()?),
         Command::FitPreview(a) => fit_preview::run(a, &device()?, cli.device.load_options()),

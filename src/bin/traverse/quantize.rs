@@ -1,4 +1,5 @@
-//! `traverse quantize`: an int8 copy of a model folder, with its size and image fidelity against the original.
+//! `traverse quantize`: an int8 copy of a model folder, with its size and image fidelity against the original;
+//! or of one safetensors file (e.g. LPIPS' weights).
 
 use std::path::PathBuf;
 
@@ -10,10 +11,10 @@ use crate::common::bar;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The diffusers model folder to quantize.
+    /// The diffusers model folder to quantize, or one safetensors file.
     #[arg(long)]
     model: PathBuf,
-    /// Output folder.
+    /// Output folder (a file for a file).
     #[arg(long)]
     out: PathBuf,
     /// Seeds whose images are compared (f32 vs int8).
@@ -32,6 +33,19 @@ pub struct Args {
 }
 
 pub fn run(a: Args, device: &Device) -> Result<()> {
+    if a.model.is_file() {
+        let what = a.model.display().to_string();
+        let bytes = traverse::files::read(&a.model)?;
+        let int8 = traverse::quantize::quantize(&what, &bytes)?;
+        traverse::files::write(&a.out, &int8)?;
+        println!(
+            "wrote {}: {:.2} MB (from {:.2} MB)",
+            a.out.display(),
+            int8.len() as f64 / 1e6,
+            bytes.len() as f64 / 1e6
+        );
+        return Ok(());
+    }
     let check =
         FidelityCheck { seeds: a.check_seeds, steps: a.check_steps, prompts: a.prompts, classifiers: a.classifiers };
     let pb = bar(0, "compare");
