@@ -314,7 +314,7 @@ pub fn summarize(
     };
     let seed = eval.seed;
     let mut scores = Vec::with_capacity(n_styles);
-    for a in 0..n_styles {
+    for (a, &column) in styles.iter().enumerate() {
         let mut swap_samples = Vec::new();
         let mut positives = vec![0usize; points_per];
         let mut passes = vec![0usize; points_per];
@@ -324,11 +324,11 @@ pub fn summarize(
         let (mut swap_lpips, mut interp_lpips) = (Vec::new(), Vec::new());
         let mut interp_count = 0usize;
         for r in records {
-            neutral_positives += usize::from(positive(r.neutral[styles[a]]));
+            neutral_positives += usize::from(positive(r.neutral[column]));
             let mut subject_passes = 0usize;
             for k in 0..points_per {
                 let sample = samples(&r.neutral, &r.swap, k, a)?;
-                let (pass, on) = (sample.passes(), positive(r.swap[a][k][styles[a]]));
+                let (pass, on) = (sample.passes(), positive(r.swap[a][k][column]));
                 passes[k] += usize::from(pass);
                 subject_passes += usize::from(pass);
                 passes_below += usize::from(pass && !on);
@@ -382,7 +382,7 @@ pub fn summarize(
             passes_below_threshold: passes_below as f64 / total,
             side_effects: (config.labels.iter().zip(&side_effects))
                 .enumerate()
-                .filter(|&(j, _)| j != styles[a])
+                .filter(|&(j, _)| j != column)
                 .map(|(_, (label, &n))| (label.clone(), n as f64 / total))
                 .collect(),
             cosines: mean_matrix(&records.iter().map(|r| r.cosines[a].clone()).collect::<Vec<_>>()),
