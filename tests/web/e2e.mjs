@@ -211,6 +211,10 @@ try {
     check(walk >= 3, `the example has a guided walk-through (${walk} steps)`);
     const probs = await page.$$eval("#trajectories .trajectory .prob", (ps) => ps.map((p) => p.textContent));
     check(probs.length === 4 && probs.every((p) => /\d+%/.test(p)), `classifier readouts under each swap image (${probs.join(" | ")})`);
+    // LPIPS from the neutral image (the shipped AlexNet weights) under each swap image.
+    const lpips = await page.$$eval("#trajectories .trajectory .lpips", (ps) => ps.map((p) => p.textContent));
+    const distances = lpips.map((t) => Number((t.match(/LPIPS (\d\.\d{3})/) || [])[1]));
+    check(lpips.length === 4 && distances.every((d) => d > 0 && d < 1), `LPIPS under each swap image (${lpips.join(" | ")})`);
     const summary = await page.$$eval(".summary", (s) => s.map((x) => x.textContent));
     check(summary.length === 2 && summary.every((s) => /CFRT \d\.\d\d/.test(s)), `CFRT per trajectory (${summary.join(" | ")})`);
     const dots = await page.$$eval(".latent-map circle", (cs) => cs.map((c) => [Number(c.getAttribute("cx")), Number(c.getAttribute("cy"))]));
