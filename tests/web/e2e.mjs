@@ -214,7 +214,9 @@ try {
     // LPIPS from the neutral image (the shipped AlexNet weights) under each swap image.
     const lpips = await page.$$eval("#trajectories .trajectory .lpips", (ps) => ps.map((p) => p.textContent));
     const distances = lpips.map((t) => Number((t.match(/LPIPS (\d\.\d{3})/) || [])[1]));
-    check(lpips.length === 4 && distances.every((d) => d > 0 && d < 1), `LPIPS under each swap image (${lpips.join(" | ")})`);
+    // Per trajectory (t = 1, then t = 3): the later swap changes more, so it lies farther from the neutral image.
+    check(lpips.length === 4 && distances.every((d) => d >= 0 && d < 1) && distances[1] > distances[0] && distances[3] > distances[2],
+      `LPIPS under each swap image, growing along each trajectory (${lpips.join(" | ")})`);
     const summary = await page.$$eval(".summary", (s) => s.map((x) => x.textContent));
     check(summary.length === 2 && summary.every((s) => /CFRT \d\.\d\d/.test(s)), `CFRT per trajectory (${summary.join(" | ")})`);
     const dots = await page.$$eval(".latent-map circle", (cs) => cs.map((c) => [Number(c.getAttribute("cx")), Number(c.getAttribute("cy"))]));
