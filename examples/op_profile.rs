@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::silu;
 use traverse::nn::attention::multi_head_attention;
-use traverse::nn::{geglu, group_norm_silu};
+use traverse::nn::{conv2d, geglu, group_norm_silu};
 
 fn time(name: &str, mut f: impl FnMut() -> TensorData) {
     f();
@@ -26,7 +26,15 @@ fn main() {
     let x = Tensor::<4>::random([2, 320, 64, 64], Distribution::Normal(0.0, 1.0), &d);
     let conv = Conv2dConfig::new([320, 320], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&d);
     let gn = GroupNormConfig::new(32, 320).init(&d);
-    time("conv3x3 320->320 @64x64 b2", || conv.forward(x.clone()).into_data());
+    time("conv3x3 320->320 @64x64 b2, burn", || conv.forward(x.clone()).into_data());
+    time("conv3x3 320->320 @64x64 b2, traverse's CPU conv", || conv2d(&conv, x.clone()).into_data());
+    // The embedded model's VAE decoder (batch 4 at 128 px) and the small U-Net's largest convolutions.
+    for (b, c, s) in [(4, 32, 128), (4, 64, 128), (4, 128, 32), (2, 64, 32)] {
+        let x = Tensor::<4>::random([b, c, s, s], Distribution::Normal(0.0, 1.0), &d);
+        let conv = Conv2dConfig::new([c, c], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&d);
+        time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, burn"), || conv.forward(x.clone()).into_data());
+        time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, traverse's CPU conv"), || conv2d(&conv, x.clone()).into_data());
+    }
     time("groupnorm 32 @320x64x64 b2", || gn.forward(x.clone()).into_data());
     time("silu", || silu(x.clone()).into_data());
     // The model hands each activation over (no other handle), so the kernel reads it without a copy; here both

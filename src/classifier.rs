@@ -156,7 +156,7 @@ impl AttributeClassifier {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = x;
         for s in &self.stages {
-            x = group_norm_silu(&s.norm, s.conv.forward(x));
+            x = group_norm_silu(&s.norm, crate::nn::conv2d(&s.conv, x));
         }
         let [b, c, _, _] = x.dims();
         self.head.forward(x.mean_dim(3).mean_dim(2).reshape([b, c]))

@@ -105,7 +105,7 @@ impl Lpips {
             if k == 1 || k == 2 {
                 x = self.pool.forward(x);
             }
-            x = relu(conv.forward(x));
+            x = relu(crate::nn::conv2d(conv, x));
             // Unit length over channels (lpips' normalize_tensor, eps 1e-10), then the squared difference.
             let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt() + 1e-10;
             let unit = x.clone() / norm;

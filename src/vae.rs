@@ -298,18 +298,18 @@ impl AutoencoderKLConfig {
 impl Encoder {
     /// Image `[B, 3, H, W]` → the latent distribution's moments, stacked `[B, 2C, H/8, W/8]`.
     fn forward(&self, image: Tensor<4>) -> Tensor<4> {
-        let x = self.down_blocks.iter().fold(self.conv_in.forward(image), |x, b| b.forward(x));
+        let x = self.down_blocks.iter().fold(crate::nn::conv2d(&self.conv_in, image), |x, b| b.forward(x));
         let x = self.mid_block.forward(x);
-        self.conv_out.forward(crate::nn::group_norm_silu(&self.conv_norm_out, x))
+        crate::nn::conv2d(&self.conv_out, crate::nn::group_norm_silu(&self.conv_norm_out, x))
     }
 }
 
 impl Decoder {
     /// Unscaled latent `[B, C, h, w]` → image `[B, 3, 8h, 8w]`.
     fn forward(&self, z: Tensor<4>) -> Tensor<4> {
-        let x = self.mid_block.forward(self.conv_in.forward(z));
+        let x = self.mid_block.forward(crate::nn::conv2d(&self.conv_in, z));
         let x = self.up_blocks.iter().fold(x, |x, b| b.forward(x));
-        self.conv_out.forward(crate::nn::group_norm_silu(&self.conv_norm_out, x))
+        crate::nn::conv2d(&self.conv_out, crate::nn::group_norm_silu(&self.conv_norm_out, x))
     }
 }
 

@@ -11,7 +11,7 @@ use js_sys::{Function, Promise, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use crate::app::bench::{BenchReport, BenchSettings};
+use crate::app::bench::{self, BenchReport, BenchSettings, TrajectoryTiming};
 use crate::app::download::progress_text;
 use crate::app::fetch::{self, js_text};
 use crate::app::params::Traversal;
@@ -828,11 +828,11 @@ pub async fn bench(gpu: &Gpu, settings: &BenchSettings, mut status: impl FnMut(S
     .sum();
     let size = settings.size.unwrap_or(sd.default_image_size());
     let [h, w] = sd.latent_size(size, size)?;
-    let cond = sd.embed(crate::app::bench::PROMPT)?;
+    let cond = sd.embed(bench::PROMPT)?;
     let uncond = sd.embed("")?;
     read(cond.clone()).await?;
     let load_s = seconds(start);
-    let latents = initial_latents(crate::app::bench::SEED, sd.unet_config.in_channels, h, w, &gpu.device);
+    let latents = initial_latents(bench::SEED, sd.unet_config.in_channels, h, w, &gpu.device);
     let mut times = Vec::new();
     let mut output = Vec::new();
     for call in 0..=settings.calls {
@@ -848,8 +848,12 @@ pub async fn bench(gpu: &Gpu, settings: &BenchSettings, mut status: impl FnMut(S
     status("Decoding one image …".into());
     next_frame().await;
     let t = performance_now();
-    read(sd.vae.decode(latents)).await?;
+    read(sd.vae.decode(latents.clone())).await?;
     let decode_s = seconds(t);
+    let trajectory = match settings.trajectory {
+        0 => None,
+        steps => Some(bench_trajectory(&sd, gpu, latents, size, steps, &mut status).await?),
+    };
     let wasm_bytes = wasm_bindgen::memory()
         .dyn_into::<js_sys::WebAssembly::Memory>()
         .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64)
@@ -863,10 +867,58 @@ pub async fn bench(gpu: &Gpu, settings: &BenchSettings, mut status: impl FnMut(S
         call_flops: 2 * sd.unet_config.flops([h, w], sd.tokenizer.max_length())?,
         calls_s: times[1..].to_vec(),
         decode_s,
+        trajectory,
         planned_bytes,
         weight_bytes: sd.device_bytes(),
         reserved_bytes: gpu.device.memory_pool_usage().map(|u| u.bytes_reserved),
         wasm_bytes,
         output,
+    })
+}
+
+/// Times one prompt-swap trajectory from `init` as the page runs it (every step read back, as its previews
+/// are), then the decoding of its images in the plan's batches.
+async fn bench_trajectory(
+    sd: &StableDiffusion,
+    gpu: &Gpu,
+    init: Tensor<4>,
+    size: usize,
+    steps: usize,
+    status: &mut impl FnMut(String),
+) -> Result<TrajectoryTiming> {
+    let plan = sd.plan([size, size], true, gpu.max_binding)?;
+    let settings = SwapSettings {
+        steps,
+        guidance: 7.5,
+        swap_points: bench::swap_points(steps),
+        max_batch: plan.unet_batch.min(16),
+    };
+    let start = performance_now();
+    let mut sampler = SwapSampler::new(sd, init, bench::NEUTRAL_PROMPT, &[bench::PROMPT.to_string()], "", &settings)?;
+    while !sampler.is_done() {
+        sampler.step()?;
+        read(sampler.trunk().clone()).await?;
+        status(format!("Prompt-swap trajectory: step {} of {steps} …", sampler.progress().0));
+        next_frame().await;
+    }
+    let run = sampler.finish();
+    let sample_s = (performance_now() - start) / 1000.0;
+    status("Decoding the trajectory's images …".into());
+    next_frame().await;
+    let start = performance_now();
+    let latents: Vec<Tensor<4>> =
+        std::iter::once(run.neutral).chain(run.trajectories.into_iter().flat_map(|t| t.latents)).collect();
+    let per_decode = sd.plan([size, size], false, gpu.max_binding)?.decode_batch.max(1);
+    for chunk in latents.chunks(per_decode) {
+        read(sd.vae.decode(Tensor::cat(chunk.to_vec(), 0))).await?;
+    }
+    Ok(TrajectoryTiming {
+        steps,
+        swap_points: run.swap_points,
+        evaluations: run.unet_evaluations,
+        batches: run.unet_batches,
+        sample_s,
+        images: latents.len(),
+        decode_s: (performance_now() - start) / 1000.0,
     })
 }

@@ -9,6 +9,10 @@
 //! - [`geglu`]: the transformer's feed-forward gate `value · gelu(gate)` (erf GELU) in one vectorized pass.
 //! - [`group_norm_silu`]: GroupNorm then SiLU (every ResNet block's pattern) in one pass over each group
 //!   after its statistics, where burn makes several passes and evaluates `exp` one element at a time.
+//! - [`conv_same`]: a stride-1 "same" convolution (the ResNet blocks' and the VAE's 3×3) as one `gemm` per
+//!   kernel tap over a zero-padded copy of the image, with no im2col buffer: burn-flex's tiled im2col builds
+//!   a matrix k² times the input's size, and at the VAE decoder's 128×128 planes that traffic, not the
+//!   arithmetic, sets its pace (`examples/op_profile`: 1.3–2.3× faster from 32×32 up).
 //!
 //! The row loops are written in 16 fixed lanes and compiled three times (AVX-512, AVX2+FMA, baseline), the
 //! CPU choosing at run time, so the same binary vectorizes wherever it runs.
@@ -315,9 +319,150 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
 }
 
+/// Smallest plane (pixels) [`conv_same`] is used for: below it the per-tap `gemm` calls cost more than
+/// burn-flex's im2col saves (`examples/op_profile`: at 16×16 and 4×4 burn's path is faster).
+pub const CONV_MIN_PIXELS: usize = 32 * 32;
+
+/// Sizes of one [`conv_same`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv {
+    /// Images.
+    pub batch: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Plane height and width (the output's too).
+    pub h: usize,
+    /// Plane width.
+    pub w: usize,
+    /// Kernel side, odd; the padding is `k / 2` on every side.
+    pub k: usize,
+}
+
+/// A `k`×`k` convolution, stride 1, one group, zero padding `k / 2` ("same"), of NCHW `x` `[batch, cin, h, w]`
+/// with PyTorch-layout `weight` `[cout, cin, k, k]` and optional `bias`, into `[batch, cout, h, w]`.
+///
+/// Each image is copied once into a zero-padded plane per channel, rows `w + 2p` wide. In those coordinates
+/// output pixel `(y, x)` at flat index `y·wp + x` reads input pixel `(y + dy, x + dx)` at flat index
+/// `y·wp + x + dy·wp + dx`: every kernel tap `(dy, dx)` is one matrix product, the tap's `cout × cin`
+/// weights times the padded planes read at a constant offset, accumulated into an output
+/// of rows `wp` wide whose `2p` extra columns are dropped at the end.
+///
+/// # Panics
+/// If a buffer's length does not match `c`, or `k` is even.
+pub fn conv_same(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv) -> Vec<f32> {
+    let Conv { batch, cin, cout, h, w, k } = c;
+    assert!(k % 2 == 1, "odd kernel");
+    assert_eq!(x.len(), batch * cin * h * w, "input buffer");
+    assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
+    assert!(bias.is_none_or(|b| b.len() == cout), "bias buffer");
+    let p = k / 2;
+    let wp = w + 2 * p;
+    // The last tap of the last row's dropped columns reads 2p values past the padded plane.
+    let plane = (h + 2 * p) * wp + 2 * p;
+    let n = h * wp;
+    // Tap-major weights `[k², cout, cin]`: gemm packs contiguous rows faster than rows strided by k².
+    let taps: Vec<f32> = (0..k * k).flat_map(|t| weight.iter().skip(t).step_by(k * k).copied()).collect();
+    let mut y = vec![0.0f32; batch * cout * h * w];
+    let mut padded = vec![0.0f32; cin * plane];
+    let mut acc = vec![0.0f32; cout * n];
+    for (image, out) in x.chunks_exact(cin * h * w).zip(y.chunks_exact_mut(cout * h * w)) {
+        for (src, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(plane)) {
+            for (row, line) in src.chunks_exact(w).enumerate() {
+                dst[(row + p) * wp + p..][..w].copy_from_slice(line);
+            }
+        }
+        for tap in 0..k * k {
+            let offset = (tap / k) * wp + tap % k;
+            // SAFETY: acc is cout×n (row stride n); the tap's weights are cout×cin, element (o, i) at
+            // tap·cout·cin + o·cin + i < taps.len(); the padded planes' view is cin×n with element (i, j) at
+            // offset + i·plane + j ≤ offset + (cin - 1)·plane + n - 1 < cin·plane, as offset + n ≤ plane.
+            unsafe {
+                gemm(
+                    cout,
+                    n,
+                    cin,
+                    acc.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    tap > 0,
+                    taps.as_ptr().add(tap * cout * cin),
+                    1,
+                    cin as isize,
+                    padded.as_ptr().add(offset),
+                    1,
+                    plane as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::Rayon(0),
+                );
+            }
+        }
+        for (o, (dst, src)) in out.chunks_exact_mut(h * w).zip(acc.chunks_exact(n)).enumerate() {
+            let b = bias.map_or(0.0, |b| b[o]);
+            for (line, wide) in dst.chunks_exact_mut(w).zip(src.chunks_exact(wp)) {
+                for (d, s) in line.iter_mut().zip(wide) {
+                    *d = s + b;
+                }
+            }
+        }
+    }
+    y
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_convolutions_equal_the_textbook_sum() {
+        let mut rng = crate::rng::PortableNormal::new(9);
+        for c in [
+            Conv { batch: 2, cin: 3, cout: 5, h: 7, w: 9, k: 3 },
+            Conv { batch: 1, cin: 4, cout: 2, h: 6, w: 5, k: 5 },
+            Conv { batch: 1, cin: 2, cout: 3, h: 4, w: 4, k: 1 },
+        ] {
+            let Conv { batch, cin, cout, h, w, k } = c;
+            let mut buf = |n: usize| (0..n).map(|_| rng.sample()).collect::<Vec<f32>>();
+            let (x, weight, bias) = (buf(batch * cin * h * w), buf(cout * cin * k * k), buf(cout));
+            let p = (k / 2) as isize;
+            let mut want = Vec::new();
+            for b in 0..batch {
+                for o in 0..cout {
+                    for yy in 0..h as isize {
+                        for xx in 0..w as isize {
+                            let mut sum = bias[o] as f64;
+                            for i in 0..cin {
+                                for (dy, dx) in (0..k * k).map(|t| ((t / k) as isize, (t % k) as isize)) {
+                                    let (sy, sx) = (yy + dy - p, xx + dx - p);
+                                    if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
+                                        let v = x[((b * cin + i) * h + sy as usize) * w + sx as usize] as f64;
+                                        sum += v * weight[((o * cin + i) * k + dy as usize) * k + dx as usize] as f64;
+                                    }
+                                }
+                            }
+                            want.push(sum as f32);
+                        }
+                    }
+                }
+            }
+            let got = conv_same(&x, &weight, Some(&bias), c);
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(got.len() == want.len() && err < 1e-5, "{c:?}: {err}");
+            let unbiased = conv_same(&x, &weight, None, c);
+            assert!(
+                unbiased
+                    .iter()
+                    .zip(&got)
+                    .enumerate()
+                    .all(|(j, (u, g))| (g - u - bias[j / (h * w) % cout]).abs() < 1e-5)
+            );
+        }
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_the_standard_library() {

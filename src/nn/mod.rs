@@ -1,6 +1,6 @@
 //! Building blocks shared by the U-Net and the VAE, one file each, named as in diffusers
 //! (`resnet.py`, `attention_processor.py`, `downsampling.py`/`upsampling.py`), and `cpu.rs`: faster kernels
-//! for burn's CPU backend behind the same functions (attention, GroupNorm + SiLU, GEGLU).
+//! for burn's CPU backend behind the same functions (attention, GroupNorm + SiLU, GEGLU, convolution).
 
 pub mod attention;
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
@@ -18,6 +18,40 @@ pub(crate) fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d
     Conv2dConfig::new([cin, cout], [k, k])
         .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
         .init(device)
+}
+
+/// `conv.forward(x)`; on burn's CPU backend a stride-1 "same" convolution of a plane of at least
+/// [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col buffer).
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+    if let Some(c) = same_conv(conv, &x) {
+        let weight = cpu_values(conv.weight.val());
+        let bias = conv.bias.as_ref().map(|b| cpu_values(b.val()));
+        let out = cpu::conv_same(&cpu_values(x), &weight, bias.as_deref(), c);
+        return Tensor::from_data(TensorData::new(out, [c.batch, c.cout, c.h, c.w]), &Device::flex());
+    }
+    conv.forward(x)
+}
+
+/// The sizes of `conv` on `x` where [`cpu::conv_same`] computes it: burn's CPU backend, f32 weights and input,
+/// an odd square kernel, stride and dilation 1, one group, padding `k / 2` on every side, a large plane.
+#[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+fn same_conv(conv: &Conv2d, x: &Tensor<4>) -> Option<cpu::Conv> {
+    let [batch, cin, h, w] = x.dims();
+    let [cout, wcin, kh, kw] = conv.weight.dims();
+    let p = kh / 2;
+    let fits = on_cpu_backend(x)
+        && conv.weight.val().dtype() == burn::tensor::DType::F32
+        && conv.bias.as_ref().is_none_or(|b| b.val().dtype() == burn::tensor::DType::F32)
+        && kh == kw
+        && kh % 2 == 1
+        && wcin == cin
+        && conv.groups == 1
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && (conv.padding == PaddingConfig2d::Explicit(p, p, p, p) || conv.padding == PaddingConfig2d::Same)
+        && h * w >= cpu::CONV_MIN_PIXELS;
+    fits.then_some(cpu::Conv { batch, cin, cout, h, w, k: kh })
 }
 
 /// GroupNorm with affine parameters (PyTorch's `nn.GroupNorm`).
@@ -89,4 +123,35 @@ pub enum ActFn {
     Silu,
     /// The same function under its other name.
     Swish,
+}
+
+#[cfg(all(test, feature = "cpu"))]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn same_convolutions_of_large_planes_take_the_cpu_kernel_with_burns_numbers() {
+        let d = Device::flex();
+        let x = Tensor::<4>::random([2, 5, 40, 33], Distribution::Normal(0.0, 1.0), &d);
+        let pad = |p| PaddingConfig2d::Explicit(p, p, p, p);
+        let cases = [
+            (Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)), true),
+            (Conv2dConfig::new([5, 4], [5, 5]).with_padding(pad(2)).with_bias(false), true),
+            (Conv2dConfig::new([5, 4], [3, 3]).with_padding(PaddingConfig2d::Same), true),
+            (Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)).with_stride([2, 2]), false),
+            (Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(0)), false),
+        ];
+        for (config, taken) in cases {
+            let conv = config.init(&d);
+            assert_eq!(same_conv(&conv, &x).is_some(), taken, "{config:?}");
+            let (want, got) = (conv.forward(x.clone()), conv2d(&conv, x.clone()));
+            assert_eq!(want.dims(), got.dims());
+            let err = (want - got).abs().max().into_scalar::<f32>();
+            assert!(err < 1e-5, "{config:?}: {err}");
+        }
+        // A small plane stays with burn's kernel.
+        let conv = Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)).init(&d);
+        assert!(same_conv(&conv, &x.slice([0..1, 0..5, 0..16, 0..16])).is_none());
+    }
 }

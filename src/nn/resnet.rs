@@ -6,7 +6,7 @@ use burn::nn::{GroupNorm, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use super::{conv, group_norm, group_norm_silu};
+use super::{conv, conv2d, group_norm, group_norm_silu};
 
 /// Sizes of one residual block.
 #[derive(Debug, Clone, Copy)]
@@ -56,11 +56,11 @@ impl ResnetBlock2DConfig {
 impl ResnetBlock2D {
     /// `x`: `[B, C, H, W]`; `temb`: `[B, T]` (ignored when the block has no time projection).
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let mut h = self.conv1.forward(group_norm_silu(&self.norm1, x.clone()));
+        let mut h = conv2d(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             h = h + proj.forward(silu(temb.clone())).unsqueeze_dims(&[2, 3]);
         }
-        let h = self.conv2.forward(group_norm_silu(&self.norm2, h));
+        let h = conv2d(&self.conv2, group_norm_silu(&self.norm2, h));
         let x = match &self.conv_shortcut {
             Some(sc) => sc.forward(x),
             None => x,

@@ -51,6 +51,6 @@ impl Upsample2D {
         let mut options = InterpolateOptions::new(InterpolateMode::Nearest);
         options.align_corners = false;
         options.output_size = Some(size.unwrap_or([2 * h, 2 * w]));
-        self.conv.forward(interpolate(x, options))
+        super::conv2d(&self.conv, interpolate(x, options))
     }
 }

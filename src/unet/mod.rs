@@ -487,7 +487,7 @@ impl UNet2DConditionModel {
         let t = timestep_features(timesteps, self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift, &device);
         let temb = self.time_embedding.forward(t);
         let sample = if self.center_input_sample { sample * 2.0 - 1.0 } else { sample };
-        let mut x = self.conv_in.forward(sample);
+        let mut x = crate::nn::conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             let (y, states) = block.forward(x, &temb, context);
@@ -504,6 +504,6 @@ impl UNet2DConditionModel {
             });
             x = block.forward(x, &mut skips, &temb, context, upsample_size);
         }
-        self.conv_out.forward(crate::nn::group_norm_silu(&self.conv_norm_out, x))
+        crate::nn::conv2d(&self.conv_out, crate::nn::group_norm_silu(&self.conv_norm_out, x))
     }
 }

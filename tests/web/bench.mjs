@@ -6,7 +6,9 @@
 //
 // DIST is `trunk build --release`'s output; MODEL_DIR a diffusers folder, served at /bench-model/. REFERENCE, a
 // JSON list of the same prediction computed elsewhere (`examples/sd15_gpu.rs` writes the CPU's), is compared
-// with the page's first prediction: the largest difference is printed, and over 1e-3 fails.
+// with the page's first prediction: the largest difference is printed, and over 1e-3 fails. TRAJECTORY=STEPS
+// (a multiple of 10) also times a prompt-swap trajectory of that many steps and its decoding; none by default,
+// as a full-size model's trajectory takes hours on SwiftShader.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -35,7 +37,7 @@ const server = http.createServer((req, res) => {
   else fs.createReadStream(file).pipe(res);
 });
 await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
-const url = `http://127.0.0.1:${server.address().port}/?bench=1&model=bench-model&size=${size}&calls=${calls}`;
+const url = `http://127.0.0.1:${server.address().port}/?bench=1&model=bench-model&size=${size}&calls=${calls}&trajectory=${process.env.TRAJECTORY ?? 0}`;
 
 const dir = fs.mkdtempSync("/tmp/traverse-bench-");
 const flags = (process.env.CHROMIUM_FLAGS ?? "--enable-unsafe-webgpu --use-webgpu-adapter=swiftshader").split(" ");

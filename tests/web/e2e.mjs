@@ -320,6 +320,9 @@ try {
     const [, planned, loaded] = table.match(/planned \/ loaded \| ([\d.]+) MB \/ ([\d.]+) MB/) ?? [];
     check(/guided U-Net call, median of 1 \| [\d.]+ s \([\d.]+ GFLOP, [\d.]+ GFLOP\/s\)/.test(table) && /wasm memory \(peak\) \| [\d.]+ MB/.test(table)
       && planned && planned === loaded, `?bench=1 times a U-Net call and a decode: ${table.replace(/\n/g, " ")}`);
+    // The default 10-step trajectory at swap points 1..9: 10 trunk steps + 1 + 2 + … + 9 branch steps.
+    check(/prompt-swap trajectory, 10 steps, swap at t = 1, 2, 3, 4, 5, 6, 7, 8, 9 \| [\d.]+ s \(55 guided evaluations in \d+ U-Net calls, [\d.]+ GFLOP\/s\)/.test(table)
+      && /its 10 images decoded \| [\d.]+ s/.test(table), "?bench=1 times a prompt-swap trajectory and its decoding");
   });
 
   // 3. Bad links and a missing model are clear messages, not a blank page.
