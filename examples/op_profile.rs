@@ -35,6 +35,18 @@ fn main() {
         time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, burn"), || conv.forward(x.clone()).into_data());
         time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, traverse's CPU conv"), || conv2d(&conv, x.clone()).into_data());
     }
+    // Planes under `cpu::CONV_MIN_PIXELS`, where `conv2d` keeps burn's kernel: the CPU kernel called directly.
+    for (b, c, s) in [(2, 64, 16), (2, 192, 4)] {
+        let x = Tensor::<4>::random([b, c, s, s], Distribution::Normal(0.0, 1.0), &d);
+        let conv = Conv2dConfig::new([c, c], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&d);
+        let (xs, ws) =
+            (x.to_data().try_to_vec::<f32>().unwrap(), conv.weight.val().to_data().try_to_vec::<f32>().unwrap());
+        let shape = traverse::nn::cpu::Conv { batch: b, cin: c, cout: c, h: s, w: s, k: 3 };
+        time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, burn"), || conv.forward(x.clone()).into_data());
+        time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, traverse's CPU conv"), || {
+            TensorData::new(traverse::nn::cpu::conv_same(&xs, &ws, None, shape), [b, c, s, s])
+        });
+    }
     time("groupnorm 32 @320x64x64 b2", || gn.forward(x.clone()).into_data());
     time("silu", || silu(x.clone()).into_data());
     // The model hands each activation over (no other handle), so the kernel reads it without a copy; here both

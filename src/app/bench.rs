@@ -163,11 +163,11 @@ impl BenchReport {
             ));
             rows.push(format!("| its {} images decoded | {:.2} s |", t.images, t.decode_s));
         }
-        rows.extend([format!(
+        rows.push(format!(
             "| weights on the GPU, planned / loaded | {} / {} |",
             mb(self.planned_bytes),
             mb(self.weight_bytes)
-        )]);
+        ));
         if let Some(r) = self.reserved_bytes {
             rows.push(format!("| GPU memory held by burn's pools | {} |", mb(r)));
         }

@@ -12,7 +12,7 @@
 //! - [`conv_same`]: a stride-1 "same" convolution (the ResNet blocks' and the VAE's 3×3) as one `gemm` per
 //!   kernel tap over a zero-padded copy of the image, with no im2col buffer: burn-flex's tiled im2col builds
 //!   a matrix k² times the input's size, and at the VAE decoder's 128×128 planes that traffic, not the
-//!   arithmetic, sets its pace (`examples/op_profile`: 1.3–2.3× faster from 32×32 up).
+//!   arithmetic, sets its pace (`examples/op_profile` compares the two at several sizes).
 //!
 //! The row loops are written in 16 fixed lanes and compiled three times (AVX-512, AVX2+FMA, baseline), the
 //! CPU choosing at run time, so the same binary vectorizes wherever it runs.
@@ -320,7 +320,7 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 /// Smallest plane (pixels) [`conv_same`] is used for: below it the per-tap `gemm` calls cost more than
-/// burn-flex's im2col saves (`examples/op_profile`: at 16×16 and 4×4 burn's path is faster).
+/// burn-flex's im2col saves (`examples/op_profile`'s 16×16 and 4×4 rows).
 pub const CONV_MIN_PIXELS: usize = 32 * 32;
 
 /// Sizes of one [`conv_same`] call.
@@ -332,7 +332,7 @@ pub struct Conv {
     pub cin: usize,
     /// Output channels.
     pub cout: usize,
-    /// Plane height and width (the output's too).
+    /// Plane height (the output's too).
     pub h: usize,
     /// Plane width.
     pub w: usize,
