@@ -6,7 +6,7 @@
 //! difference. The CPU's prediction goes to `DIR/cpu-prediction-LATENT.json`, for the page's benchmark of the
 //! same folder to be compared with (`tests/web/bench.mjs`). A benchmark, not a test: on lavapipe (software Vulkan) it takes minutes.
 //!
-//!     cargo run --release --features wgpu --example sd15_gpu -- DIR [LATENT]
+//!     cargo run --release --example sd15_gpu -- DIR [LATENT]
 //!
 //! DIR gets `f32/` (4.3 GB) and `int8/` (1.1 GB); LATENT is the latent side (default 32, i.e. 256 px).
 

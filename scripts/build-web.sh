@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup-web.sh "$@"
 echo "== building the page (trunk build --release; the first build compiles burn for wasm32, about 10-20 min)"
+# LINT_PAGE=1 (test-web.sh) also runs clippy on this crate in the same build, warnings denied.
 CARGO_HOME="$WEB_CARGO_HOME" CARGO_TARGET_DIR="${TRAVERSE_CACHE:-$HOME/.cache/traverse}/target-wasm" \
-  trunk build --release
+  RUSTC_WORKSPACE_WRAPPER="${LINT_PAGE:+$PWD/scripts/clippy-deny.sh}" trunk build --release
 ls -l dist/*.wasm

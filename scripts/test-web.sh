@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
 # The page's tests. First the main command's set-up and page build from an empty cargo registry, as on a
 # fresh machine (scripts/build-web.sh, with the page's cargo home emptied; nothing is recompiled, since that
-# home keeps its path). Then the wasm32 lints, and the end-to-end test: the CLI renders a link on the CPU, and
+# home keeps its path), with clippy run on this crate in the same build. Then the end-to-end test: the CLI
+# renders a link on the CPU (the default features, so the native tests' build is reused), and
 # headless Chromium (software WebGPU) must reproduce those images on the page and report errors clearly.
 # Run by scripts/test.sh after the native tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 
-echo "== the main command's set-up and page build, from an empty cargo registry"
+echo "== the main command's set-up and page build, from an empty cargo registry; the build lints clean"
+echo "   (clippy on wasm32: WebGPU backend, the page)"
 rm -rf "$CACHE/cargo-web/registry" "$CACHE/cargo-web/git"
-source scripts/build-web.sh chromium
-
-echo "== the browser build lints clean (wasm32, WebGPU backend, the page)"
-CARGO_HOME="$WEB_CARGO_HOME" CARGO_TARGET_DIR="$CACHE/target-wasm" cargo clippy --locked --offline --lib \
-  --target wasm32-unknown-unknown --no-default-features --features web -- -D warnings 2>&1
+LINT_PAGE=1 source scripts/build-web.sh chromium
 
 echo "== the page, end to end in headless Chromium (software WebGPU)"
 OUT=$(mktemp -d)

@@ -1,6 +1,6 @@
 //! The CLI's GPU path (`--device wgpu`: burn's wgpu backend, WGSL on Vulkan/Metal) gives the CPU's numbers on
 //! the parity fixture, with attention slicing on as on a small GPU. On machines without a GPU, Vulkan is
-//! Mesa's lavapipe (scripts/test.sh installs it). Built only with `--features wgpu`.
+//! Mesa's lavapipe (scripts/test.sh installs it). Built with the `wgpu` feature (a default one).
 #![cfg(feature = "wgpu")]
 
 mod common;

@@ -33,7 +33,9 @@ impl DeviceArg {
                 Device::wgpu_options().init().map_err(|e| Error::Device(format!("wgpu could not start: {e}")))
             }
             #[cfg(not(feature = "wgpu"))]
-            DeviceArg::Wgpu => Err(Error::Device("this build has no wgpu backend; build with --features wgpu".into())),
+            DeviceArg::Wgpu => Err(Error::Device(
+                "this build has no wgpu backend; build with the default features (or --features wgpu)".into(),
+            )),
         }
     }
 

@@ -22,8 +22,8 @@ use traverse::Result;
 #[derive(Parser)]
 #[command(name = "traverse", version, about = "Attribute traversals of Stable Diffusion by prompt swapping")]
 struct Cli {
-    /// Where models run: burn's pure-Rust CPU backend, or the GPU through wgpu (Vulkan/Metal/DX12; needs a
-    /// build with `--features wgpu`).
+    /// Where models run: burn's pure-Rust CPU backend, or the GPU through wgpu (Vulkan/Metal/DX12; the
+    /// default `wgpu` feature).
     #[arg(long, value_enum, default_value_t = common::DeviceArg::Cpu, global = true)]
     device: common::DeviceArg,
     #[command(subcommand)]
