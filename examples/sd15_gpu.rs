@@ -100,7 +100,7 @@ fn run(dir: &Path, device: &Device, options: &LoadOptions, latent: usize) -> Res
     traverse::readback::values(cond.clone().sum())?;
     let load_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let out = traverse::readback::values(sd.guided_prediction(latents, cond, &uncond, 981, 7.5))?;
+    let out = traverse::readback::values(sd.unet.guided(latents, cond, &uncond, 981, 7.5))?;
     let call_s = t.elapsed().as_secs_f64();
     let reserved = device.memory_pool_usage().map(|u| u.bytes_reserved);
     Ok(Run { load_s, weight_bytes, call_s, reserved, out })

@@ -28,12 +28,13 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DDIMInverseScheduler,
-    DDIMScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from swap_reference import guided_eps, sd_scheduler, swap_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
@@ -203,35 +204,9 @@ def tiny_vae():
     return perturb(vae.eval(), 14)
 
 
-def sd_scheduler(prediction_type="epsilon"):
-    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
-
-
 def encode(pipe, prompt):
     ids = pipe.tokenizer(prompt, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     return pipe.text_encoder(ids)[0]
-
-
-def guided_eps(unet, z, t, cond, uncond, scale):
-    if scale == 1.0:
-        return unet(z, t, encoder_hidden_states=cond).sample
-    out = unet(torch.cat([z, z]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-    u, c = out.chunk(2)
-    return u + scale * (c - u)
-
-
-def swap_run(unet, sched, z, neutral, style, uncond, scale, steps, swap_points):
-    """The paper's method, written plainly: neutral prompt for the first steps-t steps, style for the last t."""
-    sched.set_timesteps(steps)
-    out = {}
-    for t_swap in [0] + swap_points:
-        x = z.clone()
-        for i, t in enumerate(sched.timesteps):
-            cond = neutral if i < steps - t_swap else style
-            x = sched.step(guided_eps(unet, x, t, cond, uncond, scale), t, x).prev_sample
-        out[f"swap.{t_swap}"] = x
-    return out
 
 
 def write_unet_v3():

@@ -81,7 +81,7 @@ impl<'a> Inversion<'a> {
     pub fn step(&mut self) -> Result<()> {
         let Some(&t) = self.timesteps.get(self.step) else { return Ok(()) };
         let x = self.latent.clone();
-        let eps = self.sd.guided_prediction(x.clone(), self.cond.clone(), &self.uncond, t, self.guidance);
+        let eps = self.sd.unet.guided(x.clone(), self.cond.clone(), &self.uncond, t, self.guidance);
         self.latent = self.ddim.inverse_step(eps, t, x)?;
         self.step += 1;
         Ok(())

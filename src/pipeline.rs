@@ -442,30 +442,6 @@ impl StableDiffusion {
     pub fn default_image_size(&self) -> usize {
         self.unet_config.sample_size.unwrap_or(64) * self.vae_config.downsampling()
     }
-
-    /// Classifier-free guided prediction for a batch of latents at one timestep: `latents` `[N, C, h, w]`,
-    /// `contexts` `[N, 77, D]` (one prompt per latent), `uncond` `[1, 77, D]`. With `guidance` ≤ 1 the
-    /// unconditional half is skipped, as diffusers does.
-    pub fn guided_prediction(
-        &self,
-        latents: Tensor<4>,
-        contexts: Tensor<3>,
-        uncond: &Tensor<3>,
-        timestep: usize,
-        guidance: f64,
-    ) -> Tensor<4> {
-        let t = timestep as f32;
-        if guidance <= 1.0 {
-            return self.unet.forward(latents, t, &contexts);
-        }
-        let n = latents.dims()[0];
-        let [_, l, d] = uncond.dims();
-        let input = Tensor::cat(vec![latents.clone(), latents], 0);
-        let ctx = Tensor::cat(vec![uncond.clone().expand([n, l, d]), contexts], 0);
-        let out = self.unet.forward(input, t, &ctx);
-        let (un, cond) = (out.clone().narrow(0, 0, n), out.narrow(0, n, n));
-        un.clone() + (cond - un) * guidance
-    }
 }
 
 #[cfg(test)]

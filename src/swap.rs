@@ -12,7 +12,8 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::pipeline::StableDiffusion;
-use crate::scheduler::Ddim;
+use crate::scheduler::{Ddim, DdimConfig};
+use crate::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 
 /// The paper's swap points: 5, 10, …, 45 of 50 steps.
 pub const PAPER_SWAP_POINTS: [usize; 9] = [5, 10, 15, 20, 25, 30, 35, 40, 45];
@@ -97,9 +98,44 @@ pub enum Lane {
     },
 }
 
+/// A run's prompts as text embeddings, each `[1, 77, D]`: the step from prompt to embedding, done once per
+/// run before any latent moves.
+#[derive(Debug, Clone)]
+pub struct PromptEmbeddings {
+    /// The neutral prompt's.
+    pub neutral: Tensor<3>,
+    /// Each style prompt with its embedding.
+    pub styles: Vec<(String, Tensor<3>)>,
+    /// The unconditional (negative) prompt's: "" in SD.
+    pub negative: Tensor<3>,
+}
+
+impl PromptEmbeddings {
+    /// Embeds the prompts with `sd`'s tokenizer and text encoder.
+    pub fn new(sd: &StableDiffusion, neutral: &str, styles: &[String], negative: &str) -> Result<Self> {
+        Ok(Self {
+            neutral: sd.embed(neutral)?,
+            styles: styles.iter().map(|s| Ok((s.clone(), sd.embed(s)?))).collect::<Result<_>>()?,
+            negative: sd.embed(negative)?,
+        })
+    }
+
+    /// Checks that every embedding is `[1, L, width]` with one `L`.
+    fn check(&self, width: usize) -> Result<()> {
+        let all = std::iter::once(&self.neutral).chain(self.styles.iter().map(|s| &s.1)).chain([&self.negative]);
+        let dims: Vec<[usize; 3]> = all.map(Tensor::dims).collect();
+        match dims.iter().find(|&&[b, l, d]| b != 1 || l == 0 || l != dims[0][1] || d != width) {
+            Some(bad) => Err(Error::arg(format!(
+                "text embeddings must all be [1, L, {width}] with one L (the U-Net's cross_attention_dim), got {bad:?}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A prompt-swap run advanced one DDIM step at a time, so a UI can report progress and yield in between.
 pub struct SwapSampler<'a> {
-    sd: &'a StableDiffusion,
+    unet: &'a UNet2DConditionModel,
     ddim: Ddim,
     settings: SwapSettings,
     styles: Vec<(String, Tensor<3>)>,
@@ -125,21 +161,36 @@ impl<'a> SwapSampler<'a> {
         negative: &str,
         settings: &SwapSettings,
     ) -> Result<Self> {
+        let prompts = PromptEmbeddings::new(sd, neutral, styles, negative)?;
+        Self::from_embeddings(&sd.unet, &sd.unet_config, &sd.scheduler, init, prompts, settings)
+    }
+
+    /// Prepares a run of `unet` (built from `config`) under the scheduler `scheduler` from `init` noise
+    /// `[1, C, h, w]` and prompts already embedded, e.g. a benchmark's fixed embeddings.
+    pub fn from_embeddings(
+        unet: &'a UNet2DConditionModel,
+        config: &UNet2DConditionConfig,
+        scheduler: &DdimConfig,
+        init: Tensor<4>,
+        prompts: PromptEmbeddings,
+        settings: &SwapSettings,
+    ) -> Result<Self> {
         let settings = settings.validated()?;
         let [b, c, h, w] = init.dims();
-        if b != 1 || c != sd.unet_config.in_channels || h == 0 || w == 0 {
+        if b != 1 || c != config.in_channels || h == 0 || w == 0 {
             return Err(Error::arg(format!(
                 "initial latents must be [1, {}, h, w], got {:?}",
-                sd.unet_config.in_channels,
+                config.in_channels,
                 init.dims()
             )));
         }
-        let styles = styles.iter().map(|s| Ok((s.clone(), sd.embed(s)?))).collect::<Result<Vec<_>>>()?;
+        prompts.check(config.context_dim())?;
+        let PromptEmbeddings { neutral, styles, negative } = prompts;
         Ok(Self {
-            ddim: sd.scheduler.build(settings.steps)?,
-            neutral_emb: sd.embed(neutral)?,
-            uncond: sd.embed(negative)?,
-            sd,
+            ddim: scheduler.build(settings.steps)?,
+            neutral_emb: neutral,
+            uncond: negative,
+            unet,
             settings,
             styles,
             trunk: init,
@@ -197,13 +248,8 @@ impl<'a> SwapSampler<'a> {
         let mut denoised = Vec::with_capacity(latents.len());
         for (lat, ctx) in latents.chunks(self.settings.max_batch).zip(contexts.chunks(self.settings.max_batch)) {
             let x = Tensor::cat(lat.to_vec(), 0);
-            let eps = self.sd.guided_prediction(
-                x.clone(),
-                Tensor::cat(ctx.to_vec(), 0),
-                &self.uncond,
-                t,
-                self.settings.guidance,
-            );
+            let eps =
+                self.unet.guided(x.clone(), Tensor::cat(ctx.to_vec(), 0), &self.uncond, t, self.settings.guidance);
             let (next, x0) = self.ddim.step_predicting(eps, t, x)?;
             stepped.extend(next.chunk(lat.len(), 0));
             denoised.extend(x0.chunk(lat.len(), 0));

@@ -8,7 +8,7 @@ use common::*;
 use traverse::Error;
 use traverse::classifier::{Classifier, ClassifierConfig};
 use traverse::pipeline::StableDiffusion;
-use traverse::swap::{SwapSampler, SwapSettings};
+use traverse::swap::{PromptEmbeddings, SwapSampler, SwapSettings};
 use traverse::synthetic::{Kind, Phantom};
 
 /// The error of `result`, which must be one.
@@ -29,8 +29,21 @@ fn sampling_refuses_bad_noise_steps_and_timesteps() {
     let init = Tensor::<4>::zeros([1, 4, 4, 4], &device());
     assert!(SwapSampler::new(&sd, init.clone(), "a", &[], "", &no_steps).is_err());
     assert!(err(sd.scheduler.build(10).unwrap().step(init.clone(), 1000, init.clone())).contains("timestep 1000"));
-    assert!(traverse::invert::invert(&sd, init, "a", "", 0, 1.0, |_, _| {}).is_err());
+    assert!(traverse::invert::invert(&sd, init.clone(), "a", "", 0, 1.0, |_, _| {}).is_err());
     assert!(sd.embed_ids(&[]).is_err());
+
+    // Embeddings from a caller: each must be [1, L, the U-Net's cross_attention_dim] with one L.
+    let good = sd.embed("a").unwrap();
+    let width = good.dims()[2];
+    let run = |neutral: Tensor<3>, style: Tensor<3>| {
+        let prompts = PromptEmbeddings { neutral, styles: vec![("b".into(), style)], negative: good.clone() };
+        SwapSampler::from_embeddings(&sd.unet, &sd.unet_config, &sd.scheduler, init.clone(), prompts, &settings)
+    };
+    assert!(run(good.clone(), good.clone()).is_ok());
+    let narrow = Tensor::<3>::zeros([1, 77, width + 1], &device());
+    assert!(err(run(good.clone(), narrow)).contains("cross_attention_dim"));
+    assert!(run(Tensor::zeros([2, 77, width], &device()), good.clone()).is_err(), "a batch of two");
+    assert!(run(good.clone(), Tensor::zeros([1, 76, width], &device())).is_err(), "another length");
 }
 
 #[test]

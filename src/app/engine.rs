@@ -839,7 +839,7 @@ pub async fn bench(gpu: &Gpu, settings: &BenchSettings, mut status: impl FnMut(S
         status(format!("Guided U-Net call {} of {} at {size}×{size} px …", call + 1, settings.calls + 1));
         next_frame().await;
         let t = performance_now();
-        let prediction = read(sd.guided_prediction(latents.clone(), cond.clone(), &uncond, 981, 7.5)).await?;
+        let prediction = read(sd.unet.guided(latents.clone(), cond.clone(), &uncond, 981, 7.5)).await?;
         times.push(seconds(t));
         if call == 0 {
             output = prediction;

@@ -22,7 +22,7 @@ pub use data::{CaptionedImages, LabeledImages, LatentDataset, Source};
 pub use recipe::{Preset, Recipe, seed_from, train};
 pub use text_encoder::{TextEncoderTraining, train_text_encoder};
 pub use unet::{UnetTraining, train_unet};
-pub use vae::{VaeTraining, train_vae};
+pub use vae::{VaeTraining, autoencoder_loss, train_vae};
 
 /// One optimizer step: backpropagates `loss` and updates `model` at learning rate `lr`.
 fn descend<M: burn::module::Module>(model: M, optim: &mut burn::optim::ModuleOptimizer, loss: Tensor<1>, lr: f64) -> M {

@@ -111,33 +111,12 @@ pub fn train_vae(
             }
             None => model.encode_distribution(x.clone()),
         };
-        let latent_share = mean.dims()[1..].iter().product::<usize>() as f64 / plane as f64;
         let eps = mean.random_like(burn::tensor::Distribution::Normal(0.0, 1.0));
-        let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
-        let recon = model.decode_raw(z);
-        let diff = recon - x;
-        let per_pixel = diff.clone().abs() + diff.clone().powf_scalar(2.0);
-        let rec = per_pixel.clone().mean();
-        let mut loss = if decoder_only {
+        let weights = decoder_only.then(|| {
             let m = Tensor::<4>::from_data(TensorData::new(mask, [settings.batch, 1, crop, crop]), &train_device);
-            let w = m * settings.attribute_weight + 1.0;
-            (per_pixel * w.clone()).mean() / w.mean()
-        } else {
-            let kl = (mean.powf_scalar(2.0) + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
-            // SD's weighting is on sums (pixel loss summed + kl_weight × KL summed over latent elements); with
-            // both terms as means that is kl_weight × latent elements / pixel values, not a larger weight that
-            // would push the posterior to the prior and erase fine detail from the latents.
-            rec.clone() + kl * settings.kl_weight * latent_share
-        };
-        if settings.edge_weight > 0.0 && crop > 1 {
-            let b = settings.batch;
-            let along = |dim: usize| {
-                let (mut lo, mut hi) = ([0..b, 0..3, 0..crop, 0..crop], [0..b, 0..3, 0..crop, 0..crop]);
-                (lo[dim], hi[dim]) = (0..crop - 1, 1..crop);
-                (diff.clone().slice(hi) - diff.clone().slice(lo)).abs().mean()
-            };
-            loss = loss + (along(2) + along(3)) * settings.edge_weight;
-        }
+            m * settings.attribute_weight + 1.0
+        });
+        let (loss, rec) = autoencoder_loss(&model, x, (mean, logvar), eps, weights, settings);
         // The logged loss stays the unweighted L1 + MSE, comparable across runs and stages.
         let value = rec.into_scalar::<f32>();
         let lr = if decoder_only {
@@ -150,6 +129,47 @@ pub fn train_vae(
         ckpt.after_step(&model, step, value, total, settings.checkpoint_every)?;
     }
     Ok(model.valid())
+}
+
+/// The stage's loss on images `x` `[B, 3, H, W]` given their posterior (`mean`, `logvar`) and its noise `eps`:
+/// the reconstruction's L1 + MSE, the KL term as SD weights it (on sums), and the edge loss. With
+/// `pixel_weights` `[B, 1, H, W]` (the decoder steps) the pixel loss is weighted by them and the KL term left
+/// out, since the encoder is fixed. Returns the loss and the unweighted L1 + MSE, which the log shows
+/// (comparable across runs and stages).
+pub fn autoencoder_loss(
+    model: &crate::vae::AutoencoderKL,
+    x: Tensor<4>,
+    (mean, logvar): (Tensor<4>, Tensor<4>),
+    eps: Tensor<4>,
+    pixel_weights: Option<Tensor<4>>,
+    settings: &VaeTraining,
+) -> (Tensor<1>, Tensor<1>) {
+    let [b, c, h, w] = x.dims();
+    let latent_share = mean.dims()[1..].iter().product::<usize>() as f64 / (c * h * w) as f64;
+    let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
+    let diff = model.decode_raw(z) - x;
+    let per_pixel = diff.clone().abs() + diff.clone().powf_scalar(2.0);
+    let rec = per_pixel.clone().mean();
+    let mut loss = match pixel_weights {
+        Some(w) => (per_pixel * w.clone()).mean() / w.mean(),
+        None => {
+            let kl = (mean.powf_scalar(2.0) + logvar.clone().exp() - logvar - 1.0).mean() * 0.5;
+            // SD's weighting is on sums (pixel loss summed + kl_weight × KL summed over latent elements); with
+            // both terms as means that is kl_weight × latent elements / pixel values, not a larger weight that
+            // would push the posterior to the prior and erase fine detail from the latents.
+            rec.clone() + kl * settings.kl_weight * latent_share
+        }
+    };
+    if settings.edge_weight > 0.0 && h > 1 && w > 1 {
+        let along = |dim: usize| {
+            let (mut lo, mut hi) = ([0..b, 0..c, 0..h, 0..w], [0..b, 0..c, 0..h, 0..w]);
+            let n = [b, c, h, w][dim];
+            (lo[dim], hi[dim]) = (0..n - 1, 1..n);
+            (diff.clone().slice(hi) - diff.clone().slice(lo)).abs().mean()
+        };
+        loss = loss + (along(2) + along(3)) * settings.edge_weight;
+    }
+    (loss, rec)
 }
 
 #[cfg(test)]

@@ -481,6 +481,30 @@ impl UNet2DConditionModel {
         self.forward_timesteps(sample, &vec![timestep; b], context)
     }
 
+    /// Classifier-free guided prediction for a batch of latents at one timestep: `latents` `[N, C, h, w]`,
+    /// `contexts` `[N, 77, D]` (one prompt per latent), `uncond` `[1, 77, D]`. Both halves go through one call
+    /// (batch 2N); with `guidance` ≤ 1 the unconditional half is skipped, as diffusers does.
+    pub fn guided(
+        &self,
+        latents: Tensor<4>,
+        contexts: Tensor<3>,
+        uncond: &Tensor<3>,
+        timestep: usize,
+        guidance: f64,
+    ) -> Tensor<4> {
+        let t = timestep as f32;
+        if guidance <= 1.0 {
+            return self.forward(latents, t, &contexts);
+        }
+        let n = latents.dims()[0];
+        let [_, l, d] = uncond.dims();
+        let input = Tensor::cat(vec![latents.clone(), latents], 0);
+        let ctx = Tensor::cat(vec![uncond.clone().expand([n, l, d]), contexts], 0);
+        let out = self.forward(input, t, &ctx);
+        let (un, cond) = (out.clone().narrow(0, 0, n), out.narrow(0, n, n));
+        un.clone() + (cond - un) * guidance
+    }
+
     /// Like [`forward`](Self::forward) with one timestep per batch row (training).
     pub fn forward_timesteps(&self, sample: Tensor<4>, timesteps: &[f32], context: &Tensor<3>) -> Tensor<4> {
         let device = sample.device();
