@@ -414,6 +414,105 @@ pub fn conv_same(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv) -> Ve
     y
 }
 
+/// Gradients of [`conv_same`] for the output gradient `dy` `[batch, cout, h, w]`: of the input `x` (a "same"
+/// convolution of `dy` with the kernel flipped and its channels swapped) and of the weight, as
+/// `(dx, dweight)`, each `None` unless asked for. The weight's is one matrix product per kernel tap and image,
+/// `dy` (rows `w + 2p` wide, the extra columns zero) times the padded planes read at the tap's offset, summed
+/// over the batch: the same layout as the forward pass, where burn computes it as a convolution whose output
+/// is the k×k kernel (a product a few columns wide).
+///
+/// # Panics
+/// If a buffer's length does not match `c`, or `k` is even.
+pub fn conv_same_backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    c: Conv,
+    want: (bool, bool),
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    let Conv { batch, cin, cout, h, w, k } = c;
+    assert!(k % 2 == 1, "odd kernel");
+    assert_eq!(x.len(), batch * cin * h * w, "input buffer");
+    assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
+    assert_eq!(dy.len(), batch * cout * h * w, "gradient buffer");
+    let dx = want.0.then(|| {
+        // Output pixel (y, x) reached input pixel (y + dy - p, x + dx - p) through tap (dy, dx): the adjoint is
+        // the convolution with tap (k-1-dy, k-1-dx) and input and output channels swapped.
+        let kk = k * k;
+        let mut flipped = vec![0.0f32; weight.len()];
+        for o in 0..cout {
+            for i in 0..cin {
+                let src = &weight[(o * cin + i) * kk..][..kk];
+                let dst = &mut flipped[(i * cout + o) * kk..][..kk];
+                for (t, v) in src.iter().enumerate() {
+                    dst[kk - 1 - t] = *v;
+                }
+            }
+        }
+        conv_same(dy, &flipped, None, Conv { cin: cout, cout: cin, ..c })
+    });
+    let dweight = want.1.then(|| {
+        let p = k / 2;
+        let wp = w + 2 * p;
+        let plane = (h + 2 * p) * wp + 2 * p;
+        let n = h * wp;
+        let mut padded = vec![0.0f32; cin * plane];
+        let mut wide = vec![0.0f32; cout * n];
+        // Tap-major `[k², cout, cin]`, accumulated over the batch.
+        let mut taps = vec![0.0f32; k * k * cout * cin];
+        for (b, (image, grad)) in x.chunks_exact(cin * h * w).zip(dy.chunks_exact(cout * h * w)).enumerate() {
+            for (src, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(plane)) {
+                for (row, line) in src.chunks_exact(w).enumerate() {
+                    dst[(row + p) * wp + p..][..w].copy_from_slice(line);
+                }
+            }
+            for (src, dst) in grad.chunks_exact(h * w).zip(wide.chunks_exact_mut(n)) {
+                for (line, row) in src.chunks_exact(w).zip(dst.chunks_exact_mut(wp)) {
+                    row[..w].copy_from_slice(line);
+                }
+            }
+            for tap in 0..k * k {
+                let offset = (tap / k) * wp + tap % k;
+                // SAFETY: the tap's block of `taps` is cout×cin (row stride cin); `wide` is cout×n (row stride
+                // n); the padded planes' view is n×cin with element (j, i) at offset + i·plane + j ≤
+                // offset + (cin - 1)·plane + n - 1 < cin·plane, as offset + n ≤ plane.
+                unsafe {
+                    gemm(
+                        cout,
+                        cin,
+                        n,
+                        taps.as_mut_ptr().add(tap * cout * cin),
+                        1,
+                        cin as isize,
+                        b > 0,
+                        wide.as_ptr(),
+                        1,
+                        n as isize,
+                        padded.as_ptr().add(offset),
+                        plane as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::Rayon(0),
+                    );
+                }
+            }
+        }
+        // `[k², cout, cin]` → PyTorch's `[cout, cin, k, k]`.
+        let (kk, mut out) = (k * k, vec![0.0f32; taps.len()]);
+        for (t, block) in taps.chunks_exact(cout * cin).enumerate() {
+            for (oi, v) in block.iter().enumerate() {
+                out[oi * kk + t] = *v;
+            }
+        }
+        out
+    });
+    (dx, dweight)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,6 +560,47 @@ mod tests {
                     .enumerate()
                     .all(|(j, (u, g))| (g - u - bias[j / (h * w) % cout]).abs() < 1e-5)
             );
+        }
+    }
+
+    #[test]
+    fn same_convolution_gradients_equal_the_textbook_sums() {
+        let mut rng = crate::rng::PortableNormal::new(10);
+        for c in
+            [Conv { batch: 2, cin: 3, cout: 5, h: 7, w: 9, k: 3 }, Conv { batch: 1, cin: 2, cout: 3, h: 6, w: 5, k: 5 }]
+        {
+            let Conv { batch, cin, cout, h, w, k } = c;
+            let mut buf = |n: usize| (0..n).map(|_| rng.sample()).collect::<Vec<f32>>();
+            let (x, weight, dy) = (buf(batch * cin * h * w), buf(cout * cin * k * k), buf(batch * cout * h * w));
+            // y[b,o,yy,xx] = Σ x[b,i,yy+ty-p,xx+tx-p]·w[o,i,ty,tx]: each term adds dy·w to dx and dy·x to dw.
+            let (mut dx, mut dw) = (vec![0f64; x.len()], vec![0f64; weight.len()]);
+            let p = (k / 2) as isize;
+            for b in 0..batch {
+                for o in 0..cout {
+                    for (yy, xx) in (0..h * w).map(|j| ((j / w) as isize, (j % w) as isize)) {
+                        let g = dy[((b * cout + o) * h + yy as usize) * w + xx as usize] as f64;
+                        for i in 0..cin {
+                            for (ty, tx) in (0..k * k).map(|t| ((t / k) as isize, (t % k) as isize)) {
+                                let (sy, sx) = (yy + ty - p, xx + tx - p);
+                                if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
+                                    let xi = ((b * cin + i) * h + sy as usize) * w + sx as usize;
+                                    let wi = ((o * cin + i) * k + ty as usize) * k + tx as usize;
+                                    dx[xi] += g * weight[wi] as f64;
+                                    dw[wi] += g * x[xi] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let err = |got: &[f32], want: &[f64]| {
+                assert_eq!(got.len(), want.len());
+                got.iter().zip(want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max)
+            };
+            let (got_dx, got_dw) = conv_same_backward(&x, &weight, &dy, c, (true, true));
+            let (got_dx, got_dw) = (got_dx.unwrap(), got_dw.unwrap());
+            assert!(err(&got_dx, &dx) < 1e-5 && err(&got_dw, &dw) < 1e-5, "{c:?}");
+            assert_eq!(conv_same_backward(&x, &weight, &dy, c, (false, true)), (None, Some(got_dw)));
         }
     }
 

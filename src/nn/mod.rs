@@ -5,6 +5,8 @@
 pub mod attention;
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
 pub mod cpu;
+#[cfg(all(feature = "cpu", feature = "train", not(target_arch = "wasm32")))]
+mod cpu_autodiff;
 pub mod resnet;
 pub mod sampling;
 
@@ -21,26 +23,45 @@ pub(crate) fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d
 }
 
 /// `conv.forward(x)`; on burn's CPU backend a stride-1 "same" convolution of a plane of at least
-/// [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col buffer).
+/// [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col buffer), under autodiff too, with
+/// [`cpu::conv_same_backward`] as its backward pass.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
     if let Some(c) = same_conv(conv, &x) {
-        let weight = cpu_values(conv.weight.val());
-        let bias = conv.bias.as_ref().map(|b| cpu_values(b.val()));
-        let out = cpu::conv_same(&cpu_values(x), &weight, bias.as_deref(), c);
-        return Tensor::from_data(TensorData::new(out, [c.batch, c.cout, c.h, c.w]), &Device::flex());
+        if on_cpu_backend(&x) {
+            let weight = cpu_values(conv.weight.val());
+            let bias = conv.bias.as_ref().map(|b| cpu_values(b.val()));
+            let out = cpu::conv_same(&cpu_values(x), &weight, bias.as_deref(), c);
+            return Tensor::from_data(TensorData::new(out, [c.batch, c.cout, c.h, c.w]), &Device::flex());
+        }
+        #[cfg(feature = "train")]
+        if on_cpu_autodiff(&x)
+            && let Some(y) = cpu_autodiff::conv_same(x.clone(), conv.weight.val(), c)
+        {
+            return match &conv.bias {
+                Some(b) => y + b.val().reshape([1, c.cout, 1, 1]),
+                None => y,
+            };
+        }
     }
     conv.forward(x)
 }
 
-/// The sizes of `conv` on `x` where [`cpu::conv_same`] computes it: burn's CPU backend, f32 weights and input,
-/// an odd square kernel, stride and dilation 1, one group, padding `k / 2` on every side, a large plane.
+/// Whether `t` is an f32 tensor of burn's CPU backend under autodiff (training).
+#[cfg(all(feature = "cpu", feature = "train", not(target_arch = "wasm32")))]
+fn on_cpu_autodiff<const D: usize>(t: &Tensor<D>) -> bool {
+    let device = t.device();
+    device == Device::flex() && device.is_autodiff() && t.dtype() == burn::tensor::DType::F32
+}
+
+/// The sizes of `conv` on `x` where [`cpu::conv_same`] computes it: f32 weights and input, an odd square
+/// kernel, stride and dilation 1, one group, padding `k / 2` on every side, a large plane.
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
 fn same_conv(conv: &Conv2d, x: &Tensor<4>) -> Option<cpu::Conv> {
     let [batch, cin, h, w] = x.dims();
     let [cout, wcin, kh, kw] = conv.weight.dims();
     let p = kh / 2;
-    let fits = on_cpu_backend(x)
+    let fits = x.dtype() == burn::tensor::DType::F32
         && conv.weight.val().dtype() == burn::tensor::DType::F32
         && conv.bias.as_ref().is_none_or(|b| b.val().dtype() == burn::tensor::DType::F32)
         && kh == kw
@@ -153,5 +174,45 @@ mod tests {
         // A small plane stays with burn's kernel.
         let conv = Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)).init(&d);
         assert!(same_conv(&conv, &x.slice([0..1, 0..5, 0..16, 0..16])).is_none());
+    }
+
+    #[cfg(feature = "train")]
+    #[test]
+    fn same_convolutions_under_autodiff_give_burns_values_and_gradients() {
+        let d = Device::flex().autodiff();
+        let pad = |p| PaddingConfig2d::Explicit(p, p, p, p);
+        let configs = [
+            Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)),
+            Conv2dConfig::new([5, 4], [5, 5]).with_padding(pad(2)).with_bias(false),
+        ];
+        for (config, input_grad) in configs.into_iter().zip([true, false]) {
+            let conv = config.init(&d);
+            let x = Tensor::<4>::random([2, 5, 40, 33], Distribution::Normal(0.0, 1.0), &d);
+            let x = if input_grad { x.require_grad() } else { x };
+            let [cout, ..] = conv.weight.dims();
+            let g = Tensor::<4>::random([2, cout, 40, 33], Distribution::Normal(0.0, 1.0), &d);
+            let run = |y: Tensor<4>| {
+                let grads = (y.clone() * g.clone()).sum().backward();
+                let mut out = vec![y.inner()];
+                out.push(conv.weight.grad(&grads).expect("a weight gradient"));
+                if let Some(b) = &conv.bias {
+                    out.push(b.grad(&grads).expect("a bias gradient").reshape([1, 1, 1, cout]));
+                }
+                if input_grad {
+                    out.push(x.grad(&grads).expect("an input gradient"));
+                }
+                out
+            };
+            let c = same_conv(&conv, &x).expect("a same convolution");
+            assert!(on_cpu_autodiff(&x) && cpu_autodiff::conv_same(x.clone(), conv.weight.val(), c).is_some());
+            let (want, got) = (run(conv.forward(x.clone())), run(conv2d(&conv, x.clone())));
+            assert_eq!(want.len(), got.len());
+            for (w, g) in want.into_iter().zip(got) {
+                assert_eq!(w.dims(), g.dims());
+                let scale = w.clone().abs().max().into_scalar::<f32>().max(1.0);
+                let err = (w - g).abs().max().into_scalar::<f32>() / scale;
+                assert!(err < 1e-5, "{config:?}: relative error {err}");
+            }
+        }
     }
 }

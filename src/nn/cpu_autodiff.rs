@@ -1,0 +1,71 @@
+//! [`cpu`](super::cpu)'s kernels inside burn's autodiff, so that training on burn's CPU backend uses them too:
+//! each op takes its tensors down to burn-autodiff's `Autodiff<Flex>` primitives, runs the kernel forward and
+//! registers a backward pass of its own kernels (burn-autodiff's `Backward`), as burn's own ops do.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{Autodiff, BackendTypes, Flex};
+use burn::prelude::*;
+
+use super::cpu::{self, Conv};
+
+/// burn's CPU backend under autodiff, as `Device::flex().autodiff()` runs it.
+type Ad = Autodiff<Flex>;
+type Primitive = <Flex as BackendTypes>::FloatTensorPrimitive;
+
+/// The f32 values of a CPU primitive of rank 4.
+fn values(t: Primitive) -> Vec<f32> {
+    super::cpu_values(Tensor::<4>::from_primitive::<Flex>(t))
+}
+
+/// A CPU primitive of rank 4.
+fn primitive(values: Vec<f32>, shape: [usize; 4]) -> Primitive {
+    Tensor::<4>::from_data(TensorData::new(values, shape), &Device::flex())
+        .try_into_primitive::<Flex>()
+        .expect("a tensor made on burn's CPU backend is its primitive")
+}
+
+/// The backward pass of [`conv_same`]: the input's and the weight's gradients by [`cpu::conv_same_backward`].
+#[derive(Debug)]
+struct ConvSame;
+
+impl Backward<Flex, 2> for ConvSame {
+    type State = (NodeId, NodeId, Conv);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = values(grads.consume::<Flex>(&ops.node));
+        let (x, weight, c) = ops.state;
+        let x = values(checkpointer.retrieve_node_output::<Primitive>(x));
+        let weight = values(checkpointer.retrieve_node_output::<Primitive>(weight));
+        let (dx, dweight) = cpu::conv_same_backward(&x, &weight, &grad, c, (node_x.is_some(), node_weight.is_some()));
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, primitive(dx, [c.batch, c.cin, c.h, c.w]));
+        }
+        if let (Some(node), Some(dw)) = (node_weight, dweight) {
+            grads.register::<Flex>(node.id, primitive(dw, [c.cout, c.cin, c.k, c.k]));
+        }
+    }
+}
+
+/// [`cpu::conv_same`] of `x` with `weight` (no bias) under autodiff on burn's CPU backend, with
+/// [`cpu::conv_same_backward`] as its backward pass; `None` where the tensors are not `Autodiff<Flex>`
+/// tensors (another checkpointing strategy, say), for burn's convolution to take them.
+pub(crate) fn conv_same(x: Tensor<4>, weight: Tensor<4>, c: Conv) -> Option<Tensor<4>> {
+    let (Ok(xa), Ok(wa)) = (x.try_into_primitive::<Ad>(), weight.try_into_primitive::<Ad>()) else {
+        return None;
+    };
+    let out = cpu::conv_same(&values(xa.primitive().clone()), &values(wa.primitive().clone()), None, c);
+    let out = primitive(out, [c.batch, c.cout, c.h, c.w]);
+    let out = match ConvSame.prepare::<NoCheckpointing>([xa.node(), wa.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&xa), prep.checkpoint(&wa), c);
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Ad>(out))
+}
