@@ -69,3 +69,38 @@ pub(crate) fn conv_same(x: Tensor<4>, weight: Tensor<4>, c: Conv) -> Option<Tens
     };
     Some(Tensor::from_primitive::<Ad>(out))
 }
+
+/// The backward pass of [`silu`]: [`cpu::silu_backward`] at the saved input.
+#[derive(Debug)]
+struct Silu;
+
+impl Backward<Flex, 1> for Silu {
+    type State = (NodeId, [usize; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = values(grads.consume::<Flex>(&ops.node));
+        let (x, shape) = ops.state;
+        if let Some(node) = node_x {
+            let x = values(checkpointer.retrieve_node_output::<Primitive>(x));
+            grads.register::<Flex>(node.id, primitive(cpu::silu_backward(&x, &grad), shape));
+        }
+    }
+}
+
+/// [`cpu::silu`] of `x` under autodiff on burn's CPU backend, with [`cpu::silu_backward`] as its backward pass
+/// (burn's SiLU is a sigmoid and a product, two passes each way with a scalar `exp`); `None` where `x` is not an
+/// `Autodiff<Flex>` tensor.
+pub(crate) fn silu(x: Tensor<4>) -> Option<Tensor<4>> {
+    let shape = x.dims();
+    let xa = x.try_into_primitive::<Ad>().ok()?;
+    let out = primitive(cpu::silu(&values(xa.primitive().clone())), shape);
+    let out = match Silu.prepare::<NoCheckpointing>([xa.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&xa), shape);
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Ad>(out))
+}

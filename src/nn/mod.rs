@@ -80,7 +80,8 @@ pub(crate) fn group_norm(groups: usize, channels: usize, eps: f64, device: &Devi
     GroupNormConfig::new(groups, channels).with_epsilon(eps).init(device)
 }
 
-/// `silu(norm(x))`, the ResNet blocks' pattern: one fused pass on burn's CPU backend ([`cpu::group_norm_silu`]),
+/// `silu(norm(x))`, the ResNet blocks' pattern: one fused pass on burn's CPU backend ([`cpu::group_norm_silu`]);
+/// under autodiff there, burn's GroupNorm and this crate's SiLU ([`cpu::silu`], with its own backward pass);
 /// burn's two ops elsewhere.
 pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
@@ -96,7 +97,14 @@ pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
         cpu::group_norm_silu(&mut data, groups, &gamma, &beta, norm.epsilon as f32);
         return Tensor::from_data(TensorData::new(data, [batch, channels, h, w]), &Device::flex());
     }
-    burn::tensor::activation::silu(norm.forward(x))
+    let normed = norm.forward(x);
+    #[cfg(all(feature = "cpu", feature = "train", not(target_arch = "wasm32")))]
+    if on_cpu_autodiff(&normed)
+        && let Some(y) = cpu_autodiff::silu(normed.clone())
+    {
+        return y;
+    }
+    burn::tensor::activation::silu(normed)
 }
 
 /// diffusers' `GEGLU` after its projection: `[…, value | gate]` → `value · gelu(gate)` (erf GELU); one
@@ -174,6 +182,26 @@ mod tests {
         // A small plane stays with burn's kernel.
         let conv = Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)).init(&d);
         assert!(same_conv(&conv, &x.slice([0..1, 0..5, 0..16, 0..16])).is_none());
+    }
+
+    #[cfg(feature = "train")]
+    #[test]
+    fn group_norm_silu_under_autodiff_gives_burns_values_and_gradients() {
+        let d = Device::flex().autodiff();
+        let norm = GroupNormConfig::new(4, 8).init(&d);
+        let x = Tensor::<4>::random([2, 8, 9, 7], Distribution::Normal(0.0, 3.0), &d).require_grad();
+        let g = Tensor::<4>::random([2, 8, 9, 7], Distribution::Normal(0.0, 1.0), &d);
+        assert!(cpu_autodiff::silu(x.clone()).is_some(), "this crate's SiLU is taken");
+        let run = |y: Tensor<4>| {
+            let grads = (y.clone() * g.clone()).sum().backward();
+            let gamma = norm.gamma.as_ref().and_then(|p| p.grad(&grads)).expect("a gamma gradient");
+            [y.inner(), x.grad(&grads).expect("an input gradient"), gamma.reshape([1, 1, 1, 8])]
+        };
+        let want = run(burn::tensor::activation::silu(norm.forward(x.clone())));
+        for (w, g) in want.into_iter().zip(run(group_norm_silu(&norm, x.clone()))) {
+            let err = (w - g).abs().max().into_scalar::<f32>();
+            assert!(err < 1e-5, "{err}");
+        }
     }
 
     #[cfg(feature = "train")]
