@@ -390,59 +390,126 @@ pub struct Conv {
     pub k: usize,
 }
 
+/// Values the padded copies of [`conv_same`] and [`conv_same_backward`] may take (64 MB each): images are
+/// padded and multiplied in groups up to this size, so small planes go through one product per tap for the
+/// whole batch while large ones keep one image at a time.
+const PADDED_VALUES: usize = 16 << 20;
+
+/// The padded layout of [`conv_same`]: a group of `images` images per buffer, each channel's planes side by
+/// side, `plane` values apart, each plane's rows `wp = w + 2p` wide.
+#[derive(Debug, Clone, Copy)]
+struct Padded {
+    p: usize,
+    wp: usize,
+    /// Values per padded plane: the last tap of the last row's dropped columns reads 2p values past it.
+    plane: usize,
+    /// Columns of one image's output, rows `wp` wide.
+    n: usize,
+    /// Images per group.
+    images: usize,
+}
+
+impl Padded {
+    /// The layout for `c`, with groups of at most `max_values` values per buffer (at least one image).
+    fn new(c: Conv, max_values: usize) -> Self {
+        let p = c.k / 2;
+        let wp = c.w + 2 * p;
+        let plane = (c.h + 2 * p) * wp + 2 * p;
+        let images = (max_values / (c.cin.max(c.cout) * plane).max(1)).clamp(1, c.batch.max(1));
+        Self { p, wp, plane, n: c.h * wp, images }
+    }
+
+    /// Values between one channel's rows of a group buffer.
+    fn stride(&self) -> usize {
+        self.images * self.plane
+    }
+
+    /// Columns a tap's product covers for a group of `images`: up to the last image's last output value.
+    fn span(&self, images: usize) -> usize {
+        (images - 1) * self.plane + self.n
+    }
+
+    /// Where tap `tap` of a `k`×`k` kernel reads, from the output value's index.
+    fn offset(&self, tap: usize, k: usize) -> usize {
+        (tap / k) * self.wp + tap % k
+    }
+
+    /// Copies NCHW `images` (`channels` planes of `h`×`w` each) into `buffer`'s interiors; borders and the
+    /// columns between rows keep the zeros they were made with.
+    fn fill(&self, images: &[f32], channels: usize, [h, w]: [usize; 2], buffer: &mut [f32]) {
+        for (b, image) in images.chunks_exact(channels * h * w).enumerate() {
+            for (ch, src) in image.chunks_exact(h * w).enumerate() {
+                let dst = &mut buffer[ch * self.stride() + b * self.plane..];
+                for (row, line) in src.chunks_exact(w).enumerate() {
+                    dst[(row + self.p) * self.wp + self.p..][..w].copy_from_slice(line);
+                }
+            }
+        }
+    }
+}
+
 /// A `k`×`k` convolution, stride 1, one group, zero padding `k / 2` ("same"), of NCHW `x` `[batch, cin, h, w]`
 /// with PyTorch-layout `weight` `[cout, cin, k, k]` and optional `bias`, into `[batch, cout, h, w]`.
 ///
-/// Each image is copied once into a zero-padded plane per channel, rows `w + 2p` wide. In those coordinates
-/// output pixel `(y, x)` at flat index `y·wp + x` reads input pixel `(y + dy, x + dx)` at flat index
-/// `y·wp + x + dy·wp + dx`: every kernel tap `(dy, dx)` is one matrix product, the tap's `cout × cin`
-/// weights times the padded planes read at a constant offset, accumulated into an output
-/// of rows `wp` wide whose `2p` extra columns are dropped at the end.
+/// The images are copied once into zero-padded planes, rows `w + 2p` wide, a group of images side by side per
+/// channel. In those coordinates output pixel `(y, x)` at flat index `y·wp + x` reads input pixel
+/// `(y + dy, x + dx)` at flat index `y·wp + x + dy·wp + dx`: every kernel tap `(dy, dx)` is one matrix product
+/// per group, the tap's `cout × cin` weights times the padded planes read at a constant offset, accumulated
+/// into an output of the same layout whose extra columns (and the rows between images) are dropped at the end.
 ///
 /// # Panics
 /// If a buffer's length does not match `c`, or `k` is even.
 pub fn conv_same(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv) -> Vec<f32> {
+    conv_same_grouped(x, weight, bias, c, PADDED_VALUES)
+}
+
+/// [`conv_same`] with padded buffers of at most `max_values` values.
+fn conv_same_grouped(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv, max_values: usize) -> Vec<f32> {
     let Conv { batch, cin, cout, h, w, k } = c;
     assert!(k % 2 == 1, "odd kernel");
     assert_eq!(x.len(), batch * cin * h * w, "input buffer");
     assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
     assert!(bias.is_none_or(|b| b.len() == cout), "bias buffer");
-    let p = k / 2;
-    let wp = w + 2 * p;
-    // The last tap of the last row's dropped columns reads 2p values past the padded plane.
-    let plane = (h + 2 * p) * wp + 2 * p;
-    let n = h * wp;
+    let mut y = vec![0.0f32; batch * cout * h * w];
+    if y.is_empty() || cin == 0 {
+        // No input channels: the bias alone.
+        for (j, v) in y.iter_mut().enumerate() {
+            *v = bias.map_or(0.0, |b| b[j / (h * w) % cout]);
+        }
+        return y;
+    }
+    let layout = Padded::new(c, max_values);
+    let stride = layout.stride();
     // Tap-major weights `[k², cout, cin]`: gemm packs contiguous rows faster than rows strided by k².
     let taps: Vec<f32> = (0..k * k).flat_map(|t| weight.iter().skip(t).step_by(k * k).copied()).collect();
-    let mut y = vec![0.0f32; batch * cout * h * w];
-    let mut padded = vec![0.0f32; cin * plane];
-    let mut acc = vec![0.0f32; cout * n];
-    for (image, out) in x.chunks_exact(cin * h * w).zip(y.chunks_exact_mut(cout * h * w)) {
-        for (src, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(plane)) {
-            for (row, line) in src.chunks_exact(w).enumerate() {
-                dst[(row + p) * wp + p..][..w].copy_from_slice(line);
-            }
-        }
+    let mut padded = vec![0.0f32; cin * stride];
+    let mut acc = vec![0.0f32; cout * stride];
+    let group = layout.images;
+    for (input, out) in x.chunks(group * cin * h * w).zip(y.chunks_mut(group * cout * h * w)) {
+        let images = input.len() / (cin * h * w);
+        layout.fill(input, cin, [h, w], &mut padded);
+        let span = layout.span(images);
         for tap in 0..k * k {
-            let offset = (tap / k) * wp + tap % k;
-            // SAFETY: acc is cout×n (row stride n); the tap's weights are cout×cin, element (o, i) at
-            // tap·cout·cin + o·cin + i < taps.len(); the padded planes' view is cin×n with element (i, j) at
-            // offset + i·plane + j ≤ offset + (cin - 1)·plane + n - 1 < cin·plane, as offset + n ≤ plane.
+            let offset = layout.offset(tap, k);
+            // SAFETY: acc is cout rows of `stride` values; the tap's weights are cout×cin, element (o, i) at
+            // tap·cout·cin + o·cin + i < taps.len(); the padded view is cin×span with element (i, j) at
+            // offset + i·stride + j ≤ offset + (cin - 1)·stride + (images - 1)·plane + n - 1 < cin·stride,
+            // as offset + n ≤ plane and images ≤ the group's size.
             unsafe {
                 gemm(
                     cout,
-                    n,
+                    span,
                     cin,
                     acc.as_mut_ptr(),
                     1,
-                    n as isize,
+                    stride as isize,
                     tap > 0,
                     taps.as_ptr().add(tap * cout * cin),
                     1,
                     cin as isize,
                     padded.as_ptr().add(offset),
                     1,
-                    plane as isize,
+                    stride as isize,
                     1.0,
                     1.0,
                     false,
@@ -452,11 +519,14 @@ pub fn conv_same(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv) -> Ve
                 );
             }
         }
-        for (o, (dst, src)) in out.chunks_exact_mut(h * w).zip(acc.chunks_exact(n)).enumerate() {
-            let b = bias.map_or(0.0, |b| b[o]);
-            for (line, wide) in dst.chunks_exact_mut(w).zip(src.chunks_exact(wp)) {
-                for (d, s) in line.iter_mut().zip(wide) {
-                    *d = s + b;
+        for (b, image) in out.chunks_exact_mut(cout * h * w).enumerate() {
+            for (o, dst) in image.chunks_exact_mut(h * w).enumerate() {
+                let src = &acc[o * stride + b * layout.plane..][..layout.n];
+                let bias = bias.map_or(0.0, |b| b[o]);
+                for (line, wide) in dst.chunks_exact_mut(w).zip(src.chunks_exact(layout.wp)) {
+                    for (d, s) in line.iter_mut().zip(wide) {
+                        *d = s + bias;
+                    }
                 }
             }
         }
@@ -480,6 +550,18 @@ pub fn conv_same_backward(
     c: Conv,
     want: (bool, bool),
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    conv_same_backward_grouped(x, weight, dy, c, want, PADDED_VALUES)
+}
+
+/// [`conv_same_backward`] with padded buffers of at most `max_values` values.
+fn conv_same_backward_grouped(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    c: Conv,
+    want: (bool, bool),
+    max_values: usize,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let Conv { batch, cin, cout, h, w, k } = c;
     assert!(k % 2 == 1, "odd kernel");
     assert_eq!(x.len(), batch * cin * h * w, "input buffer");
@@ -499,47 +581,49 @@ pub fn conv_same_backward(
                 }
             }
         }
-        conv_same(dy, &flipped, None, Conv { cin: cout, cout: cin, ..c })
+        conv_same_grouped(dy, &flipped, None, Conv { cin: cout, cout: cin, ..c }, max_values)
     });
     let dweight = want.1.then(|| {
-        let p = k / 2;
-        let wp = w + 2 * p;
-        let plane = (h + 2 * p) * wp + 2 * p;
-        let n = h * wp;
-        let mut padded = vec![0.0f32; cin * plane];
-        let mut wide = vec![0.0f32; cout * n];
-        // Tap-major `[k², cout, cin]`, accumulated over the batch.
+        let layout = Padded::new(c, max_values);
+        let stride = layout.stride();
+        let mut padded = vec![0.0f32; cin * stride];
+        // The output gradient in the output's padded layout, its extra columns zero.
+        let mut wide = vec![0.0f32; cout * stride];
+        // Tap-major `[k², cout, cin]`, accumulated over the groups.
         let mut taps = vec![0.0f32; k * k * cout * cin];
-        for (b, (image, grad)) in x.chunks_exact(cin * h * w).zip(dy.chunks_exact(cout * h * w)).enumerate() {
-            for (src, dst) in image.chunks_exact(h * w).zip(padded.chunks_exact_mut(plane)) {
-                for (row, line) in src.chunks_exact(w).enumerate() {
-                    dst[(row + p) * wp + p..][..w].copy_from_slice(line);
+        let group = layout.images;
+        let (chunk_x, chunk_dy) = ((group * cin * h * w).max(1), (group * cout * h * w).max(1));
+        for (g, (input, grad)) in x.chunks(chunk_x).zip(dy.chunks(chunk_dy)).enumerate() {
+            let images = input.len() / (cin * h * w);
+            layout.fill(input, cin, [h, w], &mut padded);
+            for (b, image) in grad.chunks_exact(cout * h * w).enumerate() {
+                for (o, src) in image.chunks_exact(h * w).enumerate() {
+                    let dst = &mut wide[o * stride + b * layout.plane..][..layout.n];
+                    for (line, row) in src.chunks_exact(w).zip(dst.chunks_exact_mut(layout.wp)) {
+                        row[..w].copy_from_slice(line);
+                    }
                 }
             }
-            for (src, dst) in grad.chunks_exact(h * w).zip(wide.chunks_exact_mut(n)) {
-                for (line, row) in src.chunks_exact(w).zip(dst.chunks_exact_mut(wp)) {
-                    row[..w].copy_from_slice(line);
-                }
-            }
+            let span = layout.span(images);
             for tap in 0..k * k {
-                let offset = (tap / k) * wp + tap % k;
-                // SAFETY: the tap's block of `taps` is cout×cin (row stride cin); `wide` is cout×n (row stride
-                // n); the padded planes' view is n×cin with element (j, i) at offset + i·plane + j ≤
-                // offset + (cin - 1)·plane + n - 1 < cin·plane, as offset + n ≤ plane.
+                let offset = layout.offset(tap, k);
+                // SAFETY: the tap's block of `taps` is cout×cin (row stride cin); `wide` is cout rows of
+                // `stride` values, read span wide; the padded view is span×cin with element (j, i) at
+                // offset + i·stride + j < cin·stride, as in `conv_same`.
                 unsafe {
                     gemm(
                         cout,
                         cin,
-                        n,
+                        span,
                         taps.as_mut_ptr().add(tap * cout * cin),
                         1,
                         cin as isize,
-                        b > 0,
+                        g > 0,
                         wide.as_ptr(),
                         1,
-                        n as isize,
+                        stride as isize,
                         padded.as_ptr().add(offset),
-                        plane as isize,
+                        stride as isize,
                         1,
                         1.0,
                         1.0,
@@ -602,6 +686,9 @@ mod tests {
             let got = conv_same(&x, &weight, Some(&bias), c);
             let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(got.len() == want.len() && err < 1e-5, "{c:?}: {err}");
+            // One image per padded buffer, as for large planes: the same numbers.
+            let one = conv_same_grouped(&x, &weight, Some(&bias), c, 1);
+            assert!(one.len() == want.len() && one.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{c:?}");
             let unbiased = conv_same(&x, &weight, None, c);
             assert!(
                 unbiased
@@ -650,6 +737,9 @@ mod tests {
             let (got_dx, got_dw) = conv_same_backward(&x, &weight, &dy, c, (true, true));
             let (got_dx, got_dw) = (got_dx.unwrap(), got_dw.unwrap());
             assert!(err(&got_dx, &dx) < 1e-5 && err(&got_dw, &dw) < 1e-5, "{c:?}");
+            // One image per padded buffer, as for large planes: the same numbers.
+            let (one_dx, one_dw) = conv_same_backward_grouped(&x, &weight, &dy, c, (true, true), 1);
+            assert!(err(&one_dx.unwrap(), &dx) < 1e-5 && err(&one_dw.unwrap(), &dw) < 1e-5, "{c:?}");
             assert_eq!(conv_same_backward(&x, &weight, &dy, c, (false, true)), (None, Some(got_dw)));
         }
     }
