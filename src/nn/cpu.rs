@@ -1,5 +1,6 @@
 //! Kernels for burn's CPU backend where burn-flex leaves speed on the table (README, *Speed*), used by the
-//! model code only on that backend, in f32, outside autodiff: the GPU and training keep burn's kernels.
+//! model code only on that backend, in f32; the GPU keeps burn's kernels. Under autodiff (training) the
+//! convolution and SiLU run here too, with the backward passes below (`nn/cpu_autodiff.rs`).
 //!
 //! - [`attention`]: burn-flex's flash attention walks the keys in tiles of 64 and rescales every query's
 //!   accumulator after each tile, with a scalar `exp` per score; at SD 1.5's 4096-token self-attention that
@@ -12,7 +13,9 @@
 //! - [`conv_same`]: a stride-1 "same" convolution (the ResNet blocks' and the VAE's 3×3) as one `gemm` per
 //!   kernel tap over a zero-padded copy of the image, with no im2col buffer: burn-flex's tiled im2col builds
 //!   a matrix k² times the input's size, and at the VAE decoder's 128×128 planes that traffic, not the
-//!   arithmetic, sets its pace (`examples/op_profile` compares the two at several sizes).
+//!   arithmetic, sets its pace (`examples/op_profile` compares the two at several sizes). Small planes of a
+//!   batch are padded side by side and go through one product per tap together. [`conv_same_backward`]
+//!   gives its gradients in the same layout; [`silu`] and [`silu_backward`] are SiLU both ways.
 //!
 //! The row loops are written in 16 fixed lanes and compiled three times (AVX-512, AVX2+FMA, baseline), the
 //! CPU choosing at run time, so the same binary vectorizes wherever it runs.
