@@ -15,7 +15,8 @@
 //!   a matrix k² times the input's size, and at the VAE decoder's 128×128 planes that traffic, not the
 //!   arithmetic, sets its pace (`examples/op_profile` compares the two at several sizes). Small planes of a
 //!   batch are padded side by side and go through one product per tap together. [`conv_same_backward`]
-//!   gives its gradients in the same layout; [`silu`] and [`silu_backward`] are SiLU both ways.
+//!   gives its gradients in the same layout; under training, smaller planes go through [`Im2col`] (one
+//!   product each for the output and both gradients). [`silu`] and [`silu_backward`] are SiLU both ways.
 //!
 //! The row loops are written in 16 fixed lanes and compiled three times (AVX-512, AVX2+FMA, baseline), the
 //! CPU choosing at run time, so the same binary vectorizes wherever it runs.
@@ -650,6 +651,161 @@ fn conv_same_backward_grouped(
     (dx, dweight)
 }
 
+/// A "same" convolution of small planes under training, as [`conv_same`]'s sizes: the images' `k`×`k`
+/// neighbourhoods as one matrix `[cin·k², batch·h·w]` (im2col, small at these sizes), so that the output and
+/// both gradients are one matrix product each, where [`conv_same`] would make `k²` products a few columns wide.
+#[derive(Debug)]
+pub struct Im2col {
+    cols: Vec<f32>,
+    c: Conv,
+}
+
+impl Im2col {
+    /// The neighbourhoods of NCHW `x` `[batch, cin, h, w]`, zero past the borders.
+    ///
+    /// # Panics
+    /// If `x`'s length does not match `c`, or `k` is even.
+    pub fn new(x: &[f32], c: Conv) -> Self {
+        let Conv { batch, cin, h, w, k, .. } = c;
+        assert!(k % 2 == 1, "odd kernel");
+        assert_eq!(x.len(), batch * cin * h * w, "input buffer");
+        let (p, hw, kk) = (k / 2, h * w, k * k);
+        let mut cols = vec![0.0f32; cin * kk * batch * hw];
+        for (row, dst) in cols.chunks_exact_mut((batch * hw).max(1)).enumerate() {
+            let (i, t) = (row / kk, row % kk);
+            let (dy, dx) = (t / k, t % k);
+            for (b, plane) in dst.chunks_exact_mut(hw.max(1)).enumerate() {
+                let src = &x[(b * cin + i) * hw..][..hw];
+                for (yo, line) in plane.chunks_exact_mut(w.max(1)).enumerate() {
+                    let Some(y) = (yo + dy).checked_sub(p).filter(|&y| y < h) else { continue };
+                    for (xo, v) in line.iter_mut().enumerate() {
+                        if let Some(xs) = (xo + dx).checked_sub(p).filter(|&xs| xs < w) {
+                            *v = src[y * w + xs];
+                        }
+                    }
+                }
+            }
+        }
+        Self { cols, c }
+    }
+
+    /// The convolution with `weight` `[cout, cin, k, k]`, without bias: `[batch, cout, h, w]`.
+    pub fn forward(&self, weight: &[f32]) -> Vec<f32> {
+        let Conv { batch, cin, cout, h, w, k } = self.c;
+        assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
+        let (n, depth) = (batch * h * w, cin * k * k);
+        let mut out = vec![0.0f32; cout * n];
+        // SAFETY: out is cout×n, weight cout×depth and cols depth×n, each row-major and of that length.
+        unsafe { product(&mut out, weight, (depth as isize, 1), &self.cols, (n as isize, 1), [cout, n, depth]) };
+        channels_first(&out, batch, cout, h * w)
+    }
+
+    /// The gradient of `weight` for the output gradient `dy` `[batch, cout, h, w]`.
+    pub fn weight_grad(&self, dy: &[f32]) -> Vec<f32> {
+        let Conv { batch, cin, cout, h, w, k } = self.c;
+        assert_eq!(dy.len(), batch * cout * h * w, "gradient buffer");
+        let (n, depth) = (batch * h * w, cin * k * k);
+        let dy = batch_first(dy, batch, cout, h * w);
+        let mut dw = vec![0.0f32; cout * depth];
+        // SAFETY: dw is cout×depth; dy is cout×n row-major; colsᵀ is n×depth read from the depth×n cols.
+        unsafe { product(&mut dw, &dy, (n as isize, 1), &self.cols, (1, n as isize), [cout, depth, n]) };
+        dw
+    }
+}
+
+/// The input's gradient of [`Im2col::forward`] for the output gradient `dy`: `weightᵀ · dy`, each column
+/// added back to the pixels its neighbourhood came from.
+pub fn im2col_input_grad(weight: &[f32], dy: &[f32], c: Conv) -> Vec<f32> {
+    let Conv { batch, cin, cout, h, w, k } = c;
+    assert!(k % 2 == 1, "odd kernel");
+    assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
+    assert_eq!(dy.len(), batch * cout * h * w, "gradient buffer");
+    let (p, hw, kk) = (k / 2, h * w, k * k);
+    let (n, depth) = (batch * hw, cin * kk);
+    let dy = batch_first(dy, batch, cout, hw);
+    let mut dcols = vec![0.0f32; depth * n];
+    // SAFETY: dcols is depth×n; weightᵀ is depth×cout read from the cout×depth weight; dy is cout×n.
+    unsafe { product(&mut dcols, weight, (1, depth as isize), &dy, (n as isize, 1), [depth, n, cout]) };
+    let mut dx = vec![0.0f32; batch * cin * hw];
+    for (row, src) in dcols.chunks_exact(n.max(1)).enumerate() {
+        let (i, t) = (row / kk, row % kk);
+        let (dy, dxo) = (t / k, t % k);
+        for (b, plane) in src.chunks_exact(hw.max(1)).enumerate() {
+            let dst = &mut dx[(b * cin + i) * hw..][..hw];
+            for (yo, line) in plane.chunks_exact(w.max(1)).enumerate() {
+                let Some(y) = (yo + dy).checked_sub(p).filter(|&y| y < h) else { continue };
+                for (xo, v) in line.iter().enumerate() {
+                    if let Some(xs) = (xo + dxo).checked_sub(p).filter(|&xs| xs < w) {
+                        dst[y * w + xs] += v;
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// `dst = a · b` for `[m, n, k]`: `dst` m×n row-major, `a` m×k and `b` k×n with (row, column) strides given.
+///
+/// # Safety
+/// `a` and `b` must hold every element their strides reach for those sizes; `dst` must be m·n long.
+unsafe fn product(
+    dst: &mut [f32],
+    a: &[f32],
+    (a_rs, a_cs): (isize, isize),
+    b: &[f32],
+    (b_rs, b_cs): (isize, isize),
+    [m, n, k]: [usize; 3],
+) {
+    assert_eq!(dst.len(), m * n);
+    // SAFETY: as the caller promises.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// `[channels, batch, pixels]` → `[batch, channels, pixels]`.
+fn channels_first(x: &[f32], batch: usize, channels: usize, pixels: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    for (ch, rows) in x.chunks_exact((batch * pixels).max(1)).enumerate() {
+        for (b, src) in rows.chunks_exact(pixels.max(1)).enumerate() {
+            out[(b * channels + ch) * pixels..][..pixels].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+/// `[batch, channels, pixels]` → `[channels, batch, pixels]`.
+fn batch_first(x: &[f32], batch: usize, channels: usize, pixels: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    for (b, image) in x.chunks_exact((channels * pixels).max(1)).enumerate() {
+        for (ch, src) in image.chunks_exact(pixels.max(1)).enumerate() {
+            out[(ch * batch + b) * pixels..][..pixels].copy_from_slice(src);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,6 +899,13 @@ mod tests {
             // One image per padded buffer, as for large planes: the same numbers.
             let (one_dx, one_dw) = conv_same_backward_grouped(&x, &weight, &dy, c, (true, true), 1);
             assert!(err(&one_dx.unwrap(), &dx) < 1e-5 && err(&one_dw.unwrap(), &dw) < 1e-5, "{c:?}");
+            // The im2col path of small planes: its output equals conv_same's, its gradients the sums.
+            let cols = Im2col::new(&x, c);
+            let forward = conv_same(&x, &weight, None, c);
+            let y: Vec<f64> = forward.iter().map(|&v| v as f64).collect();
+            assert!(err(&cols.forward(&weight), &y) < 1e-5, "{c:?}");
+            assert!(err(&cols.weight_grad(&dy), &dw) < 1e-5, "{c:?}");
+            assert!(err(&im2col_input_grad(&weight, &dy, c), &dx) < 1e-5, "{c:?}");
             assert_eq!(conv_same_backward(&x, &weight, &dy, c, (false, true)), (None, Some(got_dw)));
         }
     }

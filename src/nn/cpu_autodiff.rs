@@ -28,20 +28,35 @@ fn primitive(values: Vec<f32>, shape: [usize; 4]) -> Primitive {
         .expect("a tensor made on burn's CPU backend is its primitive")
 }
 
-/// The backward pass of [`conv_same`]: the input's and the weight's gradients by [`cpu::conv_same_backward`].
+/// How [`conv_same`] computes: one product per kernel tap over padded planes ([`cpu::conv_same`], large
+/// planes), or one product over the neighbourhood matrix ([`cpu::Im2col`], small planes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Taps,
+    Im2col,
+}
+
+/// The backward pass of [`conv_same`]: the input's and the weight's gradients by the forward pass's method.
 #[derive(Debug)]
 struct ConvSame;
 
 impl Backward<Flex, 2> for ConvSame {
-    type State = (NodeId, NodeId, Conv);
+    type State = (NodeId, NodeId, Conv, Method);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let grad = values(grads.consume::<Flex>(&ops.node));
-        let (x, weight, c) = ops.state;
+        let (x, weight, c, method) = ops.state;
         let x = values(checkpointer.retrieve_node_output::<Primitive>(x));
         let weight = values(checkpointer.retrieve_node_output::<Primitive>(weight));
-        let (dx, dweight) = cpu::conv_same_backward(&x, &weight, &grad, c, (node_x.is_some(), node_weight.is_some()));
+        let want = (node_x.is_some(), node_weight.is_some());
+        let (dx, dweight) = match method {
+            Method::Taps => cpu::conv_same_backward(&x, &weight, &grad, c, want),
+            Method::Im2col => (
+                want.0.then(|| cpu::im2col_input_grad(&weight, &grad, c)),
+                want.1.then(|| cpu::Im2col::new(&x, c).weight_grad(&grad)),
+            ),
+        };
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, primitive(dx, [c.batch, c.cin, c.h, c.w]));
         }
@@ -51,18 +66,24 @@ impl Backward<Flex, 2> for ConvSame {
     }
 }
 
-/// [`cpu::conv_same`] of `x` with `weight` (no bias) under autodiff on burn's CPU backend, with
-/// [`cpu::conv_same_backward`] as its backward pass; `None` where the tensors are not `Autodiff<Flex>`
-/// tensors (another checkpointing strategy, say), for burn's convolution to take them.
+/// A "same" convolution of `x` with `weight` (no bias) under autodiff on burn's CPU backend, by this crate's
+/// kernels both ways: [`cpu::conv_same`] and [`cpu::conv_same_backward`] from [`cpu::CONV_MIN_PIXELS`] up,
+/// [`cpu::Im2col`] below. `None` where the tensors are not `Autodiff<Flex>` tensors (another checkpointing
+/// strategy, say), for burn's convolution to take them.
 pub(crate) fn conv_same(x: Tensor<4>, weight: Tensor<4>, c: Conv) -> Option<Tensor<4>> {
     let (Ok(xa), Ok(wa)) = (x.try_into_primitive::<Ad>(), weight.try_into_primitive::<Ad>()) else {
         return None;
     };
-    let out = cpu::conv_same(&values(xa.primitive().clone()), &values(wa.primitive().clone()), None, c);
+    let (xv, wv) = (values(xa.primitive().clone()), values(wa.primitive().clone()));
+    let method = if c.h * c.w >= cpu::CONV_MIN_PIXELS { Method::Taps } else { Method::Im2col };
+    let out = match method {
+        Method::Taps => cpu::conv_same(&xv, &wv, None, c),
+        Method::Im2col => cpu::Im2col::new(&xv, c).forward(&wv),
+    };
     let out = primitive(out, [c.batch, c.cout, c.h, c.w]);
     let out = match ConvSame.prepare::<NoCheckpointing>([xa.node(), wa.node()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(&xa), prep.checkpoint(&wa), c);
+            let state = (prep.checkpoint(&xa), prep.checkpoint(&wa), c, method);
             prep.finish(state, out)
         }
         OpsKind::UnTracked(prep) => prep.finish(out),

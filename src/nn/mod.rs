@@ -24,12 +24,12 @@ pub(crate) fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d
 }
 
 /// `conv.forward(x)`; on burn's CPU backend a stride-1 "same" convolution of a plane of at least
-/// [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col buffer), under autodiff too, with
-/// [`cpu::conv_same_backward`] as its backward pass.
+/// [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col buffer). Under autodiff there, every
+/// such convolution takes this crate's kernels, backward passes included (`cpu_autodiff.rs`).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
     if let Some(c) = same_conv(conv, &x) {
-        if on_cpu_backend(&x) {
+        if on_cpu_backend(&x) && c.h * c.w >= cpu::CONV_MIN_PIXELS {
             let weight = cpu_values(conv.weight.val());
             let bias = conv.bias.as_ref().map(|b| cpu_values(b.val()));
             let out = cpu::conv_same(&cpu_values(x), &weight, bias.as_deref(), c);
@@ -55,8 +55,8 @@ fn on_cpu_autodiff<const D: usize>(t: &Tensor<D>) -> bool {
     device == Device::flex() && device.is_autodiff() && t.dtype() == burn::tensor::DType::F32
 }
 
-/// The sizes of `conv` on `x` where [`cpu::conv_same`] computes it: f32 weights and input, an odd square
-/// kernel, stride and dilation 1, one group, padding `k / 2` on every side, a large plane.
+/// The sizes of `conv` on `x` if it is a convolution [`cpu::conv_same`] can compute: f32 weights and input, an
+/// odd square kernel, stride and dilation 1, one group, padding `k / 2` on every side.
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
 fn same_conv(conv: &Conv2d, x: &Tensor<4>) -> Option<cpu::Conv> {
     let [batch, cin, h, w] = x.dims();
@@ -71,8 +71,7 @@ fn same_conv(conv: &Conv2d, x: &Tensor<4>) -> Option<cpu::Conv> {
         && conv.groups == 1
         && conv.stride == [1, 1]
         && conv.dilation == [1, 1]
-        && (conv.padding == PaddingConfig2d::Explicit(p, p, p, p) || conv.padding == PaddingConfig2d::Same)
-        && h * w >= cpu::CONV_MIN_PIXELS;
+        && (conv.padding == PaddingConfig2d::Explicit(p, p, p, p) || conv.padding == PaddingConfig2d::Same);
     fits.then_some(cpu::Conv { batch, cin, cout, h, w, k: kh })
 }
 
@@ -180,9 +179,6 @@ mod tests {
             let err = (want - got).abs().max().into_scalar::<f32>();
             assert!(err < 1e-5, "{config:?}: {err}");
         }
-        // A small plane stays with burn's kernel.
-        let conv = Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)).init(&d);
-        assert!(same_conv(&conv, &x.slice([0..1, 0..5, 0..16, 0..16])).is_none());
     }
 
     #[cfg(feature = "train")]
@@ -214,12 +210,14 @@ mod tests {
             Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)),
             Conv2dConfig::new([5, 4], [5, 5]).with_padding(pad(2)).with_bias(false),
         ];
-        for (config, input_grad) in configs.into_iter().zip([true, false]) {
+        // A large plane (products per tap) and a small one (im2col), each with and without the input's gradient.
+        let cases = configs.iter().flat_map(|c| [([40, 33], c), ([6, 5], c)]).zip([true, true, false, false]);
+        for (([h, w], config), input_grad) in cases {
             let conv = config.init(&d);
-            let x = Tensor::<4>::random([2, 5, 40, 33], Distribution::Normal(0.0, 1.0), &d);
+            let x = Tensor::<4>::random([2, 5, h, w], Distribution::Normal(0.0, 1.0), &d);
             let x = if input_grad { x.require_grad() } else { x };
             let [cout, ..] = conv.weight.dims();
-            let g = Tensor::<4>::random([2, cout, 40, 33], Distribution::Normal(0.0, 1.0), &d);
+            let g = Tensor::<4>::random([2, cout, h, w], Distribution::Normal(0.0, 1.0), &d);
             let run = |y: Tensor<4>| {
                 let grads = (y.clone() * g.clone()).sum().backward();
                 let mut out = vec![y.inner()];
