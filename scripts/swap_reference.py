@@ -1,5 +1,5 @@
 """The paper's prompt swap written plainly with diffusers' parts, the reference our sampler is held to: the
-parity fixtures (make_fixtures.py) and the trajectory benchmark (bench_unet.py) both run it."""
+parity fixtures (make_fixtures.py) and the trajectory benchmark (bench_reference.py) both run it."""
 
 import torch
 from diffusers import DDIMScheduler
