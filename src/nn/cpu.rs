@@ -438,14 +438,15 @@ impl Padded {
         (tap / k) * self.wp + tap % k
     }
 
-    /// Copies NCHW `images` (`channels` planes of `h`×`w` each) into `buffer`'s interiors; borders and the
-    /// columns between rows keep the zeros they were made with.
-    fn fill(&self, images: &[f32], channels: usize, [h, w]: [usize; 2], buffer: &mut [f32]) {
+    /// Copies NCHW `images` (`channels` planes of `h`×`w` each) into `buffer`'s planes, row `r` at
+    /// `(r + border)·wp + border`: the padded input's interior (`border` = p) or the output's own layout
+    /// (`border` = 0). The values around them keep the zeros they were made with.
+    fn fill(&self, images: &[f32], channels: usize, [h, w]: [usize; 2], border: usize, buffer: &mut [f32]) {
         for (b, image) in images.chunks_exact(channels * h * w).enumerate() {
             for (ch, src) in image.chunks_exact(h * w).enumerate() {
                 let dst = &mut buffer[ch * self.stride() + b * self.plane..];
                 for (row, line) in src.chunks_exact(w).enumerate() {
-                    dst[(row + self.p) * self.wp + self.p..][..w].copy_from_slice(line);
+                    dst[(row + border) * self.wp + border..][..w].copy_from_slice(line);
                 }
             }
         }
@@ -491,7 +492,7 @@ fn conv_same_grouped(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv, m
     let group = layout.images;
     for (input, out) in x.chunks(group * cin * h * w).zip(y.chunks_mut(group * cout * h * w)) {
         let images = input.len() / (cin * h * w);
-        layout.fill(input, cin, [h, w], &mut padded);
+        layout.fill(input, cin, [h, w], layout.p, &mut padded);
         let span = layout.span(images);
         for tap in 0..k * k {
             let offset = layout.offset(tap, k);
@@ -599,15 +600,8 @@ fn conv_same_backward_grouped(
         let (chunk_x, chunk_dy) = ((group * cin * h * w).max(1), (group * cout * h * w).max(1));
         for (g, (input, grad)) in x.chunks(chunk_x).zip(dy.chunks(chunk_dy)).enumerate() {
             let images = input.len() / (cin * h * w);
-            layout.fill(input, cin, [h, w], &mut padded);
-            for (b, image) in grad.chunks_exact(cout * h * w).enumerate() {
-                for (o, src) in image.chunks_exact(h * w).enumerate() {
-                    let dst = &mut wide[o * stride + b * layout.plane..][..layout.n];
-                    for (line, row) in src.chunks_exact(w).zip(dst.chunks_exact_mut(layout.wp)) {
-                        row[..w].copy_from_slice(line);
-                    }
-                }
-            }
+            layout.fill(input, cin, [h, w], layout.p, &mut padded);
+            layout.fill(grad, cout, [h, w], 0, &mut wide);
             let span = layout.span(images);
             for tap in 0..k * k {
                 let offset = layout.offset(tap, k);
@@ -669,23 +663,8 @@ impl Im2col {
         let Conv { batch, cin, h, w, k, .. } = c;
         assert!(k % 2 == 1, "odd kernel");
         assert_eq!(x.len(), batch * cin * h * w, "input buffer");
-        let (p, hw, kk) = (k / 2, h * w, k * k);
-        let mut cols = vec![0.0f32; cin * kk * batch * hw];
-        for (row, dst) in cols.chunks_exact_mut((batch * hw).max(1)).enumerate() {
-            let (i, t) = (row / kk, row % kk);
-            let (dy, dx) = (t / k, t % k);
-            for (b, plane) in dst.chunks_exact_mut(hw.max(1)).enumerate() {
-                let src = &x[(b * cin + i) * hw..][..hw];
-                for (yo, line) in plane.chunks_exact_mut(w.max(1)).enumerate() {
-                    let Some(y) = (yo + dy).checked_sub(p).filter(|&y| y < h) else { continue };
-                    for (xo, v) in line.iter_mut().enumerate() {
-                        if let Some(xs) = (xo + dx).checked_sub(p).filter(|&xs| xs < w) {
-                            *v = src[y * w + xs];
-                        }
-                    }
-                }
-            }
-        }
+        let mut cols = vec![0.0f32; cin * k * k * batch * h * w];
+        neighbourhoods(c, |col, pixel| cols[col] = x[pixel]);
         Self { cols, c }
     }
 
@@ -697,7 +676,7 @@ impl Im2col {
         let mut out = vec![0.0f32; cout * n];
         // SAFETY: out is cout×n, weight cout×depth and cols depth×n, each row-major and of that length.
         unsafe { product(&mut out, weight, (depth as isize, 1), &self.cols, (n as isize, 1), [cout, n, depth]) };
-        channels_first(&out, batch, cout, h * w)
+        swap_outer(&out, [cout, batch], h * w)
     }
 
     /// The gradient of `weight` for the output gradient `dy` `[batch, cout, h, w]`.
@@ -705,7 +684,7 @@ impl Im2col {
         let Conv { batch, cin, cout, h, w, k } = self.c;
         assert_eq!(dy.len(), batch * cout * h * w, "gradient buffer");
         let (n, depth) = (batch * h * w, cin * k * k);
-        let dy = batch_first(dy, batch, cout, h * w);
+        let dy = swap_outer(dy, [batch, cout], h * w);
         let mut dw = vec![0.0f32; cout * depth];
         // SAFETY: dw is cout×depth; dy is cout×n row-major; colsᵀ is n×depth read from the depth×n cols.
         unsafe { product(&mut dw, &dy, (n as isize, 1), &self.cols, (1, n as isize), [cout, depth, n]) };
@@ -720,29 +699,37 @@ pub fn im2col_input_grad(weight: &[f32], dy: &[f32], c: Conv) -> Vec<f32> {
     assert!(k % 2 == 1, "odd kernel");
     assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
     assert_eq!(dy.len(), batch * cout * h * w, "gradient buffer");
-    let (p, hw, kk) = (k / 2, h * w, k * k);
-    let (n, depth) = (batch * hw, cin * kk);
-    let dy = batch_first(dy, batch, cout, hw);
+    let (hw, depth) = (h * w, cin * k * k);
+    let n = batch * hw;
+    let dy = swap_outer(dy, [batch, cout], hw);
     let mut dcols = vec![0.0f32; depth * n];
     // SAFETY: dcols is depth×n; weightᵀ is depth×cout read from the cout×depth weight; dy is cout×n.
     unsafe { product(&mut dcols, weight, (1, depth as isize), &dy, (n as isize, 1), [depth, n, cout]) };
     let mut dx = vec![0.0f32; batch * cin * hw];
-    for (row, src) in dcols.chunks_exact(n.max(1)).enumerate() {
+    neighbourhoods(c, |col, pixel| dx[pixel] += dcols[col]);
+    dx
+}
+
+/// Calls `f(col, pixel)` for every entry of [`Im2col`]'s matrix `[cin·k², batch·h·w]` inside the image: `col`
+/// its index, `pixel` the index in NCHW `x` it holds (entries past the borders are zero and skipped).
+fn neighbourhoods(c: Conv, mut f: impl FnMut(usize, usize)) {
+    let Conv { batch, cin, h, w, k, .. } = c;
+    let (p, hw, kk) = (k / 2, h * w, k * k);
+    for row in 0..cin * kk {
         let (i, t) = (row / kk, row % kk);
-        let (dy, dxo) = (t / k, t % k);
-        for (b, plane) in src.chunks_exact(hw.max(1)).enumerate() {
-            let dst = &mut dx[(b * cin + i) * hw..][..hw];
-            for (yo, line) in plane.chunks_exact(w.max(1)).enumerate() {
+        let (dy, dx) = (t / k, t % k);
+        for b in 0..batch {
+            let (col0, pixel0) = ((row * batch + b) * hw, (b * cin + i) * hw);
+            for yo in 0..h {
                 let Some(y) = (yo + dy).checked_sub(p).filter(|&y| y < h) else { continue };
-                for (xo, v) in line.iter().enumerate() {
-                    if let Some(xs) = (xo + dxo).checked_sub(p).filter(|&xs| xs < w) {
-                        dst[y * w + xs] += v;
+                for xo in 0..w {
+                    if let Some(xs) = (xo + dx).checked_sub(p).filter(|&xs| xs < w) {
+                        f(col0 + yo * w + xo, pixel0 + y * w + xs);
                     }
                 }
             }
         }
     }
-    dx
 }
 
 /// `dst = a · b` for `[m, n, k]`: `dst` m×n row-major, `a` m×k and `b` k×n with (row, column) strides given.
@@ -784,23 +771,13 @@ unsafe fn product(
     }
 }
 
-/// `[channels, batch, pixels]` → `[batch, channels, pixels]`.
-fn channels_first(x: &[f32], batch: usize, channels: usize, pixels: usize) -> Vec<f32> {
+/// `x` `[a, b, pixels]` → `[b, a, pixels]`: between the batch-major layout of tensors and
+/// the channel-major one of [`Im2col`]'s products.
+fn swap_outer(x: &[f32], [a, b]: [usize; 2], pixels: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
-    for (ch, rows) in x.chunks_exact((batch * pixels).max(1)).enumerate() {
-        for (b, src) in rows.chunks_exact(pixels.max(1)).enumerate() {
-            out[(b * channels + ch) * pixels..][..pixels].copy_from_slice(src);
-        }
-    }
-    out
-}
-
-/// `[batch, channels, pixels]` → `[channels, batch, pixels]`.
-fn batch_first(x: &[f32], batch: usize, channels: usize, pixels: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    for (b, image) in x.chunks_exact((channels * pixels).max(1)).enumerate() {
-        for (ch, src) in image.chunks_exact(pixels.max(1)).enumerate() {
-            out[(ch * batch + b) * pixels..][..pixels].copy_from_slice(src);
+    for (i, rows) in x.chunks_exact((b * pixels).max(1)).enumerate() {
+        for (j, src) in rows.chunks_exact(pixels.max(1)).enumerate() {
+            out[(j * a + i) * pixels..][..pixels].copy_from_slice(src);
         }
     }
     out
