@@ -6,15 +6,16 @@
 //! difference. The CPU's prediction goes to `DIR/cpu-prediction-LATENT.json`, for the page's benchmark of the
 //! same folder to be compared with (`tests/web/bench.mjs`). A benchmark, not a test: on lavapipe (software Vulkan) it takes minutes.
 //!
-//!     cargo run --release --example sd15_gpu -- DIR [LATENT]
+//!     cargo run --release --example sd15_gpu -- DIR [LATENT] [f32|f16]
 //!
-//! DIR gets `f32/` (4.3 GB) and `int8/` (1.1 GB); LATENT is the latent side (default 32, i.e. 256 px).
+//! DIR gets `f32/` (4.3 GB) and `int8/` (1.1 GB); LATENT is the latent side (default 32, i.e. 256 px); the last
+//! argument is the GPU's precision (default f32; f16 needs an adapter with 16-bit storage).
 
 use std::path::Path;
 use std::time::Instant;
 
 use burn::prelude::*;
-use traverse::pipeline::{Configs, DirSource, LoadOptions, StableDiffusion};
+use traverse::pipeline::{Configs, DirSource, LoadOptions, Plan, Precision, StableDiffusion};
 use traverse::weights::{Storage, save_pytorch};
 
 /// SD 1.5's configs: diffusers' and transformers' defaults where SD 1.5 keeps them, as its repository has them.
@@ -110,6 +111,7 @@ fn main() -> Result<(), Failure> {
     let mut args = std::env::args().skip(1);
     let root = std::path::PathBuf::from(args.next().ok_or("usage: sd15_gpu DIR [LATENT]")?);
     let latent: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(32);
+    let precision: Precision = args.next().map(|s| s.parse()).transpose()?.unwrap_or_default();
     let (f32_dir, int8_dir) = (root.join("f32"), root.join("int8"));
     if !f32_dir.join("vae/diffusion_pytorch_model.safetensors").is_file() {
         let t = Instant::now();
@@ -120,19 +122,14 @@ fn main() -> Result<(), Failure> {
         traverse::quantize::quantize_folder(&f32_dir, &int8_dir)?;
     }
     let configs = Configs::read(&DirSource(int8_dir.clone()))?;
-    let cpu = Device::flex();
-    let planned = configs.device_bytes(&cpu, Storage::Int8)?;
-    let plan = traverse::pipeline::Plan::new(
-        &configs.unet,
-        &configs.vae,
-        [latent; 2],
-        true,
-        traverse::pipeline::DEFAULT_MAX_BINDING,
-    )?;
+    let mut gpu = Device::wgpu_options().init().map_err(|e| format!("wgpu: {e}"))?;
+    precision.configure(&mut gpu)?;
+    let planned = configs.device_bytes(&gpu, Storage::Int8)?;
+    let max_binding = traverse::pipeline::DEFAULT_MAX_BINDING;
+    let plan = Plan::new(&configs.unet, &configs.vae, [latent; 2], true, max_binding, precision)?;
     eprintln!("CPU: loading and one guided U-Net call at {latent}×{latent} …");
-    let on_cpu = run(&int8_dir, &cpu, &LoadOptions::default(), latent)?;
-    let gpu = Device::wgpu_options().init().map_err(|e| format!("wgpu: {e}"))?;
-    eprintln!("wgpu: the same, int8 weights, attention slices of at most {} scores …", plan.max_scores);
+    let on_cpu = run(&int8_dir, &Device::flex(), &LoadOptions::default(), latent)?;
+    eprintln!("wgpu: the same in {precision}, int8 weights, attention slices of at most {} scores …", plan.max_scores);
     let options = LoadOptions { max_scores: plan.max_scores, storage: Storage::Int8, ..LoadOptions::default() };
     let on_gpu = run(&int8_dir, &gpu, &options, latent)?;
     let err = on_cpu.out.iter().zip(&on_gpu.out).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -141,7 +138,9 @@ fn main() -> Result<(), Failure> {
     println!("SD 1.5 (random weights, int8 files), one guided U-Net call at {latent}×{latent} (batch 2)\n");
     println!("| device | weights on the device | planned | device memory reserved | load | U-Net call |");
     println!("|---|---|---|---|---|---|");
-    for (name, r, plan) in [("CPU (flex, f32)", &on_cpu, "–".to_string()), ("wgpu (int8)", &on_gpu, mb(planned))] {
+    let gpu_name = format!("wgpu (int8, {precision})");
+    for (name, r, plan) in [("CPU (flex, f32)", &on_cpu, "–".to_string()), (gpu_name.as_str(), &on_gpu, mb(planned))]
+    {
         let reserved = r.reserved.map_or("–".to_string(), mb);
         println!("| {name} | {} | {plan} | {reserved} | {:.1} s | {:.1} s |", mb(r.weight_bytes), r.load_s, r.call_s);
     }

@@ -111,7 +111,7 @@ impl Lpips {
             let unit = x.clone() / norm;
             let mut halves = unit.chunk(2, 0);
             let (f1, f0) = (halves.pop().expect("two halves"), halves.pop().expect("two halves"));
-            let d = head.forward((f0 - f1).powi_scalar(2));
+            let d = crate::nn::conv2d(head, (f0 - f1).powi_scalar(2));
             total = total + d.mean_dim(3).mean_dim(2).reshape([n]);
         }
         Ok(total)

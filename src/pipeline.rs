@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn_store::ModuleSnapshot;
 use serde::Deserialize;
 
@@ -183,6 +184,77 @@ fn read_json(src: &dyn ModelSource, path: &str) -> Result<String> {
 /// buffer limit the CLI's GPU runs plan for, so they slice attention as the page does.
 pub const DEFAULT_MAX_BINDING: u64 = 128 << 20;
 
+/// The float type a device computes in: f32 everywhere, or f16 (weights, activations and latents; int8 weights
+/// stay int8) where the device supports it, as GPUs with WebGPU's `shader-f16` or Vulkan's 16-bit storage do.
+/// f16 halves the memory of every float and runs faster on such GPUs, at f16's precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats: the reference numbers.
+    #[default]
+    F32,
+    /// 16-bit floats.
+    F16,
+}
+
+impl Precision {
+    /// The precision `device` computes in (f32 unless [`Precision::configure`] set f16).
+    pub fn of(device: &Device) -> Self {
+        match DType::from(device.settings().float_dtype) {
+            DType::F16 => Self::F16,
+            _ => Self::F32,
+        }
+    }
+
+    /// Bytes per value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+        }
+    }
+
+    /// Makes `device` compute in this precision: what every float tensor and loaded weight on it will be. Must
+    /// come before any tensor is made on the device; an error when the device cannot compute in f16.
+    pub fn configure(self, device: &mut Device) -> Result<()> {
+        if Self::of(device) == self {
+            return Ok(());
+        }
+        if self == Self::F16 && !device.supports_dtype(DType::F16) {
+            return Err(Error::Device(
+                "this GPU cannot compute in f16 (its adapter lacks shader-f16 / 16-bit storage); use f32".into(),
+            ));
+        }
+        let dtype = match self {
+            Self::F32 => burn::tensor::FloatDType::F32,
+            Self::F16 => burn::tensor::FloatDType::F16,
+        };
+        device
+            .configure(burn::tensor::DeviceConfig::default().float_dtype(dtype))
+            .map_err(|e| Error::Device(format!("could not set the device's precision to {self}: {e}")))
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            other => Err(Error::Device(format!("unknown precision {other:?}: f32 or f16"))),
+        }
+    }
+}
+
 /// How runs of a model fit a device whose buffers hold at most a given number of bytes: the most latents
 /// per U-Net call and images per decode, so that no tensor outgrows one buffer, and the attention slicing
 /// that keeps score matrices under it.
@@ -192,26 +264,27 @@ pub struct Plan {
     pub unet_batch: usize,
     /// Most images per VAE decode.
     pub decode_batch: usize,
-    /// Most f32 score elements per attention call.
+    /// Most score elements per attention call.
     pub max_scores: usize,
 }
 
 impl Plan {
     /// The plan for `unet` and `vae` at latent size `latent` under a `max_binding`-byte buffer limit, with
-    /// guidance (two U-Net rows per latent) or without; an error that says why when not even one latent or
-    /// image fits.
+    /// guidance (two U-Net rows per latent) or without, computing in `precision`; an error that says why when not
+    /// even one latent or image fits.
     pub fn new(
         unet: &UNet2DConditionConfig,
         vae: &AutoencoderKLConfig,
         latent: [usize; 2],
         guided: bool,
         max_binding: u64,
+        precision: Precision,
     ) -> Result<Self> {
-        let values = usize::try_from(max_binding / 4).unwrap_or(usize::MAX);
+        let values = Self::max_values(max_binding, precision);
         let row = unet.largest_activation(latent)?.max(1);
         let rows_per_latent = if guided { 2 } else { 1 };
         let image = vae.largest_decode_activation(latent).max(1);
-        let mb = |elements: usize| (elements as f64 * 4.0 / 1048576.0).ceil();
+        let mb = |elements: usize| (elements as f64 * precision.bytes() as f64 / 1048576.0).ceil();
         if values / row < rows_per_latent {
             return Err(Error::Device(format!(
                 "one U-Net call of this model at a {}×{} latent makes a {} MB tensor, over this GPU's {} MB buffer \
@@ -233,6 +306,11 @@ impl Plan {
             )));
         }
         Ok(Self { unet_batch: values / row / rows_per_latent, decode_batch: values / image, max_scores: values })
+    }
+
+    /// Most values of `precision` one buffer of `max_binding` bytes holds: the attention slicing's score limit.
+    pub fn max_values(max_binding: u64, precision: Precision) -> usize {
+        usize::try_from(max_binding / precision.bytes()).unwrap_or(usize::MAX)
     }
 }
 
@@ -273,8 +351,8 @@ impl Configs {
         Ok(Self { text, unet, vae, scheduler })
     }
 
-    /// Bytes the three models' weights take on a device once loaded from int8 files with `storage` (f32
-    /// files take [`Storage::F32`]'s: four bytes per parameter), from the configs alone: burn builds parameters
+    /// Bytes the three models' weights take on a device once loaded from int8 files with `storage` (float
+    /// files take [`Storage::Float`]'s: four bytes per parameter in f32, two in f16), from the configs alone: burn builds parameters
     /// lazily, so the models are built only to be measured and nothing is allocated.
     pub fn device_bytes(&self, device: &Device, storage: Storage) -> Result<u64> {
         Ok(storage.planned_bytes(&self.text.init(device)?)
@@ -433,9 +511,11 @@ impl StableDiffusion {
         Ok([height / f, width / f])
     }
 
-    /// The [`Plan`] of runs at `image` pixels (height, width) under a `max_binding`-byte buffer limit.
+    /// The [`Plan`] of runs at `image` pixels (height, width) under a `max_binding`-byte buffer limit, in the
+    /// precision of the model's device.
     pub fn plan(&self, [height, width]: [usize; 2], guided: bool, max_binding: u64) -> Result<Plan> {
-        Plan::new(&self.unet_config, &self.vae_config, self.latent_size(height, width)?, guided, max_binding)
+        let precision = Precision::of(&self.device);
+        Plan::new(&self.unet_config, &self.vae_config, self.latent_size(height, width)?, guided, max_binding, precision)
     }
 
     /// The default image size: the U-Net's `sample_size` × the VAE's downsampling.
@@ -477,7 +557,7 @@ mod tests {
         assert_eq!(configs.text.init(&Device::flex()).unwrap().num_params(), 123_060_480, "CLIP ViT-L/14's text model");
         assert_eq!(configs.vae.init(&Device::flex()).unwrap().num_params(), 83_653_863, "diffusers' VAE count");
         assert_eq!(configs.default_image_size(), 512);
-        let f32_bytes = configs.device_bytes(&Device::flex(), Storage::F32).unwrap();
+        let f32_bytes = configs.device_bytes(&Device::flex(), Storage::Float).unwrap();
         assert_eq!(f32_bytes, (859_520_964 + 123_060_480 + 83_653_863) * 4);
         // int8 linear, convolution and embedding weights (one byte each, plus an f32 scale per block of at most
         // 252): all but norms and biases, a little over a quarter of the f32 bytes.
@@ -504,7 +584,7 @@ mod tests {
         let Configs { unet, vae, .. } = sd15();
         assert_eq!(unet.largest_activation([64, 64]).unwrap(), 8 * 320 * 4096);
         assert_eq!(vae.largest_decode_activation([64, 64]), 256 * 512 * 512);
-        let plan = |mib: u64, guided| Plan::new(&unet, &vae, [64, 64], guided, mib << 20);
+        let plan = |mib: u64, guided| Plan::new(&unet, &vae, [64, 64], guided, mib << 20, Precision::F32);
         let gib = plan(1024, true).unwrap();
         assert_eq!((gib.unet_batch, gib.decode_batch, gib.max_scores), (12, 4, 1 << 28));
         assert_eq!(plan(1024, false).unwrap().unet_batch, 25);
@@ -515,5 +595,18 @@ mod tests {
         let err = plan(64, true).unwrap_err().to_string();
         assert!(err.contains("one U-Net call") && err.contains("64 MB"), "{err}");
         assert_eq!(plan(256, true).unwrap().unet_batch, 3);
+        // In f16 every value is half the bytes: the default binding then holds one decode at 512 px as well.
+        let half = Plan::new(&unet, &vae, [64, 64], true, 128 << 20, Precision::F16).unwrap();
+        assert_eq!((half.unet_batch, half.decode_batch, half.max_scores), (3, 1, 1 << 26));
+        assert_eq!(Plan::new(&unet, &vae, [64, 64], true, 1 << 30, Precision::F16).unwrap().unet_batch, 25);
+    }
+
+    #[test]
+    fn precisions_parse_and_the_cpu_starts_in_f32() {
+        assert_eq!("f16".parse::<Precision>().unwrap(), Precision::F16);
+        assert_eq!(Precision::F16.to_string(), "f16");
+        assert!("bf16".parse::<Precision>().unwrap_err().to_string().contains("f32 or f16"));
+        assert_eq!(Precision::of(&Device::flex()), Precision::F32);
+        assert_eq!((Precision::F32.bytes(), Precision::F16.bytes()), (4, 2));
     }
 }

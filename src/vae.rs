@@ -318,7 +318,7 @@ impl AutoencoderKL {
     pub fn encode_distribution(&self, image: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let mut x = self.encoder.forward(image);
         if let Some(q) = &self.quant_conv {
-            x = q.forward(x);
+            x = crate::nn::conv2d(q, x);
         }
         let c = self.latent_channels;
         (x.clone().narrow(1, 0, c), x.narrow(1, c, c).clamp(-30.0, 20.0))
@@ -332,7 +332,7 @@ impl AutoencoderKL {
     /// Unscaled latent `[B, C, h, w]` → image `[B, 3, 8h, 8w]`, roughly in [-1, 1].
     pub fn decode_raw(&self, z: Tensor<4>) -> Tensor<4> {
         let z = match &self.post_quant_conv {
-            Some(p) => p.forward(z),
+            Some(p) => crate::nn::conv2d(p, z),
             None => z,
         };
         self.decoder.forward(z)

@@ -33,23 +33,26 @@ const MAX_REPORTED: usize = 40;
 /// How the weights of int8 files are kept on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Storage {
-    /// Every weight as f32, dequantized as it is loaded: what every backend computes with.
+    /// Every weight as a float of the device's precision (f32, or f16 where the device was configured for it:
+    /// [`crate::pipeline::Precision`]), dequantized as it is loaded.
     #[default]
-    F32,
+    Float,
     /// The int8 weights of linear, convolution and embedding layers stay int8 on the device (burn's quantized
     /// tensors: a quarter of the f32 memory), dequantized inside burn's matmul, per convolution call or per
-    /// looked-up row; norms and biases as f32.
+    /// looked-up row; norms and biases as floats of the device's precision.
     /// The numbers are the f32 path's on GPU backends (cubecl); burn's CPU backend quantizes the activations
-    /// in its quantized matmul, so the CPU keeps [`Storage::F32`].
+    /// in its quantized matmul, so the CPU keeps [`Storage::Float`].
     Int8,
 }
 
 impl Storage {
     /// Device bytes `module`'s parameters will take once loaded from int8 files, from its (lazy) shapes alone:
-    /// what [`load_stored`] keeps int8 counts one byte per value plus one f32 scale per block, the rest f32.
+    /// what [`load_stored`] keeps int8 counts one byte per value plus one f32 scale per block, the rest as floats
+    /// of the device's precision.
     pub fn planned_bytes<M: burn::module::Module>(self, module: &M) -> u64 {
         struct Plan {
             storage: Storage,
+            float_bytes: u64,
             path: Vec<String>,
             containers: Vec<String>,
             bytes: u64,
@@ -78,11 +81,12 @@ impl Storage {
                     Some(block) if self.storage == Storage::Int8 && numel >= crate::quantize::MIN_ELEMENTS as u64 => {
                         numel + numel / block as u64 * 4
                     }
-                    _ => numel * 4,
+                    _ => numel * self.float_bytes,
                 };
             }
         }
-        let mut plan = Plan { storage: self, path: vec![], containers: vec![], bytes: 0 };
+        let float_bytes = float_dtype(module).size() as u64;
+        let mut plan = Plan { storage: self, float_bytes, path: vec![], containers: vec![], bytes: 0 };
         module.visit(&mut plan);
         plan.bytes
     }
@@ -99,7 +103,7 @@ fn layer(container: Option<&String>, name: Option<&String>, rank: usize) -> Opti
 }
 
 /// Loads `files` (one file, or the shards of one model) into `module`, converting layouts with
-/// burn-store's PyTorch adapter and every float to f32. Fails with one error naming every missing,
+/// burn-store's PyTorch adapter and every float to the device's float dtype (f32 unless the device was configured for f16). Fails with one error naming every missing,
 /// unexpected or mis-shaped tensor.
 pub fn load_into<M: ModuleSnapshot>(
     module: &mut M,
@@ -107,7 +111,7 @@ pub fn load_into<M: ModuleSnapshot>(
     files: Vec<WeightFile>,
     names: &NameMap,
 ) -> Result<()> {
-    load_stored(module, model, files, names, Storage::F32)
+    load_stored(module, model, files, names, Storage::Float)
 }
 
 /// [`load_into`] keeping int8 weights as `storage` says.
@@ -158,6 +162,7 @@ impl<'a, M: ModuleSnapshot> Loading<'a, M> {
     /// is an error at once, tensors that do not fit the model are reported by [`Loading::finish`].
     pub fn apply(&mut self, file: WeightFile) -> Result<()> {
         let (module, names) = (&mut *self.module, self.names);
+        let float = float_dtype(module);
         let what = file.name();
         let table = inspect(&file)?;
         let result = if crate::quantize::is_quantized(&table) {
@@ -173,11 +178,12 @@ impl<'a, M: ModuleSnapshot> Loading<'a, M> {
                 .map_err(|e| Error::Safetensors { what: what.clone(), message: e.to_string() })?;
             let (tensors, renames) = remapper.remap(int8_tensors(&what, bytes.clone(), &table));
             let kept = match self.storage {
-                Storage::F32 => BTreeSet::new(),
+                Storage::Float => BTreeSet::new(),
                 Storage::Int8 => keep_int8(module, &what, &bytes, &table, renames.into_iter().collect())?,
             };
             let tensors = tensors.into_iter().filter(|t| !kept.contains(&t.name)).collect();
-            let mut result = module.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+            let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(float));
+            let mut result = module.apply(tensors, None, Some(Box::new(adapter)), true);
             result.applied.extend(kept);
             result
         } else {
@@ -192,7 +198,7 @@ impl<'a, M: ModuleSnapshot> Loading<'a, M> {
                 .remaps
                 .iter()
                 .fold(store, |s, (from, to)| s.with_key_remapping(*from, *to))
-                .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+                .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(float)))
                 .allow_partial(true)
                 .validate(false)
                 .skip_enum_variants(true);
@@ -443,6 +449,12 @@ fn int8_tensors(what: &str, bytes: Arc<Vec<u8>>, table: &Table) -> Vec<PackTenso
             })
         })
         .collect()
+}
+
+/// The float dtype of `module`'s device (f32 unless it was configured for f16), which every float weight is
+/// loaded as: burn computes a layer in its operands' dtype, so weights and activations must agree.
+fn float_dtype<M: burn::module::Module>(module: &M) -> DType {
+    module.devices().first().map_or(DType::F32, |d| d.settings().float_dtype.into())
 }
 
 /// Puts the int8 weights of `module`'s linear, convolution and embedding layers on its device as burn quantized tensors,

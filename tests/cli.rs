@@ -468,6 +468,13 @@ fn bad_input_is_a_message() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
     }
+
+    // Training in f16 is refused (it would need loss scaling), as is a precision that does not exist.
+    let out = traverse(&["--precision", "f16", "train-mini", "--out", "/definitely/not/here"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("training runs in f32"), "{err}");
+    let out = traverse(&["--precision", "bf16", "generate", "--model", "x"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("f16"));
 }
 
 #[test]

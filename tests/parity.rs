@@ -266,7 +266,7 @@ fn streamed_weights_load_the_same_unet() {
     };
     let streamed = |bytes: &[u8], quantize: bool| {
         let mut unet = config.init(&dev).unwrap();
-        let mut loading = Loading::new(&mut unet, "unet", &NAMES, Storage::F32);
+        let mut loading = Loading::new(&mut unet, "unet", &NAMES, Storage::Float);
         let mut stream = Stream::new("unet", Some(bytes.len() as u64), 8 << 10);
         let mut pieces = 0;
         let mut apply = |piece: WeightFile| {

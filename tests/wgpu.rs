@@ -70,7 +70,7 @@ fn int8_weights_kept_int8_on_wgpu_give_the_dequantized_numbers() {
         let values = [res.trajectories[0].latents[0].clone(), image].map(|t| traverse::readback::values(t).unwrap());
         (values, bytes)
     };
-    let ((f32_values, f32_bytes), (int8_values, int8_bytes)) = (run(Storage::F32), run(Storage::Int8));
+    let ((f32_values, f32_bytes), (int8_values, int8_bytes)) = (run(Storage::Float), run(Storage::Int8));
     for (what, (a, b)) in ["swap latent", "decoded image"].iter().zip(f32_values.iter().zip(&int8_values)) {
         let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         eprintln!("{what}: int8 on the GPU vs dequantized f32, max abs error {err:.2e}");

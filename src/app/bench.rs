@@ -5,7 +5,8 @@
 
 use crate::error::Result;
 
-use super::params::{bad, model_path, number};
+use super::params::{bad, model_path, number, precision};
+use crate::pipeline::Precision;
 
 /// Largest image side a benchmark link may ask for.
 pub const MAX_SIZE: usize = 1024;
@@ -39,11 +40,13 @@ pub struct BenchSettings {
     pub calls: usize,
     /// DDIM steps of the timed prompt-swap trajectory (a multiple of 10; 0: none).
     pub trajectory: usize,
+    /// The float type the GPU computes in.
+    pub precision: Precision,
 }
 
 impl BenchSettings {
-    /// The settings of a link with `bench=1` (`model`, `size`, `calls`, `trajectory` optional); `None` for any
-    /// other link.
+    /// The settings of a link with `bench=1` (`model`, `size`, `calls`, `trajectory`, `precision` optional);
+    /// `None` for any other link.
     pub fn from_query(query: &str) -> Result<Option<Self>> {
         let query = query.strip_prefix('?').unwrap_or(query);
         let pairs: Vec<(String, String)> =
@@ -54,9 +57,9 @@ impl BenchSettings {
             Some("1") => {}
             Some(v) => return Err(bad("bench", format!("{v:?} is not 1"))),
         }
-        const NAMES: [&str; 5] = ["bench", "model", "size", "calls", "trajectory"];
+        const NAMES: [&str; 6] = ["bench", "model", "size", "calls", "trajectory", "precision"];
         if let Some((k, _)) = pairs.iter().find(|(k, _)| !NAMES.contains(&k.as_str())) {
-            return Err(bad(k, "is not a benchmark parameter (bench, model, size, calls, trajectory)"));
+            return Err(bad(k, "is not a benchmark parameter (bench, model, size, calls, trajectory, precision)"));
         }
         let trajectory = one("trajectory").map(|v| number("trajectory", v, 0, MAX_TRAJECTORY_STEPS)).transpose()?;
         if let Some(steps) = trajectory.filter(|s| s % 10 != 0) {
@@ -67,6 +70,7 @@ impl BenchSettings {
             size: one("size").map(|v| number("size", v, 8, MAX_SIZE)).transpose()?,
             calls: one("calls").map(|v| number("calls", v, 0, MAX_CALLS)).transpose()?.unwrap_or(3),
             trajectory: trajectory.unwrap_or(10),
+            precision: one("precision").map(precision).transpose()?.unwrap_or_default(),
         }))
     }
 }
@@ -76,6 +80,10 @@ impl BenchSettings {
 pub struct BenchReport {
     /// GPU adapter, as the page names it.
     pub adapter: String,
+    /// The float type the GPU computed in.
+    pub precision: Precision,
+    /// Why it is not the one the link asked for, if it is not.
+    pub precision_note: Option<String>,
     /// Image side and latent side.
     pub size: usize,
     /// Latent side.
@@ -138,6 +146,11 @@ impl BenchReport {
             "| measure | value |".to_string(),
             "|---|---|".to_string(),
             format!("| adapter | {} |", self.adapter),
+            format!(
+                "| precision | {}{} |",
+                self.precision,
+                self.precision_note.as_ref().map_or(String::new(), |n| format!(" ({n})"))
+            ),
             format!("| image (latent) | {0}×{0} px ({1}×{1}) |", self.size, self.latent),
             format!("| load | {:.1} s |", self.load_s),
             format!("| first guided U-Net call (batch 2, kernels compiled) | {:.2} s |", self.first_call_s),
@@ -186,7 +199,16 @@ mod tests {
     fn benchmark_links() {
         assert_eq!(BenchSettings::from_query("?example=chest").unwrap(), None);
         let s = BenchSettings::from_query("?bench=1&model=sd15/int8&size=256&calls=2").unwrap().unwrap();
-        assert_eq!(s, BenchSettings { model: "sd15/int8".into(), size: Some(256), calls: 2, trajectory: 10 });
+        let expected = BenchSettings {
+            model: "sd15/int8".into(),
+            size: Some(256),
+            calls: 2,
+            trajectory: 10,
+            precision: Precision::F32,
+        };
+        assert_eq!(s, expected);
+        let s = BenchSettings::from_query("bench=1&precision=f16").unwrap().unwrap();
+        assert_eq!(s.precision, Precision::F16);
         let s = BenchSettings::from_query("bench=1").unwrap().unwrap();
         assert_eq!((s.calls, s.trajectory), (3, 10));
         assert_eq!(BenchSettings::from_query("bench=1&trajectory=0").unwrap().unwrap().trajectory, 0);
@@ -199,6 +221,7 @@ mod tests {
             "bench=1&seed=3",
             "bench=1&trajectory=15",
             "bench=1&trajectory=60",
+            "bench=1&precision=f64",
         ] {
             assert!(BenchSettings::from_query(bad).is_err(), "{bad}");
         }
@@ -208,6 +231,8 @@ mod tests {
     fn reports_take_the_median_call() {
         let r = BenchReport {
             adapter: "a".into(),
+            precision: Precision::F16,
+            precision_note: None,
             size: 256,
             latent: 32,
             load_s: 1.0,
@@ -227,6 +252,7 @@ mod tests {
         assert!(
             md.contains("| guided U-Net call, median of 3 | 2.00 s (5.0 GFLOP, 2.50 GFLOP/s) |")
                 && md.contains("| wasm memory (peak) | 5.0 MB |")
+                && md.contains("| precision | f16 |")
                 && md.contains("| first prediction: values, largest magnitude | 2, 1.5000 |")
         );
         assert!(!md.contains("pools") && !md.contains("trajectory"));

@@ -23,7 +23,7 @@ use crate::invert::Inversion;
 use crate::lpips::Lpips;
 use crate::output::{self, Reconstruction};
 use crate::pipeline::{
-    CONFIG_FILES, Configs, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
+    CONFIG_FILES, Configs, MemorySource, Plan, Precision, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
 };
 use crate::preview::{self, LatentPreview};
 use crate::readback::values_async as read;
@@ -47,6 +47,10 @@ pub struct Gpu {
     pub adapter: String,
     /// The adapter's largest storage buffer binding, which bounds the largest weight tensor.
     pub max_binding: u64,
+    /// The float type the device computes in.
+    pub precision: Precision,
+    /// Why it is not the precision the link asked for, if it is not.
+    pub precision_note: Option<String>,
 }
 
 fn js_err(what: &str, e: JsValue) -> Error {
@@ -57,8 +61,9 @@ fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
     Reflect::get(obj, &key.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
 }
 
-/// Finds a WebGPU adapter (a clear error when the browser has none) and initialises burn on it.
-pub async fn webgpu() -> Result<Gpu> {
+/// Finds a WebGPU adapter (a clear error when the browser has none) and initialises burn on it, computing in
+/// `precision` where the adapter can (f16 needs `shader-f16`; without it the page computes in f32 and says why).
+pub async fn webgpu(precision: Precision) -> Result<Gpu> {
     let window = web_sys::window().ok_or_else(|| Error::Device("no window".into()))?;
     let gpu = get(&window.navigator(), "gpu").ok_or_else(|| {
         Error::Device(
@@ -92,11 +97,19 @@ pub async fn webgpu() -> Result<Gpu> {
         .and_then(|l| get(&l, "maxStorageBufferBindingSize"))
         .and_then(|v| v.as_f64())
         .unwrap_or(crate::pipeline::DEFAULT_MAX_BINDING as f64) as u64;
-    let device = Device::wgpu_options()
+    let mut device = Device::wgpu_options()
         .init_async()
         .await
         .map_err(|e| Error::Device(format!("burn could not start on the WebGPU adapter: {e}")))?;
-    Ok(Gpu { device, adapter: if name.is_empty() { "unnamed adapter".into() } else { name }, max_binding })
+    let (precision, precision_note) = match precision {
+        Precision::F16 if !device.supports_dtype(burn::tensor::DType::F16) => {
+            (Precision::F32, Some("f16 was asked for, but this GPU has no shader-f16: computing in f32".to_string()))
+        }
+        p => (p, None),
+    };
+    precision.configure(&mut device)?;
+    let adapter = if name.is_empty() { "unnamed adapter".into() } else { name };
+    Ok(Gpu { device, adapter, max_binding, precision, precision_note })
 }
 
 /// Most often the status line shows a download's progress: every this many bytes.
@@ -170,10 +183,10 @@ pub async fn load_model(base: &str, gpu: &Gpu, mut status: impl FnMut(String)) -
     }
     let size = configs.default_image_size();
     let latent = [size / configs.vae.downsampling(); 2];
-    Plan::new(&configs.unet, &configs.vae, latent, true, gpu.max_binding)?;
-    let quantize_floats = configs.device_bytes(&gpu.device, Storage::F32)? > MAX_MODEL_DEVICE_BYTES;
+    Plan::new(&configs.unet, &configs.vae, latent, true, gpu.max_binding, gpu.precision)?;
+    let quantize_floats = configs.device_bytes(&gpu.device, Storage::Float)? > MAX_MODEL_DEVICE_BYTES;
     // No attention's score matrix may outgrow one storage buffer.
-    let max_scores = usize::try_from(gpu.max_binding / 4).unwrap_or(usize::MAX);
+    let max_scores = Plan::max_values(gpu.max_binding, gpu.precision);
     let (mut text_encoder, mut unet, mut vae) = configs.networks(&gpu.device, max_scores)?;
     let [text, unet_files, vae_files] = WEIGHTS;
     let load = Load { base, gpu, quantize_floats };
@@ -860,6 +873,8 @@ pub async fn bench(gpu: &Gpu, settings: &BenchSettings, mut status: impl FnMut(S
         .unwrap_or(0);
     Ok(BenchReport {
         adapter: gpu.adapter.clone(),
+        precision: gpu.precision,
+        precision_note: gpu.precision_note.clone(),
         size,
         latent: h,
         load_s,

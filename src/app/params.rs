@@ -4,6 +4,7 @@
 
 use crate::app::examples::{self, Example};
 use crate::error::{Error, Result};
+use crate::pipeline::Precision;
 use crate::prompt_edit::PromptEdit;
 use crate::swap::{GUIDANCE_RANGE, PAPER_SWAP_POINTS};
 use crate::synthetic::Kind;
@@ -56,6 +57,9 @@ pub struct Traversal {
     pub size: Option<usize>,
     /// Model folder, relative to the page (a diffusers folder with the standard file names).
     pub model: String,
+    /// The float type the GPU computes in (f16 where the adapter has `shader-f16`); a link-only setting, since
+    /// a page's GPU device is configured once.
+    pub precision: Precision,
 }
 
 impl Default for Traversal {
@@ -66,9 +70,23 @@ impl Default for Traversal {
 }
 
 /// The parameters a link may carry; anything else is reported as ignored.
-pub const KNOWN: [&str; 15] = [
-    "example", "kind", "seed", "neutral", "style", "negative", "steps", "guidance", "t", "controls", "samples",
-    "shown", "frame", "size", "model",
+pub const KNOWN: [&str; 16] = [
+    "example",
+    "kind",
+    "seed",
+    "neutral",
+    "style",
+    "negative",
+    "steps",
+    "guidance",
+    "t",
+    "controls",
+    "samples",
+    "shown",
+    "frame",
+    "size",
+    "model",
+    "precision",
 ];
 
 impl Traversal {
@@ -90,6 +108,7 @@ impl Traversal {
             frame: 49,
             size: None,
             model: "model".into(),
+            precision: Precision::F32,
         }
     }
 
@@ -182,6 +201,9 @@ impl Traversal {
         if let Some(v) = one("model")? {
             t.model = model_path(v)?;
         }
+        if let Some(v) = one("precision")? {
+            t.precision = precision(v)?;
+        }
         Ok((t, ignored))
     }
 
@@ -239,6 +261,9 @@ impl Traversal {
         if self.model != base.model {
             q.append_pair("model", &self.model);
         }
+        if self.precision != base.precision {
+            q.append_pair("precision", &self.precision.to_string());
+        }
         q.finish()
     }
 
@@ -246,7 +271,12 @@ impl Traversal {
     /// model. An unknown id changes nothing.
     pub fn pick_example(&mut self, id: &str) {
         if let Some(ex) = examples::all().into_iter().find(|e| e.id == id) {
-            *self = Self { model: self.model.clone(), size: self.size, ..Self::from_example(&ex, self.seed) };
+            *self = Self {
+                model: self.model.clone(),
+                size: self.size,
+                precision: self.precision,
+                ..Self::from_example(&ex, self.seed)
+            };
         }
     }
 
@@ -473,6 +503,11 @@ fn prompt(name: &str, v: &str) -> Result<String> {
     prompt_text(v).map_err(|why| bad(name, why))
 }
 
+/// A link's float type: `f32` or `f16`.
+pub(crate) fn precision(v: &str) -> Result<Precision> {
+    v.parse().map_err(|_| bad("precision", format!("{v:?} is not f32 or f16")))
+}
+
 /// A model folder link must stay on the page's own site: a relative path of plain names, so a shared link
 /// cannot make a visitor download from elsewhere.
 pub(crate) fn model_path(v: &str) -> Result<String> {
@@ -514,6 +549,7 @@ mod tests {
             "kind=derm&seed=1&neutral=a+dermoscopic+image&style=with+ruler+%26+ink&style=hair%3F",
             "example=chest&seed=18446744073709551615&model=models%2Fmine",
             "example=chest&seed=3&size=192",
+            "example=chest&seed=3&precision=f16",
         ];
         for q in queries {
             let (t, ignored) = Traversal::from_query(q).unwrap();
@@ -525,6 +561,7 @@ mod tests {
         assert_eq!(t.styles, ["with ruler & ink", "hair?"]);
         assert_eq!(t.example, None);
         assert_eq!(t.kind, Kind::Derm);
+        assert_eq!(Traversal::from_query(queries[4]).unwrap().0.precision, Precision::F16);
     }
 
     #[test]
@@ -549,6 +586,7 @@ mod tests {
             ("size=100", "not a multiple of 8"),
             ("size=4096", "`size`"),
             ("model=https%3A%2F%2Fevil.example%2Fm", "`model`"),
+            ("precision=bf16", "`precision`"),
         ] {
             let err = Traversal::from_query(q).unwrap_err().to_string();
             assert!(err.contains(what), "{q}: {err}");

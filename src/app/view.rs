@@ -18,7 +18,7 @@ use crate::app::slot::{Latest, Ticket, Unavailable};
 use crate::app::timeline::Timeline;
 use crate::classifier::Classifier;
 use crate::lpips::Lpips;
-use crate::pipeline::StableDiffusion;
+use crate::pipeline::{Precision, StableDiffusion};
 use crate::preview::LatentPreview;
 use crate::swap::GUIDANCE_RANGE;
 use crate::synthetic::Kind;
@@ -88,9 +88,9 @@ async fn borrow_run(cell: &RefCell<Latest<Run>>) -> Option<(Ticket, Run)> {
     }
 }
 
-async fn start(model: String, phase: RwSignal<Phase>) -> Result<Engine, String> {
+async fn start(model: String, precision: Precision, phase: RwSignal<Phase>) -> Result<Engine, String> {
     let t0 = js_sys::Date::now();
-    let gpu = engine::webgpu().await.map_err(|e| e.to_string())?;
+    let gpu = engine::webgpu(precision).await.map_err(|e| e.to_string())?;
     let status = |text: String| phase.set(Phase::Loading(text));
     let sd = engine::load_model(&model, &gpu, status).await.map_err(|e| e.to_string())?;
     let preview = engine::load_preview(&model, sd.unet_config.in_channels, status).await.map_err(|e| e.to_string())?;
@@ -122,7 +122,7 @@ fn BenchPage(settings: BenchSettings) -> impl IntoView {
     let output = RwSignal::new(String::new());
     spawn_local(async move {
         let status = |text: String| phase.set(Phase::Loading(text));
-        let result = match engine::webgpu().await {
+        let result = match engine::webgpu(settings.precision).await {
             Ok(gpu) => {
                 adapter.set(gpu.adapter.clone());
                 engine::bench(&gpu, &settings, status).await
@@ -301,15 +301,17 @@ pub fn App() -> impl IntoView {
     spawn_local(async move {
         let model = initial.model.clone();
         phase.set(Phase::Loading("Starting WebGPU …".into()));
-        match start(model, phase).await {
+        match start(model, initial.precision, phase).await {
             Ok(e) => {
+                let note = e.gpu.precision_note.as_ref().map_or(String::new(), |n| format!(" · {n}"));
                 adapter.set(format!(
-                    "{} · model {}/ ({}×{} px, {:.1} MB of weights on the GPU)",
+                    "{} · model {}/ ({}×{} px, {:.1} MB of weights on the GPU, {}){note}",
                     e.gpu.adapter,
                     e.model,
                     e.sd.default_image_size(),
                     e.sd.default_image_size(),
-                    e.sd.device_bytes() as f64 / 1e6
+                    e.sd.device_bytes() as f64 / 1e6,
+                    e.gpu.precision
                 ));
                 engine.set_value(Some(Rc::new(e)));
                 phase.set(Phase::Ready);

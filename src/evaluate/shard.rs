@@ -90,6 +90,9 @@ pub struct RunSettings {
     pub map_subjects: usize,
     /// Phantoms per attribute of the autoencoder ceiling (0: none).
     pub ceiling_subjects: usize,
+    /// The float type the models computed in (runs written before it existed were f32).
+    #[serde(default)]
+    pub precision: crate::pipeline::Precision,
 }
 
 impl RunSettings {

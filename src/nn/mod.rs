@@ -11,9 +11,11 @@ mod cpu_autodiff;
 pub mod resnet;
 pub mod sampling;
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 /// A `k`×`k` convolution with "same" padding for odd `k`, as diffusers builds them.
@@ -23,10 +25,14 @@ pub(crate) fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d
         .init(device)
 }
 
-/// `conv.forward(x)`; on burn's CPU backend a stride-1 "same" convolution of a plane of at least
-/// [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col buffer). Under autodiff there, every
-/// such convolution takes this crate's kernels, backward passes included (`cpu_autodiff.rs`).
+/// `conv.forward(x)`, through which every convolution of the models goes; on burn's CPU backend a stride-1 "same"
+/// convolution of a plane of at least [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col
+/// buffer). Under autodiff there, every such convolution takes this crate's kernels, backward passes included
+/// (`cpu_autodiff.rs`). In f16, the convolution takes f32 operands ([`conv2d_f32`]).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if x.dtype() == DType::F16 {
+        return conv2d_f32(conv, x);
+    }
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
     if let Some(c) = same_conv(conv, &x) {
         if on_cpu_backend(&x) && c.h * c.w >= cpu::CONV_MIN_PIXELS {
@@ -46,6 +52,22 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         }
     }
     conv.forward(x)
+}
+
+/// An f16 convolution computed with f32 operands, the output rounded to f16 once. burn's GPU convolution without
+/// autotune (cubek's direct kernel) accumulates in its operands' type: in f16 a 3×3 over 64 channels then errs
+/// about 14× the output's own rounding, where PyTorch's f16 convolutions accumulate in f32.
+fn conv2d_f32(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let f32 = |t: Tensor<4>| match t.dtype() {
+        DType::QFloat(_) => t.dequantize().cast(DType::F32),
+        _ => t.cast(DType::F32),
+    };
+    let wide = Conv2d {
+        weight: Param::from_tensor(f32(conv.weight.val())),
+        bias: conv.bias.as_ref().map(|b| Param::from_tensor(b.val().cast(DType::F32))),
+        ..conv.clone()
+    };
+    wide.forward(x.cast(DType::F32)).cast(DType::F16)
 }
 
 /// Whether `t` is an f32 tensor of burn's CPU backend under autodiff (training).

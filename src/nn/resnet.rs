@@ -62,7 +62,7 @@ impl ResnetBlock2D {
         }
         let h = conv2d(&self.conv2, group_norm_silu(&self.norm2, h));
         let x = match &self.conv_shortcut {
-            Some(sc) => sc.forward(x),
+            Some(sc) => conv2d(sc, x),
             None => x,
         };
         let out = x + h;

@@ -150,14 +150,14 @@ impl Transformer2DModel {
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
         let normed = self.norm.forward(x.clone());
         let mut tokens = match &self.proj_in {
-            Projection::Conv(p) => to_tokens(p.forward(normed)),
+            Projection::Conv(p) => to_tokens(crate::nn::conv2d(p, normed)),
             Projection::Linear(p) => p.forward(to_tokens(normed)),
         };
         for block in &self.transformer_blocks {
             tokens = block.forward(tokens, context);
         }
         let out = match &self.proj_out {
-            Projection::Conv(p) => p.forward(to_map(tokens)),
+            Projection::Conv(p) => crate::nn::conv2d(p, to_map(tokens)),
             Projection::Linear(p) => to_map(p.forward(tokens)),
         };
         out + x

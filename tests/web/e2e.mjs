@@ -298,9 +298,10 @@ try {
   });
 
   // 2. A sharded model loads: every shard and index is fetched and the run starts (the loader fails on any
-  // missing or unused tensor, so a started run has every weight).
+  // missing or unused tensor, so a started run has every weight). The link asks for f16, which SwiftShader
+  // lacks: the page computes in f32 and says why.
   await withPage(webgpu, async (page) => {
-    await page.goto(base + "?example=chest&steps=1&t=1&model=sharded");
+    await page.goto(base + "?example=chest&steps=1&t=1&model=sharded&precision=f16");
     await page.waitForFunction(() => {
       const s = document.querySelector("#status")?.dataset.state;
       return document.querySelector("#fatal")?.textContent || s === "failed" || s === "running" || s === "ready";
@@ -309,6 +310,9 @@ try {
     const fetched = Object.keys(sharded).filter((f) => served.has(f)).length;
     check(["running", "ready"].includes(await state(page)) && fetched === Object.keys(sharded).length,
       `a sharded model loads (${fetched}/${Object.keys(sharded).length} shard files fetched): ${status}`);
+    const adapter = await page.textContent("#status .adapter");
+    check(/weights on the GPU, f32\) · f16 was asked for, but this GPU has no shader-f16/.test(adapter ?? ""),
+      `an f16 link on a GPU without shader-f16 runs in f32 and says why (${adapter})`);
   });
 
   // The benchmark mode (`?bench=1`) on the shipped model: its table, with the int8 weights loaded as planned.

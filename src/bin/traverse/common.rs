@@ -7,7 +7,7 @@ use burn::prelude::*;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use traverse::output::{Origin, RunManifest, RunRecord, Timings, write_run};
-use traverse::pipeline::{DirSource, LoadOptions, StableDiffusion};
+use traverse::pipeline::{DEFAULT_MAX_BINDING, DirSource, LoadOptions, Plan, Precision, StableDiffusion};
 use traverse::prompt_edit::PromptEdit;
 use traverse::swap::{SwapSampler, SwapSettings};
 use traverse::synthetic::Kind;
@@ -24,32 +24,54 @@ pub enum DeviceArg {
 }
 
 impl DeviceArg {
-    /// Starts the device.
-    pub fn init(self) -> Result<Device> {
-        match self {
-            DeviceArg::Cpu => Ok(Device::flex()),
+    /// Starts the device, computing in `precision`.
+    pub fn init(self, precision: Precision) -> Result<Device> {
+        let mut device = match self {
+            DeviceArg::Cpu => Device::flex(),
             #[cfg(feature = "wgpu")]
             DeviceArg::Wgpu => {
-                Device::wgpu_options().init().map_err(|e| Error::Device(format!("wgpu could not start: {e}")))
+                Device::wgpu_options().init().map_err(|e| Error::Device(format!("wgpu could not start: {e}")))?
             }
             #[cfg(not(feature = "wgpu"))]
-            DeviceArg::Wgpu => Err(Error::Device(
-                "this build has no wgpu backend; build with the default features (or --features wgpu)".into(),
-            )),
-        }
+            DeviceArg::Wgpu => {
+                return Err(Error::Device(
+                    "this build has no wgpu backend; build with the default features (or --features wgpu)".into(),
+                ));
+            }
+        };
+        precision.configure(&mut device)?;
+        Ok(device)
     }
 
     /// How models are loaded on the device: on the GPU, int8 folders stay int8 (burn's kernels compute with
     /// them exactly) and attention is sliced for WebGPU's default buffer limit, as the page plans it; on the
     /// CPU, weights are f32 (its quantized matmul would quantize the activations too) and nothing is sliced.
-    pub fn load_options(self) -> LoadOptions {
+    pub fn load_options(self, precision: Precision) -> LoadOptions {
         match self {
             DeviceArg::Cpu => LoadOptions::default(),
             DeviceArg::Wgpu => LoadOptions {
-                max_scores: (traverse::pipeline::DEFAULT_MAX_BINDING / 4) as usize,
+                max_scores: Plan::max_values(DEFAULT_MAX_BINDING, precision),
                 storage: Storage::Int8,
                 ..LoadOptions::default()
             },
+        }
+    }
+}
+
+/// The float type models compute in ([`Precision`]).
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// 32-bit floats.
+    F32,
+    /// 16-bit floats (GPUs with 16-bit storage).
+    F16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Self::F32,
+            PrecisionArg::F16 => Self::F16,
         }
     }
 }

@@ -13,6 +13,7 @@ use traverse::evaluate::{autoencoder_ceiling, measure_subject};
 use traverse::files::{save_png, write, write_json};
 use traverse::image::{contact_sheet, tensor_to_rgb};
 use traverse::lpips::Lpips;
+use traverse::pipeline::Precision;
 use traverse::synthetic::{Kind, settings};
 use traverse::weights::WeightFile;
 use traverse::{Error, Result};
@@ -120,14 +121,14 @@ struct RunArgs {
     output: OutputArgs,
 }
 
-pub fn run(a: Args, device: DeviceArg) -> Result<()> {
+pub fn run(a: Args, device: DeviceArg, precision: Precision) -> Result<()> {
     match a.merge {
         Some(Merge::Merge(m)) => merge_dir(m),
-        None => measure(a.run, device),
+        None => measure(a.run, device, precision),
     }
 }
 
-fn measure(a: RunArgs, device_arg: DeviceArg) -> Result<()> {
+fn measure(a: RunArgs, device_arg: DeviceArg, precision: Precision) -> Result<()> {
     let (Some(model), Some(kind)) = (a.model.clone(), a.kind) else {
         return Err(Error::arg("evaluate needs --model and --kind (or `evaluate merge`); see --help"));
     };
@@ -148,6 +149,7 @@ fn measure(a: RunArgs, device_arg: DeviceArg) -> Result<()> {
         interpolations: a.interpolations,
         map_subjects: a.map_subjects,
         ceiling_subjects: a.ceiling_subjects,
+        precision,
     };
     let eval = run.evaluation()?;
     let shard = a.shard.unwrap_or(Shard::ALL);
@@ -157,8 +159,8 @@ fn measure(a: RunArgs, device_arg: DeviceArg) -> Result<()> {
         return Ok(());
     }
 
-    let device = device_arg.init()?;
-    let (sd, _) = model.load(&device, device_arg.load_options())?;
+    let device = device_arg.init(precision)?;
+    let (sd, _) = model.load(&device, device_arg.load_options(precision))?;
     let classifier = Classifier::load_dir(&classifier_dir, &device)?;
     let lpips = (!a.no_lpips).then(|| Lpips::load(WeightFile::Path(a.lpips.clone()), &device)).transpose()?;
     let started = Instant::now();

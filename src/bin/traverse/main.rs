@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use traverse::Result;
+use traverse::pipeline::Precision;
 
 #[derive(Parser)]
 #[command(name = "traverse", version, about = "Attribute traversals of Stable Diffusion by prompt swapping")]
@@ -26,6 +27,10 @@ struct Cli {
     /// default `wgpu` feature).
     #[arg(long, value_enum, default_value_t = common::DeviceArg::Cpu, global = true)]
     device: common::DeviceArg,
+    /// The float type models compute in: f32, or f16 where the device supports it (GPUs with 16-bit storage:
+    /// half the memory, faster there, at f16's precision). Training always runs in f32.
+    #[arg(long, value_enum, default_value_t = common::PrecisionArg::F32, global = true)]
+    precision: common::PrecisionArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,18 +75,25 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     // Commands that run no model never start a device.
-    let device = || cli.device.init();
+    let precision = cli.precision.into();
+    let device = || cli.device.init(precision);
+    let load = cli.device.load_options(precision);
+    // Training in f16 would need loss scaling; it stays f32.
+    let training = || match precision {
+        Precision::F32 => cli.device.init(Precision::F32),
+        Precision::F16 => Err(traverse::Error::Device("training runs in f32: leave out --precision f16".into())),
+    };
     match cli.command {
-        Command::Generate(a) => generate::run(a, &device()?, cli.device.load_options()),
-        Command::Invert(a) => invert::run(a, &device()?, cli.device.load_options()),
-        Command::Interpolate(a) => interpolate::run(a, &device()?, cli.device.load_options()),
+        Command::Generate(a) => generate::run(a, &device()?, load),
+        Command::Invert(a) => invert::run(a, &device()?, load),
+        Command::Interpolate(a) => interpolate::run(a, &device()?, load),
         Command::Dataset(a) => dataset::run(a),
-        Command::TrainClassifier(a) => train_classifier::run(a, &device()?),
-        Command::TrainMini(a) => train_mini::run(a, &device()?),
+        Command::TrainClassifier(a) => train_classifier::run(a, &training()?),
+        Command::TrainMini(a) => train_mini::run(a, &training()?),
         Command::Blend(a) => blend::run(a),
-        Command::Evaluate(a) => evaluate::run(a, cli.device),
+        Command::Evaluate(a) => evaluate::run(a, cli.device, precision),
         Command::Classify(a) => classify::run(a, &device()?),
         Command::Quantize(a) => quantize::run(a, &device()?),
-        Command::FitPreview(a) => fit_preview::run(a, &device()?, cli.device.load_options()),
+        Command::FitPreview(a) => fit_preview::run(a, &device()?, load),
     }
 }
