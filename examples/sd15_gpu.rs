@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::prelude::*;
-use traverse::pipeline::{Configs, DirSource, LoadOptions, Plan, Precision, StableDiffusion};
-use traverse::weights::{Storage, save_pytorch};
+use traverse::pipeline::{Configs, DirSource, LoadOptions, Plan, StableDiffusion};
+use traverse::weights::{Precision, Storage, save_pytorch};
 
 /// SD 1.5's configs: diffusers' and transformers' defaults where SD 1.5 keeps them, as its repository has them.
 const CONFIGS: [(&str, &str); 4] = [

@@ -1,11 +1,17 @@
-"""Reference side of the CPU benchmark (scripts/bench.sh runs both sides; examples/bench.rs is ours): builds
-random models with diffusers, saves their weights and inputs so the Rust side runs the identical work, and
-times PyTorch on it. Each mode runs in a process of its own, so its peak memory is its own.
+"""Reference side of the benchmarks (scripts/bench.sh on the CPU, scripts/gpu/bench.sh on a GPU machine;
+examples/bench.rs is ours): builds random models with diffusers, saves their weights and inputs so the Rust side
+runs the identical work, and times PyTorch on it. Each mode runs in a process of its own, so its peak memory is
+its own.
 
     python scripts/bench_reference.py call --config small|sd15 --out DIR    # one guided U-Net call (batch 2)
     python scripts/bench_reference.py train --config small --out DIR       # a U-Net training step (after `call`)
     python scripts/bench_reference.py trajectory --config small --out DIR  # the paper's 10 images (after `call`)
     python scripts/bench_reference.py train-autoencoder --out DIR          # an autoencoder training step
+
+`call` and `train` take `--device cuda` and `--dtype float16` (call only): the same weights and inputs on the GPU,
+timed with the device synchronized, written to `diffusers-cuda-float32.json` etc. (the CPU's f32 run keeps the
+plain names). A float32 run writes the inputs and output that the Rust side checks against; others reuse them.
+TF32 is off, so float32 means float32.
 """
 
 import argparse
@@ -46,15 +52,40 @@ def write(path, info):
     print(json.dumps(info))
 
 
-def timed(fn, runs):
-    """`fn`'s wall times over `runs` calls, after one warm-up call whose result is returned."""
+def synchronized(a):
+    """Waits for the device's queued work (a no-op on the CPU)."""
+    if a.device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, runs, a=None):
+    """`fn`'s wall times over `runs` calls, after one warm-up call whose result is returned; on a GPU each call
+    is timed to the end of its work."""
     first = fn()
     times = []
     for _ in range(runs):
+        if a:
+            synchronized(a)
         t0 = time.perf_counter()
         fn()
+        if a:
+            synchronized(a)
         times.append(time.perf_counter() - t0)
     return first, times
+
+
+def result_name(a, stem):
+    """`stem.json` for the CPU's float32 run, else `stem-DEVICE-DTYPE.json`."""
+    plain = a.device == "cpu" and a.dtype == "float32"
+    return f"{stem}.json" if plain else f"{stem}-{a.device}-{a.dtype}.json"
+
+
+def device_facts(a, **info):
+    """`facts` plus the device, dtype and, on a GPU, its name and peak memory."""
+    info = facts(device=a.device, dtype=a.dtype, **info)
+    if a.device == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(), peak_device_mb=torch.cuda.max_memory_allocated() / 2**20)
+    return info
 
 
 def call(a):
@@ -68,11 +99,16 @@ def call(a):
     sample = torch.randn(2, 4, c["latent"], c["latent"], generator=g)
     ctx = torch.randn(2, 77, c["context"], generator=g)
     t = 501
-    out, times = timed(lambda: unet(sample, t, encoder_hidden_states=ctx).sample, a.runs)
-    save_file({"sample": sample, "context": ctx, "out": out.contiguous()}, a.out / "inputs.safetensors")
+    dtype = getattr(torch, a.dtype)
+    unet = unet.to(a.device, dtype)
+    on = lambda x: x.to(a.device, dtype)  # noqa: E731
+    out, times = timed(lambda: unet(on(sample), t, encoder_hidden_states=on(ctx)).sample, a.runs, a)
+    if a.dtype == "float32":
+        save_file({"sample": sample, "context": ctx, "out": out.float().cpu().contiguous()},
+                  a.out / "inputs.safetensors")
     params = sum(p.numel() for p in unet.parameters())
-    write(a.out / "diffusers.json", facts(config=a.config, timestep=t, params=params, runs=times,
-                                          median_s=statistics.median(times)))
+    write(a.out / result_name(a, "diffusers"), device_facts(a, config=a.config, timestep=t, params=params,
+                                                            runs=times, median_s=statistics.median(times)))
 
 
 # The U-Net training step timed: the embedded model's recipe (src/train/unet.rs) at batch 8.
@@ -85,13 +121,15 @@ def train(a):
     """Training steps (diffusion MSE, backward, AdamW) of the U-Net saved by `call`, on a batch saved to
     `train.safetensors`, with the first step's loss for the Rust side to match."""
     c = CONFIGS[a.config]
-    unet = UNet2DConditionModel.from_pretrained(a.out / "unet").train()
+    unet = UNet2DConditionModel.from_pretrained(a.out / "unet").train().to(a.device)
     g = torch.Generator().manual_seed(2)
-    b, n = TRAIN_BATCH, c["latent"]
+    b, n = a.batch, c["latent"]
     noisy = torch.randn(b, 4, n, n, generator=g)
     target = torch.randn(b, 4, n, n, generator=g)
     ctx = torch.randn(b, 77, c["context"], generator=g)
     timesteps = torch.randint(0, 1000, (b,), generator=g)
+    saved = {"noisy": noisy, "target": target, "context": ctx, "timesteps": timesteps.float()}
+    noisy, target, ctx, timesteps = (x.to(a.device) for x in (noisy, target, ctx, timesteps))
     opt = torch.optim.AdamW(unet.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
     def step():
@@ -101,12 +139,12 @@ def train(a):
         opt.step()
         return loss.item()
 
-    first_loss, times = timed(step, a.runs)
-    save_file({"noisy": noisy, "target": target, "context": ctx, "timesteps": timesteps.float()},
-              a.out / "train.safetensors")
-    write(a.out / "train.json", facts(config=a.config, batch=b, learning_rate=LEARNING_RATE,
-                                      weight_decay=WEIGHT_DECAY, first_loss=first_loss, runs=times,
-                                      median_s=statistics.median(times)))
+    first_loss, times = timed(step, a.runs, a)
+    stem = "train" if b == TRAIN_BATCH else f"train-batch{b}"
+    save_file(saved, a.out / f"{stem}.safetensors")
+    write(a.out / result_name(a, stem), device_facts(a, config=a.config, batch=b, learning_rate=LEARNING_RATE,
+                                                     weight_decay=WEIGHT_DECAY, first_loss=first_loss, runs=times,
+                                                     median_s=statistics.median(times)))
 
 
 # The paper's run: 50 DDIM steps, guidance 7.5, swap points 5..45.
@@ -183,7 +221,16 @@ def main():
     p.add_argument("--config", choices=CONFIGS, default="small")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    p.add_argument("--batch", type=int, default=TRAIN_BATCH, help="the training step's batch (train)")
     a = p.parse_args()
+    if a.dtype != "float32" and a.mode != "call":
+        p.error("--dtype float16 is for `call` (training runs in float32)")
+    if a.device != "cpu" and a.mode in ("trajectory", "train-autoencoder"):
+        p.error(f"{a.mode} runs on the CPU")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     a.out.mkdir(parents=True, exist_ok=True)
     {"call": call, "train": train, "trajectory": trajectory, "train-autoencoder": train_autoencoder}[a.mode](a)
 

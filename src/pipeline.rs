@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 
 use burn::prelude::*;
-use burn::tensor::DType;
 use burn_store::ModuleSnapshot;
 use serde::Deserialize;
 
@@ -15,7 +14,7 @@ use crate::scheduler::DdimConfig;
 use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
 use crate::unet::{self, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{self, AutoencoderKL, AutoencoderKLConfig};
-use crate::weights::{NameMap, Storage};
+use crate::weights::{NameMap, Precision, Storage};
 
 /// Largest JSON file (config, index) we read.
 const MAX_JSON_BYTES: u64 = 16 << 20;
@@ -184,77 +183,6 @@ fn read_json(src: &dyn ModelSource, path: &str) -> Result<String> {
 /// buffer limit the CLI's GPU runs plan for, so they slice attention as the page does.
 pub const DEFAULT_MAX_BINDING: u64 = 128 << 20;
 
-/// The float type a device computes in: f32 everywhere, or f16 (weights, activations and latents; int8 weights
-/// stay int8) where the device supports it, as GPUs with WebGPU's `shader-f16` or Vulkan's 16-bit storage do.
-/// f16 halves the memory of every float and runs faster on such GPUs, at f16's precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// 32-bit floats: the reference numbers.
-    #[default]
-    F32,
-    /// 16-bit floats.
-    F16,
-}
-
-impl Precision {
-    /// The precision `device` computes in (f32 unless [`Precision::configure`] set f16).
-    pub fn of(device: &Device) -> Self {
-        match DType::from(device.settings().float_dtype) {
-            DType::F16 => Self::F16,
-            _ => Self::F32,
-        }
-    }
-
-    /// Bytes per value.
-    pub fn bytes(self) -> u64 {
-        match self {
-            Self::F32 => 4,
-            Self::F16 => 2,
-        }
-    }
-
-    /// Makes `device` compute in this precision: what every float tensor and loaded weight on it will be. Must
-    /// come before any tensor is made on the device; an error when the device cannot compute in f16.
-    pub fn configure(self, device: &mut Device) -> Result<()> {
-        if Self::of(device) == self {
-            return Ok(());
-        }
-        if self == Self::F16 && !device.supports_dtype(DType::F16) {
-            return Err(Error::Device(
-                "this GPU cannot compute in f16 (its adapter lacks shader-f16 / 16-bit storage); use f32".into(),
-            ));
-        }
-        let dtype = match self {
-            Self::F32 => burn::tensor::FloatDType::F32,
-            Self::F16 => burn::tensor::FloatDType::F16,
-        };
-        device
-            .configure(burn::tensor::DeviceConfig::default().float_dtype(dtype))
-            .map_err(|e| Error::Device(format!("could not set the device's precision to {self}: {e}")))
-    }
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-        })
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Self::F32),
-            "f16" => Ok(Self::F16),
-            other => Err(Error::Device(format!("unknown precision {other:?}: f32 or f16"))),
-        }
-    }
-}
-
 /// How runs of a model fit a device whose buffers hold at most a given number of bytes: the most latents
 /// per U-Net call and images per decode, so that no tensor outgrows one buffer, and the attention slicing
 /// that keeps score matrices under it.
@@ -280,11 +208,13 @@ impl Plan {
         max_binding: u64,
         precision: Precision,
     ) -> Result<Self> {
-        let values = Self::max_values(max_binding, precision);
+        // Convolutions compute in f32 whatever the precision (`nn::conv2d`), so activations are sized as f32;
+        // attention's scores take the device's precision.
+        let values = Self::max_values(max_binding, Precision::F32);
         let row = unet.largest_activation(latent)?.max(1);
         let rows_per_latent = if guided { 2 } else { 1 };
         let image = vae.largest_decode_activation(latent).max(1);
-        let mb = |elements: usize| (elements as f64 * precision.bytes() as f64 / 1048576.0).ceil();
+        let mb = |elements: usize| (elements as f64 * 4.0 / 1048576.0).ceil();
         if values / row < rows_per_latent {
             return Err(Error::Device(format!(
                 "one U-Net call of this model at a {}×{} latent makes a {} MB tensor, over this GPU's {} MB buffer \
@@ -305,7 +235,11 @@ impl Plan {
                 max_binding >> 20
             )));
         }
-        Ok(Self { unet_batch: values / row / rows_per_latent, decode_batch: values / image, max_scores: values })
+        Ok(Self {
+            unet_batch: values / row / rows_per_latent,
+            decode_batch: values / image,
+            max_scores: Self::max_values(max_binding, precision),
+        })
     }
 
     /// Most values of `precision` one buffer of `max_binding` bytes holds: the attention slicing's score limit.
@@ -595,18 +529,9 @@ mod tests {
         let err = plan(64, true).unwrap_err().to_string();
         assert!(err.contains("one U-Net call") && err.contains("64 MB"), "{err}");
         assert_eq!(plan(256, true).unwrap().unet_batch, 3);
-        // In f16 every value is half the bytes: the default binding then holds one decode at 512 px as well.
-        let half = Plan::new(&unet, &vae, [64, 64], true, 128 << 20, Precision::F16).unwrap();
-        assert_eq!((half.unet_batch, half.decode_batch, half.max_scores), (3, 1, 1 << 26));
-        assert_eq!(Plan::new(&unet, &vae, [64, 64], true, 1 << 30, Precision::F16).unwrap().unet_batch, 25);
-    }
-
-    #[test]
-    fn precisions_parse_and_the_cpu_starts_in_f32() {
-        assert_eq!("f16".parse::<Precision>().unwrap(), Precision::F16);
-        assert_eq!(Precision::F16.to_string(), "f16");
-        assert!("bf16".parse::<Precision>().unwrap_err().to_string().contains("f32 or f16"));
-        assert_eq!(Precision::of(&Device::flex()), Precision::F32);
-        assert_eq!((Precision::F32.bytes(), Precision::F16.bytes()), (4, 2));
+        // In f16 a score is half the bytes, so twice as many fit a slice; activations stay sized as f32, since
+        // convolutions take f32 operands.
+        let half = Plan::new(&unet, &vae, [64, 64], true, 1 << 30, Precision::F16).unwrap();
+        assert_eq!((half.unet_batch, half.decode_batch, half.max_scores), (12, 4, 1 << 29));
     }
 }

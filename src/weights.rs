@@ -30,11 +30,82 @@ pub struct NameMap {
 /// Lines of a weight-mismatch error beyond which the rest are counted, not listed.
 const MAX_REPORTED: usize = 40;
 
+/// The float type a device computes in: f32 everywhere, or f16 (weights, activations and latents; int8 weights
+/// stay int8) where the device supports it, as GPUs with WebGPU's `shader-f16` or Vulkan's 16-bit storage do.
+/// f16 halves the memory of every float and runs faster on such GPUs, at f16's precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats: the reference numbers.
+    #[default]
+    F32,
+    /// 16-bit floats.
+    F16,
+}
+
+impl Precision {
+    /// The precision `device` computes in (f32 unless [`Precision::configure`] set f16).
+    pub fn of(device: &Device) -> Self {
+        match DType::from(device.settings().float_dtype) {
+            DType::F16 => Self::F16,
+            _ => Self::F32,
+        }
+    }
+
+    /// Bytes per value.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+        }
+    }
+
+    /// Makes `device` compute in this precision: what every float tensor and loaded weight on it will be. Must
+    /// come before any tensor is made on the device; an error when the device cannot compute in f16.
+    pub fn configure(self, device: &mut Device) -> Result<()> {
+        if Self::of(device) == self {
+            return Ok(());
+        }
+        if self == Self::F16 && !device.supports_dtype(DType::F16) {
+            return Err(Error::Device(
+                "this GPU cannot compute in f16 (its adapter lacks shader-f16 / 16-bit storage); use f32".into(),
+            ));
+        }
+        let dtype = match self {
+            Self::F32 => burn::tensor::FloatDType::F32,
+            Self::F16 => burn::tensor::FloatDType::F16,
+        };
+        device
+            .configure(burn::tensor::DeviceConfig::default().float_dtype(dtype))
+            .map_err(|e| Error::Device(format!("could not set the device's precision to {self}: {e}")))
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            other => Err(Error::Device(format!("unknown precision {other:?}: f32 or f16"))),
+        }
+    }
+}
+
 /// How the weights of int8 files are kept on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Storage {
     /// Every weight as a float of the device's precision (f32, or f16 where the device was configured for it:
-    /// [`crate::pipeline::Precision`]), dequantized as it is loaded.
+    /// [`Precision`]), dequantized as it is loaded.
     #[default]
     Float,
     /// The int8 weights of linear, convolution and embedding layers stay int8 on the device (burn's quantized
@@ -596,6 +667,15 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn precisions_parse_and_the_cpu_starts_in_f32() {
+        assert_eq!("f16".parse::<Precision>().unwrap(), Precision::F16);
+        assert_eq!(Precision::F16.to_string(), "f16");
+        assert!("bf16".parse::<Precision>().unwrap_err().to_string().contains("f32 or f16"));
+        assert_eq!(Precision::of(&Device::flex()), Precision::F32);
+        assert_eq!((Precision::F32.bytes(), Precision::F16.bytes()), (4, 2));
+    }
 
     /// A safetensors file whose tensors lie in the given order (name, dtype, shape, bytes).
     fn file_in_order(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {

@@ -9,9 +9,9 @@ mod common;
 
 use burn::prelude::*;
 use common::*;
-use traverse::pipeline::{DirSource, LoadOptions, Precision, StableDiffusion};
+use traverse::pipeline::{DirSource, LoadOptions, StableDiffusion};
 use traverse::swap::{SwapSampler, SwapSettings};
-use traverse::weights::Storage;
+use traverse::weights::{Precision, Storage};
 
 /// The swap's latents (neutral first, then each swap point's) and their decoded images.
 fn swap(device: &Device, options: &LoadOptions, dir: &std::path::Path) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {

@@ -6,7 +6,7 @@
 use crate::error::Result;
 
 use super::params::{bad, model_path, number, precision};
-use crate::pipeline::Precision;
+use crate::weights::Precision;
 
 /// Largest image side a benchmark link may ask for.
 pub const MAX_SIZE: usize = 1024;

@@ -23,13 +23,13 @@ use crate::invert::Inversion;
 use crate::lpips::Lpips;
 use crate::output::{self, Reconstruction};
 use crate::pipeline::{
-    CONFIG_FILES, Configs, MemorySource, Plan, Precision, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
+    CONFIG_FILES, Configs, MemorySource, Plan, StableDiffusion, TOKENIZER_FILES, WEIGHTS, shard_names,
 };
 use crate::preview::{self, LatentPreview};
 use crate::readback::values_async as read;
 use crate::rng::initial_latents;
 use crate::swap::{Lane, SwapSampler, SwapSettings};
-use crate::weights::{Loading, NameMap, Storage, Stream};
+use crate::weights::{Loading, NameMap, Precision, Storage, Stream};
 
 /// Largest weights file fetched. Files arrive piece by piece ([`Stream`]), so this bounds a download, not
 /// the tab's memory: SD 1.5's U-Net is 3.4 GB as f32.

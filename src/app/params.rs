@@ -4,10 +4,10 @@
 
 use crate::app::examples::{self, Example};
 use crate::error::{Error, Result};
-use crate::pipeline::Precision;
 use crate::prompt_edit::PromptEdit;
 use crate::swap::{GUIDANCE_RANGE, PAPER_SWAP_POINTS};
 use crate::synthetic::Kind;
+use crate::weights::Precision;
 
 /// Longest prompt accepted from a link (the tokenizer truncates at 77 tokens anyway).
 pub const MAX_PROMPT_CHARS: usize = 500;

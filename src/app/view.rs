@@ -18,10 +18,11 @@ use crate::app::slot::{Latest, Ticket, Unavailable};
 use crate::app::timeline::Timeline;
 use crate::classifier::Classifier;
 use crate::lpips::Lpips;
-use crate::pipeline::{Precision, StableDiffusion};
+use crate::pipeline::StableDiffusion;
 use crate::preview::LatentPreview;
 use crate::swap::GUIDANCE_RANGE;
 use crate::synthetic::Kind;
+use crate::weights::Precision;
 
 /// What the page is doing.
 #[derive(Debug, Clone, PartialEq)]

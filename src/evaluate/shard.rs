@@ -92,7 +92,7 @@ pub struct RunSettings {
     pub ceiling_subjects: usize,
     /// The float type the models computed in (runs written before it existed were f32).
     #[serde(default)]
-    pub precision: crate::pipeline::Precision,
+    pub precision: crate::weights::Precision,
 }
 
 impl RunSettings {

@@ -25,11 +25,17 @@ pub(crate) fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d
         .init(device)
 }
 
-/// `conv.forward(x)`, through which every convolution of the models goes; on burn's CPU backend a stride-1 "same"
-/// convolution of a plane of at least [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col
-/// buffer). Under autodiff there, every such convolution takes this crate's kernels, backward passes included
-/// (`cpu_autodiff.rs`). In f16, the convolution takes f32 operands ([`conv2d_f32`]).
+/// `conv.forward(x)`, through which every convolution of the models goes. On burn's CPU backend a stride-1
+/// "same" convolution of a plane of at least [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col
+/// buffer); under autodiff there, every such convolution takes this crate's kernels, backward passes included
+/// (`cpu_autodiff.rs`). On other backends (the GPU) a stride-1 "same" convolution is a matrix product
+/// ([`conv_gemm`]); any other convolution in f16 takes f32 operands ([`conv2d_f32`]).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if !on_flex(&x)
+        && let Some(k) = gemm_kernel(conv, &x)
+    {
+        return conv_gemm(conv, x, k);
+    }
     if x.dtype() == DType::F16 {
         return conv2d_f32(conv, x);
     }
@@ -54,9 +60,84 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     conv.forward(x)
 }
 
-/// An f16 convolution computed with f32 operands, the output rounded to f16 once. burn's GPU convolution without
-/// autotune (cubek's direct kernel) accumulates in its operands' type: in f16 a 3×3 over 64 channels then errs
-/// about 14× the output's own rounding, where PyTorch's f16 convolutions accumulate in f32.
+/// Whether `x` lives on burn's CPU backend (flex), which has kernels of its own here.
+fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
+    #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+    return x.device() == Device::flex();
+    #[cfg(not(all(feature = "cpu", not(target_arch = "wasm32"))))]
+    {
+        let _ = x;
+        false
+    }
+}
+
+/// The kernel side `k` of `conv` if it is a stride-1 "same" convolution [`conv_gemm`] computes: an odd square
+/// kernel, dilation 1, one group, padding `k / 2` on every side (none for 1×1).
+fn gemm_kernel(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
+    let [cout, cin, kh, kw] = conv.weight.dims();
+    let p = kh / 2;
+    let fits = kh == kw
+        && kh % 2 == 1
+        && cin == x.dims()[1]
+        && cout > 0
+        && conv.groups == 1
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && (conv.padding == PaddingConfig2d::Explicit(p, p, p, p)
+            || conv.padding == PaddingConfig2d::Same
+            || (p == 0 && conv.padding == PaddingConfig2d::Valid));
+    fits.then_some(kh)
+}
+
+/// Most bytes of one im2col matrix of [`conv_gemm`]: half of WebGPU's default 128 MiB buffer binding.
+pub const GEMM_COLS_BYTES: usize = 64 << 20;
+
+/// A stride-1 "same" `k`×`k` convolution as matrix products: the input in channels-last layout, each band of
+/// output rows' k²-neighbourhoods gathered into one im2col matrix (at most [`GEMM_COLS_BYTES`]) and multiplied by
+/// the kernel. burn's GPU convolution without autotune is a direct kernel (7 GFLOP/s on lavapipe for SD 1.5's
+/// 3×3 at 64×64, where the matrix product runs at twice that) that accumulates in its operands' type; burn's
+/// matrix product accumulates in f32, so f16 convolutions keep f32 sums this way too.
+fn conv_gemm(conv: &Conv2d, x: Tensor<4>, k: usize) -> Tensor<4> {
+    conv_gemm_banded(conv, x, k, GEMM_COLS_BYTES)
+}
+
+/// [`conv_gemm`] with im2col matrices of at most `cols_bytes` (at least one output row each).
+fn conv_gemm_banded(conv: &Conv2d, x: Tensor<4>, k: usize, cols_bytes: usize) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let cout = conv.weight.dims()[0];
+    let p = k / 2;
+    let weight = match conv.weight.val() {
+        q if matches!(q.dtype(), DType::QFloat(_)) => q.dequantize(),
+        f => f,
+    };
+    // Rows (kernel row, kernel column, input channel) as the im2col matrix's columns run.
+    let weight = weight.permute([2, 3, 1, 0]).reshape([k * k * c, cout]);
+    let nhwc = x.permute([0, 2, 3, 1]);
+    let padded = if p > 0 { nhwc.pad([(0, 0), (p, p), (p, p), (0, 0)], 0.0) } else { nhwc };
+    let row_bytes = b * w * k * k * c * padded.dtype().size();
+    let band = (cols_bytes / row_bytes.max(1)).clamp(1, h);
+    let bands: Vec<Tensor<4>> = (0..h)
+        .step_by(band)
+        .map(|top| {
+            let rows = band.min(h - top);
+            let taps: Vec<Tensor<4>> = (0..k * k)
+                .map(|t| padded.clone().slice([0..b, top + t / k..top + t / k + rows, t % k..t % k + w, 0..c]))
+                .collect();
+            let cols = Tensor::cat(taps, 3).reshape([b * rows * w, k * k * c]);
+            cols.matmul(weight.clone()).reshape([b, rows, w, cout])
+        })
+        .collect();
+    let mut y = Tensor::cat(bands, 1);
+    if let Some(bias) = &conv.bias {
+        y = y + bias.val().reshape([1, 1, 1, cout]);
+    }
+    y.permute([0, 3, 1, 2])
+}
+
+/// An f16 convolution computed with f32 operands, the output rounded to f16 once: for the convolutions
+/// [`conv_gemm`] does not take (strided ones). burn's GPU convolution without autotune (cubek's direct kernel)
+/// accumulates in its operands' type: in f16 a 3×3 over 64 channels then errs about 14× the output's own
+/// rounding, where PyTorch's f16 convolutions accumulate in f32.
 fn conv2d_f32(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let f32 = |t: Tensor<4>| match t.dtype() {
         DType::QFloat(_) => t.dequantize().cast(DType::F32),
@@ -180,6 +261,39 @@ pub enum ActFn {
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
+
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn gpu_convolutions_are_banded_matrix_products_with_burns_numbers() {
+        // The only wgpu device of the library's tests (burn starts its wgpu runtime once per process).
+        let d = Device::wgpu_options().init().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
+        let x = Tensor::<4>::random([2, 5, 33, 17], Distribution::Normal(0.0, 1.0), &d);
+        let pad = |p| PaddingConfig2d::Explicit(p, p, p, p);
+        let cases = [
+            (Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)), Some(3)),
+            (Conv2dConfig::new([5, 4], [5, 5]).with_padding(pad(2)).with_bias(false), Some(5)),
+            (Conv2dConfig::new([5, 4], [3, 3]).with_padding(PaddingConfig2d::Same), Some(3)),
+            (Conv2dConfig::new([5, 6], [1, 1]), Some(1)),
+            (Conv2dConfig::new([5, 4], [3, 3]).with_padding(pad(1)).with_stride([2, 2]), None),
+            (Conv2dConfig::new([5, 4], [3, 3]), None),
+        ];
+        for (config, kernel) in cases {
+            let conv = config.init(&d);
+            assert_eq!(gemm_kernel(&conv, &x), kernel);
+            let want = crate::readback::values(conv.forward(x.clone())).unwrap();
+            // Whole, and in bands of 4 rows (the last one of 1): one output row of im2col is 2 × 17 × k²·5 values.
+            let row = 2 * 17 * 9 * 5 * 4;
+            for cols_bytes in [GEMM_COLS_BYTES, 4 * row] {
+                let got = match kernel {
+                    Some(k) => conv_gemm_banded(&conv, x.clone(), k, cols_bytes),
+                    None => conv2d(&conv, x.clone()),
+                };
+                let got = crate::readback::values(got).unwrap();
+                let err = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(got.len() == want.len() && err < 1e-4, "{kernel:?}, {cols_bytes} bytes: {err}");
+            }
+        }
+    }
 
     #[test]
     fn same_convolutions_of_large_planes_take_the_cpu_kernel_with_burns_numbers() {

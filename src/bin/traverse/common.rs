@@ -7,11 +7,11 @@ use burn::prelude::*;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use traverse::output::{Origin, RunManifest, RunRecord, Timings, write_run};
-use traverse::pipeline::{DEFAULT_MAX_BINDING, DirSource, LoadOptions, Plan, Precision, StableDiffusion};
+use traverse::pipeline::{DEFAULT_MAX_BINDING, DirSource, LoadOptions, Plan, StableDiffusion};
 use traverse::prompt_edit::PromptEdit;
 use traverse::swap::{SwapSampler, SwapSettings};
 use traverse::synthetic::Kind;
-use traverse::weights::Storage;
+use traverse::weights::{Precision, Storage};
 use traverse::{Error, Result};
 
 /// Where models run.

@@ -13,8 +13,8 @@ use traverse::evaluate::{autoencoder_ceiling, measure_subject};
 use traverse::files::{save_png, write, write_json};
 use traverse::image::{contact_sheet, tensor_to_rgb};
 use traverse::lpips::Lpips;
-use traverse::pipeline::Precision;
 use traverse::synthetic::{Kind, settings};
+use traverse::weights::Precision;
 use traverse::weights::WeightFile;
 use traverse::{Error, Result};
 

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use traverse::Result;
-use traverse::pipeline::Precision;
+use traverse::weights::Precision;
 
 #[derive(Parser)]
 #[command(name = "traverse", version, about = "Attribute traversals of Stable Diffusion by prompt swapping")]
