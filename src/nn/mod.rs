@@ -28,9 +28,12 @@ pub(crate) fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d
 /// `conv.forward(x)`, through which every convolution of the models goes. On burn's CPU backend a stride-1
 /// "same" convolution of a plane of at least [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col
 /// buffer); under autodiff there, every such convolution takes this crate's kernels, backward passes included
-/// (`cpu_autodiff.rs`). On other backends (the GPU) a stride-1 "same" convolution is a matrix product
-/// ([`conv_gemm`]); any other convolution in f16 takes f32 operands ([`conv2d_f32`]).
+/// (`cpu_autodiff.rs`). On a native GPU a stride-1 "same" convolution is a matrix product ([`conv_gemm`]); any
+/// other GPU convolution in f16 takes f32 operands ([`conv2d_f32`]). The page keeps burn's direct kernel in f32:
+/// on SwiftShader, the page's software WebGPU in the e2e test, the im2col gather made the shipped model's decode
+/// about 4× slower (`?bench=1`), where on lavapipe the product is 2× faster.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(not(target_arch = "wasm32"))]
     if !on_flex(&x)
         && let Some(k) = gemm_kernel(conv, &x)
     {
@@ -61,6 +64,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// Whether `x` lives on burn's CPU backend (flex), which has kernels of its own here.
+#[cfg(not(target_arch = "wasm32"))]
 fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
     return x.device() == Device::flex();
@@ -73,6 +77,7 @@ fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
 
 /// The kernel side `k` of `conv` if it is a stride-1 "same" convolution [`conv_gemm`] computes: an odd square
 /// kernel, dilation 1, one group, padding `k / 2` on every side (none for 1×1).
+#[cfg(not(target_arch = "wasm32"))]
 fn gemm_kernel(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
     let [cout, cin, kh, kw] = conv.weight.dims();
     let p = kh / 2;
@@ -90,6 +95,7 @@ fn gemm_kernel(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
 }
 
 /// Most bytes of one im2col matrix of [`conv_gemm`]: half of WebGPU's default 128 MiB buffer binding.
+#[cfg(not(target_arch = "wasm32"))]
 pub const GEMM_COLS_BYTES: usize = 64 << 20;
 
 /// A stride-1 "same" `k`×`k` convolution as matrix products: the input in channels-last layout, each band of
@@ -97,11 +103,13 @@ pub const GEMM_COLS_BYTES: usize = 64 << 20;
 /// the kernel. burn's GPU convolution without autotune is a direct kernel (7 GFLOP/s on lavapipe for SD 1.5's
 /// 3×3 at 64×64, where the matrix product runs at twice that) that accumulates in its operands' type; burn's
 /// matrix product accumulates in f32, so f16 convolutions keep f32 sums this way too.
+#[cfg(not(target_arch = "wasm32"))]
 fn conv_gemm(conv: &Conv2d, x: Tensor<4>, k: usize) -> Tensor<4> {
     conv_gemm_banded(conv, x, k, GEMM_COLS_BYTES)
 }
 
 /// [`conv_gemm`] with im2col matrices of at most `cols_bytes` (at least one output row each).
+#[cfg(not(target_arch = "wasm32"))]
 fn conv_gemm_banded(conv: &Conv2d, x: Tensor<4>, k: usize, cols_bytes: usize) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let cout = conv.weight.dims()[0];
@@ -135,7 +143,7 @@ fn conv_gemm_banded(conv: &Conv2d, x: Tensor<4>, k: usize, cols_bytes: usize) ->
 }
 
 /// An f16 convolution computed with f32 operands, the output rounded to f16 once: for the convolutions
-/// [`conv_gemm`] does not take (strided ones). burn's GPU convolution without autotune (cubek's direct kernel)
+/// [`conv_gemm`] does not take (strided ones, and all of the page's). burn's GPU convolution without autotune (cubek's direct kernel)
 /// accumulates in its operands' type: in f16 a 3×3 over 64 channels then errs about 14× the output's own
 /// rounding, where PyTorch's f16 convolutions accumulate in f32.
 fn conv2d_f32(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
