@@ -286,8 +286,8 @@ impl Configs {
     }
 
     /// Bytes the three models' weights take on a device once loaded from int8 files with `storage` (float
-    /// files take [`Storage::Float`]'s: four bytes per parameter in f32, two in f16), from the configs alone: burn builds parameters
-    /// lazily, so the models are built only to be measured and nothing is allocated.
+    /// files take [`Storage::Float`]'s: four bytes per parameter in f32, two in f16), from the configs alone:
+    /// burn builds parameters lazily, so the models are built only to be measured and nothing is allocated.
     pub fn device_bytes(&self, device: &Device, storage: Storage) -> Result<u64> {
         Ok(storage.planned_bytes(&self.text.init(device)?)
             + storage.planned_bytes(&self.unet.init(device)?)

@@ -174,8 +174,8 @@ fn layer(container: Option<&String>, name: Option<&String>, rank: usize) -> Opti
 }
 
 /// Loads `files` (one file, or the shards of one model) into `module`, converting layouts with
-/// burn-store's PyTorch adapter and every float to the device's float dtype (f32 unless the device was configured for f16). Fails with one error naming every missing,
-/// unexpected or mis-shaped tensor.
+/// burn-store's PyTorch adapter and every float to the device's float dtype (f32 unless the device was
+/// configured for f16). Fails with one error naming every missing, unexpected or mis-shaped tensor.
 pub fn load_into<M: ModuleSnapshot>(
     module: &mut M,
     model: &str,

@@ -66,9 +66,9 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// Whether `x` lives on burn's CPU backend (flex), which has kernels of its own here.
 #[cfg(not(target_arch = "wasm32"))]
 fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
-    #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+    #[cfg(feature = "cpu")]
     return x.device() == Device::flex();
-    #[cfg(not(all(feature = "cpu", not(target_arch = "wasm32"))))]
+    #[cfg(not(feature = "cpu"))]
     {
         let _ = x;
         false
@@ -114,10 +114,7 @@ fn conv_gemm_banded(conv: &Conv2d, x: Tensor<4>, k: usize, cols_bytes: usize) ->
     let [b, c, h, w] = x.dims();
     let cout = conv.weight.dims()[0];
     let p = k / 2;
-    let weight = match conv.weight.val() {
-        q if matches!(q.dtype(), DType::QFloat(_)) => q.dequantize(),
-        f => f,
-    };
+    let weight = dequantized(conv.weight.val());
     // Rows (kernel row, kernel column, input channel) as the im2col matrix's columns run.
     let weight = weight.permute([2, 3, 1, 0]).reshape([k * k * c, cout]);
     let nhwc = x.permute([0, 2, 3, 1]);
@@ -142,17 +139,18 @@ fn conv_gemm_banded(conv: &Conv2d, x: Tensor<4>, k: usize, cols_bytes: usize) ->
     y.permute([0, 3, 1, 2])
 }
 
+/// A weight as floats: an int8 one (`weights::Storage::Int8`) dequantized, any other as it is.
+fn dequantized<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if matches!(t.dtype(), DType::QFloat(_)) { t.dequantize() } else { t }
+}
+
 /// An f16 convolution computed with f32 operands, the output rounded to f16 once: for the convolutions
-/// [`conv_gemm`] does not take (strided ones, and all of the page's). burn's GPU convolution without autotune (cubek's direct kernel)
-/// accumulates in its operands' type: in f16 a 3×3 over 64 channels then errs about 14× the output's own
-/// rounding, where PyTorch's f16 convolutions accumulate in f32.
+/// [`conv_gemm`] does not take (strided ones, and all of the page's). burn's GPU convolution without autotune
+/// (cubek's direct kernel) accumulates in its operands' type: in f16 a 3×3 over 64 channels then errs about 14×
+/// the output's own rounding, where PyTorch's f16 convolutions accumulate in f32.
 fn conv2d_f32(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let f32 = |t: Tensor<4>| match t.dtype() {
-        DType::QFloat(_) => t.dequantize().cast(DType::F32),
-        _ => t.cast(DType::F32),
-    };
     let wide = Conv2d {
-        weight: Param::from_tensor(f32(conv.weight.val())),
+        weight: Param::from_tensor(dequantized(conv.weight.val()).cast(DType::F32)),
         bias: conv.bias.as_ref().map(|b| Param::from_tensor(b.val().cast(DType::F32))),
         ..conv.clone()
     };
