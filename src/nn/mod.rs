@@ -146,8 +146,8 @@ fn dequantized<const D: usize>(t: Tensor<D>) -> Tensor<D> {
 
 /// An f16 convolution computed with f32 operands, the output rounded to f16 once: for the convolutions
 /// [`conv_gemm`] does not take (strided ones, and all of the page's). burn's GPU convolution without autotune
-/// (cubek's direct kernel) accumulates in its operands' type: in f16 a 3×3 over 64 channels then errs about 14×
-/// the output's own rounding, where PyTorch's f16 convolutions accumulate in f32.
+/// (cubek's direct kernel) accumulates in its operands' type, rounding every partial sum to f16, where PyTorch's
+/// f16 convolutions accumulate in f32.
 fn conv2d_f32(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let wide = Conv2d {
         weight: Param::from_tensor(dequantized(conv.weight.val()).cast(DType::F32)),
