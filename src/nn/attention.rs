@@ -27,27 +27,47 @@ pub fn multi_head_attention(
     let m = k.dims()[1];
     let d = c / heads;
     let split = |t: Tensor<3>, len: usize| t.reshape([b, len, heads, d]).swap_dims(1, 2);
-    let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
     let (q, k, v) = (split(q, n), split(k, m), split(v, m));
+    heads_attention(q, k, v, causal, max_scores).swap_dims(1, 2).reshape([b, n, c])
+}
+
+/// Attention of `[B, heads, N, d]` queries over `[B, heads, M, d]` keys and values: this crate's kernels on
+/// burn's CPU backend (outside and, for training, inside autodiff), else burn's op ([`sliced_attention`]).
+fn heads_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_scores: usize) -> Tensor<4> {
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
-    if !causal && d > 0 && m > 0 && super::on_cpu_backend(&q) {
-        return on_cpu(q, k, v).swap_dims(1, 2).reshape([b, n, c]);
+    if !causal && q.dims()[3] > 0 && k.dims()[2] > 0 {
+        if super::on_cpu_backend(&q) {
+            return on_cpu(q, k, v);
+        }
+        #[cfg(feature = "train")]
+        if super::on_cpu_autodiff(&q)
+            && let Some(out) = super::cpu_autodiff::attention(q.clone(), k.clone(), v.clone())
+        {
+            return out;
+        }
     }
+    sliced_attention(q, k, v, causal, max_scores)
+}
+
+/// burn's attention op, in slices of queries whose scores hold at most `max_scores` elements (see
+/// [`multi_head_attention`]).
+fn sliced_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_scores: usize) -> Tensor<4> {
+    let [b, heads, n, _] = q.dims();
+    let m = k.dims()[2];
+    let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: causal };
     let rows = query_rows(b * heads * m, n, max_scores);
     // A causal mask relates query i to key i, which a slice of queries would lose.
-    let out = if rows >= n || causal {
-        attention(q, k, v, None, None, options)
-    } else {
-        let slices = (0..n)
-            .step_by(rows)
-            .map(|start| {
-                let len = rows.min(n - start);
-                attention(q.clone().narrow(2, start, len), k.clone(), v.clone(), None, None, options)
-            })
-            .collect();
-        Tensor::cat(slices, 2)
-    };
-    out.swap_dims(1, 2).reshape([b, n, c])
+    if rows >= n || causal {
+        return attention(q, k, v, None, None, options);
+    }
+    let slices = (0..n)
+        .step_by(rows)
+        .map(|start| {
+            let len = rows.min(n - start);
+            attention(q.clone().narrow(2, start, len), k.clone(), v.clone(), None, None, options)
+        })
+        .collect();
+    Tensor::cat(slices, 2)
 }
 
 /// `[B, heads, N, d]` attention through [`super::cpu::attention`] (see [`super::on_cpu_backend`]).
@@ -145,21 +165,48 @@ mod tests {
 
     #[test]
     fn sliced_attention_equals_the_whole() {
-        // Under autodiff the CPU takes burn's attention op, the GPU's path, which slices (outside autodiff the CPU
-        // has a kernel of its own).
-        let device = Device::flex().autodiff();
+        let device = Device::flex();
         device.seed(3);
-        let t = |n: usize| Tensor::<3>::random([2, n, 8], Distribution::Normal(0.0, 1.0), &device);
+        let t = |n: usize| Tensor::<4>::random([2, 2, n, 4], Distribution::Normal(0.0, 1.0), &device);
         let (q, k, v) = (t(37), t(21), t(21));
-        let whole = multi_head_attention(q.clone(), k.clone(), v.clone(), 2, false, 0);
+        let whole = sliced_attention(q.clone(), k.clone(), v.clone(), false, 0);
         // 2 × 2 heads × 21 keys = 84 scores per query row: 1, 3 and 10 rows per slice, the last one short.
         for max in [1, 84 * 3, 84 * 10 + 5] {
-            let sliced = multi_head_attention(q.clone(), k.clone(), v.clone(), 2, false, max);
+            let sliced = sliced_attention(q.clone(), k.clone(), v.clone(), false, max);
             let diff = (sliced - whole.clone()).abs().max().into_scalar::<f32>();
             assert!(diff < 1e-6, "{max}: {diff}");
         }
         assert_eq!(query_rows(84, 37, 84 * 3), 3);
         assert_eq!(query_rows(84, 37, 0), 37);
         assert_eq!(query_rows(84, 37, 10), 1, "never less than a row");
+    }
+
+    /// Training's attention on the CPU (this crate's kernels both ways) against burn's op under autodiff:
+    /// outputs and the three inputs' gradients, with one and with several blocks of query rows.
+    #[cfg(all(feature = "cpu", feature = "train", not(target_arch = "wasm32")))]
+    #[test]
+    fn cpu_attention_under_autodiff_equals_burns() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        // 600 queries over 500 keys: blocks of 524 and 76 rows (`cpu::BLOCK_SCORES`); value width ≠ key width.
+        for (n, m, d, dv) in [(37, 21, 8, 8), (600, 500, 4, 6)] {
+            let t = |len: usize, width: usize| {
+                Tensor::<4>::random([2, 3, len, width], Distribution::Normal(0.0, 1.0), &device).require_grad()
+            };
+            let (q, k, v, g) = (t(n, d), t(m, d), t(m, dv), t(n, dv));
+            let ours = crate::nn::cpu_autodiff::attention(q.clone(), k.clone(), v.clone()).expect("Autodiff<Flex>");
+            let routed = heads_attention(q.clone(), k.clone(), v.clone(), false, 0);
+            assert_eq!(routed.into_data(), ours.clone().into_data(), "training takes this crate's kernel");
+            let theirs = sliced_attention(q.clone(), k.clone(), v.clone(), false, 0);
+            let diff = (ours.clone() - theirs.clone()).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-5, "{n}×{m} output: {diff}");
+            let (ours, theirs) = ((ours * g.clone()).sum().backward(), (theirs * g.clone()).sum().backward());
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let (a, b) = (x.grad(&ours).expect("gradient"), x.grad(&theirs).expect("gradient"));
+                let scale = b.clone().abs().max().into_scalar::<f32>();
+                let diff = (a - b).abs().max().into_scalar::<f32>();
+                assert!(diff < 1e-5 * scale.max(1.0), "{n}×{m} d{name}: {diff} (largest {scale})");
+            }
+        }
     }
 }

@@ -137,6 +137,162 @@ fn block(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut [f32], s
     }
 }
 
+/// The gradients of [`attention`] for the output gradient `dout`, given the forward pass's inputs and output
+/// `out`: `(dq, dk, dv)` in the inputs' layouts. Per head (heads in parallel) and per block of query rows,
+/// as the forward pass: the block's probabilities `P` are recomputed from `q` and `k` rather than kept, then
+/// `dv += Pᵀ·dO`, `dS = P ⊙ (dO·vᵀ − rowsum(dO ⊙ out))`, `dq = scale·dS·k` and `dk += scale·dSᵀ·q`, five
+/// `gemm` calls per block.
+///
+/// # Panics
+/// If a buffer's length does not match `shape`.
+pub fn attention_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &[f32],
+    dout: &[f32],
+    shape: Shape,
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Shape { heads, queries, keys, dim, value_dim } = shape;
+    assert_eq!(q.len(), heads * queries * dim, "query buffer");
+    assert_eq!(k.len(), heads * keys * dim, "key buffer");
+    assert_eq!(v.len(), heads * keys * value_dim, "value buffer");
+    assert_eq!(out.len(), heads * queries * value_dim, "output buffer");
+    assert_eq!(dout.len(), out.len(), "gradient buffer");
+    let (mut dq, mut dk, mut dv) = (vec![0.0f32; q.len()], vec![0.0f32; k.len()], vec![0.0f32; v.len()]);
+    if queries == 0 || keys == 0 {
+        return (dq, dk, dv);
+    }
+    let rows = (BLOCK_SCORES / keys).clamp(1, queries);
+    let per_head = |h: usize, len: usize| h * len..(h + 1) * len;
+    dq.par_chunks_mut(queries * dim.max(1))
+        .zip(dk.par_chunks_mut(keys * dim.max(1)))
+        .zip(dv.par_chunks_mut(keys * value_dim.max(1)))
+        .enumerate()
+        .for_each(|(h, ((dq, dk), dv))| {
+            let head = HeadGrads {
+                q: &q[per_head(h, queries * dim)],
+                k: &k[per_head(h, keys * dim)],
+                v: &v[per_head(h, keys * value_dim)],
+                out: &out[per_head(h, queries * value_dim)],
+                dout: &dout[per_head(h, queries * value_dim)],
+            };
+            let mut p = vec![0.0f32; rows * keys];
+            let mut ds = vec![0.0f32; rows * keys];
+            for (b, start) in (0..queries).step_by(rows).enumerate() {
+                let n = rows.min(queries - start);
+                head.block(start, n, b > 0, (&mut p[..n * keys], &mut ds[..n * keys]), (dq, dk, dv), shape, scale);
+            }
+        });
+    (dq, dk, dv)
+}
+
+/// One head's buffers in [`attention_backward`].
+struct HeadGrads<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    out: &'a [f32],
+    dout: &'a [f32],
+}
+
+impl HeadGrads<'_> {
+    /// The query rows `start..start + n`: their part of `dq`, added to `dk` and `dv` (overwritten when
+    /// `accumulate` is false, for the first block), with `p` and `ds` as n×keys scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        start: usize,
+        n: usize,
+        accumulate: bool,
+        (p, ds): (&mut [f32], &mut [f32]),
+        (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+        shape: Shape,
+        scale: f32,
+    ) {
+        let Shape { keys, dim, value_dim, .. } = shape;
+        let (ki, di, vi) = (keys as isize, dim as isize, value_dim as isize);
+        let q = &self.q[start * dim..][..n * dim];
+        let (out, dout) =
+            (&self.out[start * value_dim..][..n * value_dim], &self.dout[start * value_dim..][..n * value_dim]);
+        let dq = &mut dq[start * dim..][..n * dim];
+        // SAFETY (every call below): each pointer covers its matrix for the sizes and strides given: p and ds
+        // n×keys, q and dq n×dim, out and dout n×value_dim, k and dk keys×dim, v and dv keys×value_dim, all
+        // row-major (a transpose reads the same buffer with its strides swapped).
+        unsafe {
+            // P = softmax(scale · q·kᵀ), row by row.
+            mul(p, (ki, 1), false, q, (di, 1), self.k, (1, di), [n, keys, dim], scale);
+        }
+        for row in p.chunks_exact_mut(keys) {
+            let inv = 1.0 / softmax_numerator(row);
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+        unsafe {
+            // dv (+)= Pᵀ·dO;  dP = dO·vᵀ (into ds).
+            mul(dv, (vi, 1), accumulate, p, (1, ki), dout, (vi, 1), [keys, value_dim, n], 1.0);
+            mul(ds, (ki, 1), false, dout, (vi, 1), self.v, (1, vi), [n, keys, value_dim], 1.0);
+        }
+        for (((ds, p), o), d_o) in ds
+            .chunks_exact_mut(keys)
+            .zip(p.chunks_exact(keys))
+            .zip(out.chunks_exact(value_dim))
+            .zip(dout.chunks_exact(value_dim))
+        {
+            let centre: f32 = o.iter().zip(d_o).map(|(a, b)| a * b).sum();
+            ds.iter_mut().zip(p).for_each(|(s, &p)| *s = p * (*s - centre));
+        }
+        unsafe {
+            // dq = scale · dS·k;  dk (+)= scale · dSᵀ·q.
+            mul(dq, (di, 1), false, ds, (ki, 1), self.k, (di, 1), [n, dim, keys], scale);
+            mul(dk, (di, 1), accumulate, ds, (1, ki), q, (di, 1), [keys, dim, n], scale);
+        }
+    }
+}
+
+/// `dst = scale · a·b`, or `dst += scale · a·b` when `accumulate`, for `[m, n, k]`, one thread; each matrix
+/// given by its (row, column) strides.
+///
+/// # Safety
+/// Every pointer must cover its matrix for those sizes and strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mul(
+    dst: &mut [f32],
+    (d_rs, d_cs): (isize, isize),
+    accumulate: bool,
+    a: &[f32],
+    (a_rs, a_cs): (isize, isize),
+    b: &[f32],
+    (b_rs, b_cs): (isize, isize),
+    [m, n, k]: [usize; 3],
+    scale: f32,
+) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            d_cs,
+            d_rs,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
 /// Defines `fn $name` that runs `$body` compiled for the best instruction set the CPU has.
 macro_rules! simd_dispatch {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident) => {

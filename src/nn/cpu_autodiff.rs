@@ -125,3 +125,54 @@ pub(crate) fn silu(x: Tensor<4>) -> Option<Tensor<4>> {
     };
     Some(Tensor::from_primitive::<Ad>(out))
 }
+
+/// The backward pass of [`attention`]: [`cpu::attention_backward`] from the saved inputs and output.
+#[derive(Debug)]
+struct Attention;
+
+impl Backward<Flex, 3> for Attention {
+    /// The inputs' nodes, the output, the sizes with `[B, heads]` apart, and the scale.
+    type State = ([NodeId; 3], Vec<f32>, cpu::Shape, [usize; 2], f32);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = values(grads.consume::<Flex>(&ops.node));
+        let (inputs, out, shape, [b, heads], scale) = ops.state;
+        let [q, k, v] = inputs.map(|node| values(checkpointer.retrieve_node_output::<Primitive>(node)));
+        let (dq, dk, dv) = cpu::attention_backward(&q, &k, &v, &out, &grad, shape, scale);
+        let cpu::Shape { queries, keys, dim, value_dim, .. } = shape;
+        let dims = [[queries, dim], [keys, dim], [keys, value_dim]];
+        for ((node, values), [rows, width]) in ops.parents.into_iter().zip([dq, dk, dv]).zip(dims) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, primitive(values, [b, heads, rows, width]));
+            }
+        }
+    }
+}
+
+/// Attention of `[B, heads, N, d]` queries over `[B, heads, M, d]` keys and values under autodiff on burn's CPU
+/// backend: [`cpu::attention`] forward and [`cpu::attention_backward`] backward, where burn's fallback makes
+/// the scores, their softmax (a scalar `exp` per score, both ways) and the products as separate ops. `None`
+/// where the tensors are not `Autodiff<Flex>` tensors.
+pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tensor<4>> {
+    let [b, heads, queries, dim] = q.dims();
+    let [_, _, keys, value_dim] = v.dims();
+    let shape = cpu::Shape { heads: b * heads, queries, keys, dim, value_dim };
+    let (Ok(qa), Ok(ka), Ok(va)) =
+        (q.try_into_primitive::<Ad>(), k.try_into_primitive::<Ad>(), v.try_into_primitive::<Ad>())
+    else {
+        return None;
+    };
+    let scale = 1.0 / (dim as f32).sqrt();
+    let [qv, kv, vv] = [&qa, &ka, &va].map(|t| values(t.primitive().clone()));
+    let out = cpu::attention(&qv, &kv, &vv, shape, scale);
+    let result = primitive(out.clone(), [b, heads, queries, value_dim]);
+    let result =
+        match Attention.prepare::<NoCheckpointing>([qa.node(), ka.node(), va.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let nodes = [prep.checkpoint(&qa), prep.checkpoint(&ka), prep.checkpoint(&va)];
+                prep.finish((nodes, out, shape, [b, heads], scale), result)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(result),
+        };
+    Some(Tensor::from_primitive::<Ad>(result))
+}
