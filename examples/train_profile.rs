@@ -1,8 +1,11 @@
-//! Where a CPU training step's time goes (burn's CPU backend under autodiff): the autoencoder's step that
-//! `scripts/bench.sh` saved, by parts, and single operations forward and backward, burn's against the model
-//! code's (`nn::conv2d`, `nn::group_norm_silu`, which take this crate's kernels under autodiff). Best of 4.
+//! Where a CPU training step's time goes (burn's CPU backend under autodiff): the autoencoder's and the small
+//! U-Net's steps that `scripts/bench.sh` saved, by parts, and single operations forward and backward, burn's
+//! against the model code's (`nn::conv2d`, `nn::group_norm_silu`, which take this crate's kernels under
+//! autodiff). Best of 4.
 //!
-//!     cargo run --release --example train_profile -- ~/.cache/traverse/bench/autoencoder
+//!     cargo run --release --example train_profile -- [--autoencoder DIR] [--unet DIR]
+//!     cargo run --release --example train_profile -- --autoencoder ~/.cache/traverse/bench/autoencoder \
+//!         --unet ~/.cache/traverse/bench/small
 
 use std::time::Instant;
 
@@ -13,6 +16,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use traverse::nn::{conv2d, group_norm_silu};
 use traverse::train::{VaeTraining, autoencoder_loss};
+use traverse::unet::UNet2DConditionConfig;
 use traverse::weights::{WeightFile, load_into};
 
 type Failure = Box<dyn std::error::Error>;
@@ -64,6 +68,48 @@ fn autoencoder_step(dir: &std::path::Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The U-Net's step by parts, on the model and batch `bench_reference.py train` saved (the step `bench train`
+/// times: the diffusion MSE, AdamW).
+fn unet_step(dir: &std::path::Path) -> Result<(), Failure> {
+    let device = Device::flex().autodiff();
+    let config = UNet2DConditionConfig::from_json(&std::fs::read_to_string(dir.join("unet/config.json"))?)?;
+    let mut unet = config.init(&device)?;
+    let weights = WeightFile::Path(dir.join("unet/diffusion_pytorch_model.safetensors"));
+    load_into(&mut unet, "unet", vec![weights], &traverse::unet::NAMES)?;
+    let saved = traverse::codec::float_tensors("batch", &std::fs::read(dir.join("train.safetensors"))?)?;
+    let get = |name: &str| saved.get(name).ok_or_else(|| format!("no tensor {name}"));
+    let tensor = |name: &str| -> Result<Tensor<4>, Failure> {
+        let (v, s) = get(name)?;
+        Ok(Tensor::from_data(TensorData::new(v.clone(), s.clone()), &device))
+    };
+    let (noisy, target) = (tensor("noisy")?, tensor("target")?);
+    let (v, s) = get("context")?;
+    let context = Tensor::<3>::from_data(TensorData::new(v.clone(), s.clone()), &device);
+    let timesteps = get("timesteps")?.0.clone();
+    let mut optim = AdamWConfig::new().with_weight_decay(0.01).with_epsilon(1e-8).init();
+    let mut best = [f64::MAX; 3];
+    for _ in 0..4 {
+        let t = Instant::now();
+        let loss =
+            (unet.forward_timesteps(noisy.clone(), &timesteps, &context) - target.clone()).powf_scalar(2.0).mean();
+        let _ = loss.clone().into_scalar::<f32>();
+        let forward = ms(t);
+        let t = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &unet);
+        let backward = ms(t);
+        let t = Instant::now();
+        unet = optim.step(1e-4, unet, grads);
+        let step = ms(t);
+        for (b, v) in best.iter_mut().zip([forward, backward, step]) {
+            *b = b.min(v);
+        }
+    }
+    println!("| U-Net step, batch {} | forward + loss | backward | AdamW |", noisy.dims()[0]);
+    println!("|---|---|---|---|");
+    println!("| ms | {:.0} | {:.0} | {:.0} |", best[0], best[1], best[2]);
+    Ok(())
+}
+
 /// Best time of 4 forward-and-backward passes of `op` on `x` (gradient `g` on its output).
 fn forward_backward(x: &Tensor<4>, g: &Tensor<4>, op: &dyn Fn(Tensor<4>) -> Tensor<4>) -> f64 {
     (0..4)
@@ -77,8 +123,13 @@ fn forward_backward(x: &Tensor<4>, g: &Tensor<4>, op: &dyn Fn(Tensor<4>) -> Tens
 }
 
 fn main() -> Result<(), Failure> {
-    if let Some(dir) = std::env::args().nth(1) {
-        autoencoder_step(std::path::Path::new(&dir))?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        match pair {
+            [flag, dir] if flag == "--autoencoder" => autoencoder_step(std::path::Path::new(dir))?,
+            [flag, dir] if flag == "--unet" => unet_step(std::path::Path::new(dir))?,
+            _ => return Err("usage: train_profile [--autoencoder DIR] [--unet DIR]".into()),
+        }
         println!();
     }
     let d = Device::flex().autodiff();

@@ -820,7 +820,7 @@ impl Im2col {
         assert!(k % 2 == 1, "odd kernel");
         assert_eq!(x.len(), batch * cin * h * w, "input buffer");
         let mut cols = vec![0.0f32; cin * k * k * batch * h * w];
-        neighbourhoods(c, |col, pixel| cols[col] = x[pixel]);
+        neighbourhoods(c, |col, pixel, len| cols[col..][..len].copy_from_slice(&x[pixel..][..len]));
         Self { cols, c }
     }
 
@@ -862,27 +862,31 @@ pub fn im2col_input_grad(weight: &[f32], dy: &[f32], c: Conv) -> Vec<f32> {
     // SAFETY: dcols is depth×n; weightᵀ is depth×cout read from the cout×depth weight; dy is cout×n.
     unsafe { product(&mut dcols, weight, (1, depth as isize), &dy, (n as isize, 1), [depth, n, cout]) };
     let mut dx = vec![0.0f32; batch * cin * hw];
-    neighbourhoods(c, |col, pixel| dx[pixel] += dcols[col]);
+    neighbourhoods(c, |col, pixel, len| {
+        dx[pixel..][..len].iter_mut().zip(&dcols[col..][..len]).for_each(|(d, c)| *d += c)
+    });
     dx
 }
 
-/// Calls `f(col, pixel)` for every entry of [`Im2col`]'s matrix `[cin·k², batch·h·w]` inside the image: `col`
-/// its index, `pixel` the index in NCHW `x` it holds (entries past the borders are zero and skipped).
-fn neighbourhoods(c: Conv, mut f: impl FnMut(usize, usize)) {
+/// Calls `f(col, pixel, len)` for every run of [`Im2col`]'s matrix `[cin·k², batch·h·w]` inside the image: `len`
+/// entries from index `col` on hold NCHW `x`'s `len` values from index `pixel` on (one output row's columns
+/// whose tap falls inside the image; entries past the borders are zero and skipped).
+fn neighbourhoods(c: Conv, mut f: impl FnMut(usize, usize, usize)) {
     let Conv { batch, cin, h, w, k, .. } = c;
     let (p, hw, kk) = (k / 2, h * w, k * k);
     for row in 0..cin * kk {
         let (i, t) = (row / kk, row % kk);
         let (dy, dx) = (t / k, t % k);
+        // Output columns xo whose source column xo + dx - p lies in 0..w.
+        let (first, last) = (p.saturating_sub(dx), (w + p).saturating_sub(dx).min(w));
+        if first >= last {
+            continue;
+        }
         for b in 0..batch {
             let (col0, pixel0) = ((row * batch + b) * hw, (b * cin + i) * hw);
             for yo in 0..h {
                 let Some(y) = (yo + dy).checked_sub(p).filter(|&y| y < h) else { continue };
-                for xo in 0..w {
-                    if let Some(xs) = (xo + dx).checked_sub(p).filter(|&xs| xs < w) {
-                        f(col0 + yo * w + xo, pixel0 + y * w + xs);
-                    }
-                }
+                f(col0 + yo * w + first, pixel0 + y * w + first + dx - p, last - first);
             }
         }
     }

@@ -2,6 +2,8 @@
 //! each op takes its tensors down to burn-autodiff's `Autodiff<Flex>` primitives, runs the kernel forward and
 //! registers a backward pass of its own kernels (burn-autodiff's `Backward`), as burn's own ops do.
 
+use std::borrow::Cow;
+
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -19,6 +21,15 @@ type Primitive = <Flex as BackendTypes>::FloatTensorPrimitive;
 /// The f32 values of a CPU primitive of rank 4.
 fn values(t: Primitive) -> Vec<f32> {
     super::cpu_values(Tensor::<4>::from_primitive::<Flex>(t))
+}
+
+/// A CPU primitive's f32 values in row-major order: borrowed where its data are already in that order (the
+/// saved inputs of the backward passes, mostly), copied otherwise.
+fn view(t: &Primitive) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(values(t.clone())),
+    }
 }
 
 /// A CPU primitive of rank 4.
@@ -47,8 +58,9 @@ impl Backward<Flex, 2> for ConvSame {
         let [node_x, node_weight] = ops.parents;
         let grad = values(grads.consume::<Flex>(&ops.node));
         let (x, weight, c, method) = ops.state;
-        let x = values(checkpointer.retrieve_node_output::<Primitive>(x));
-        let weight = values(checkpointer.retrieve_node_output::<Primitive>(weight));
+        let x = checkpointer.retrieve_node_output::<Primitive>(x);
+        let weight = checkpointer.retrieve_node_output::<Primitive>(weight);
+        let (x, weight) = (view(&x), view(&weight));
         let want = (node_x.is_some(), node_weight.is_some());
         let (dx, dweight) = match method {
             Method::Taps => cpu::conv_same_backward(&x, &weight, &grad, c, want),
@@ -74,7 +86,7 @@ pub(crate) fn conv_same(x: Tensor<4>, weight: Tensor<4>, c: Conv) -> Option<Tens
     let (Ok(xa), Ok(wa)) = (x.try_into_primitive::<Ad>(), weight.try_into_primitive::<Ad>()) else {
         return None;
     };
-    let (xv, wv) = (values(xa.primitive().clone()), values(wa.primitive().clone()));
+    let (xv, wv) = (view(xa.primitive()), view(wa.primitive()));
     let method = if c.h * c.w >= cpu::CONV_MIN_PIXELS { Method::Taps } else { Method::Im2col };
     let out = match method {
         Method::Taps => cpu::conv_same(&xv, &wv, None, c),
@@ -103,8 +115,8 @@ impl Backward<Flex, 1> for Silu {
         let grad = values(grads.consume::<Flex>(&ops.node));
         let (x, shape) = ops.state;
         if let Some(node) = node_x {
-            let x = values(checkpointer.retrieve_node_output::<Primitive>(x));
-            grads.register::<Flex>(node.id, primitive(cpu::silu_backward(&x, &grad), shape));
+            let x = checkpointer.retrieve_node_output::<Primitive>(x);
+            grads.register::<Flex>(node.id, primitive(cpu::silu_backward(&view(&x), &grad), shape));
         }
     }
 }
@@ -115,7 +127,7 @@ impl Backward<Flex, 1> for Silu {
 pub(crate) fn silu(x: Tensor<4>) -> Option<Tensor<4>> {
     let shape = x.dims();
     let xa = x.try_into_primitive::<Ad>().ok()?;
-    let out = primitive(cpu::silu(&values(xa.primitive().clone())), shape);
+    let out = primitive(cpu::silu(&view(xa.primitive())), shape);
     let out = match Silu.prepare::<NoCheckpointing>([xa.node()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
             let state = (prep.checkpoint(&xa), shape);
@@ -137,7 +149,8 @@ impl Backward<Flex, 3> for Attention {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = values(grads.consume::<Flex>(&ops.node));
         let (inputs, out, shape, [b, heads], scale) = ops.state;
-        let [q, k, v] = inputs.map(|node| values(checkpointer.retrieve_node_output::<Primitive>(node)));
+        let [q, k, v] = inputs.map(|node| checkpointer.retrieve_node_output::<Primitive>(node));
+        let [q, k, v] = [&q, &k, &v].map(view);
         let (dq, dk, dv) = cpu::attention_backward(&q, &k, &v, &out, &grad, shape, scale);
         let cpu::Shape { queries, keys, dim, value_dim, .. } = shape;
         let dims = [[queries, dim], [keys, dim], [keys, value_dim]];
@@ -163,7 +176,7 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tens
         return None;
     };
     let scale = 1.0 / (dim as f32).sqrt();
-    let [qv, kv, vv] = [&qa, &ka, &va].map(|t| values(t.primitive().clone()));
+    let [qv, kv, vv] = [&qa, &ka, &va].map(|t| view(t.primitive()));
     let out = cpu::attention(&qv, &kv, &vv, shape, scale);
     let result = primitive(out.clone(), [b, heads, queries, value_dim]);
     let result =
