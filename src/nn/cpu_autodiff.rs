@@ -18,9 +18,10 @@ use super::cpu::{self, Conv};
 type Ad = Autodiff<Flex>;
 type Primitive = <Flex as BackendTypes>::FloatTensorPrimitive;
 
-/// The f32 values of a CPU primitive of rank 4.
+/// The f32 values of a CPU primitive in row-major order (without a copy where it is the buffer's only handle
+/// and already in that order).
 fn values(t: Primitive) -> Vec<f32> {
-    super::cpu_values(Tensor::<4>::from_primitive::<Flex>(t))
+    t.into_data().try_into_vec::<f32>().expect("this crate's autodiff ops take f32 tensors")
 }
 
 /// A CPU primitive's f32 values in row-major order: borrowed where its data are already in that order (the
@@ -32,9 +33,9 @@ fn view(t: &Primitive) -> Cow<'_, [f32]> {
     }
 }
 
-/// A CPU primitive of rank 4.
-fn primitive(values: Vec<f32>, shape: [usize; 4]) -> Primitive {
-    Tensor::<4>::from_data(TensorData::new(values, shape), &Device::flex())
+/// A CPU primitive of `values` in `shape`.
+fn primitive<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Primitive {
+    Tensor::<D>::from_data(TensorData::new(values, shape), &Device::flex())
         .try_into_primitive::<Flex>()
         .expect("a tensor made on burn's CPU backend is its primitive")
 }
@@ -188,4 +189,40 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tens
             OpsKind::UnTracked(prep) => prep.finish(result),
         };
     Some(Tensor::from_primitive::<Ad>(result))
+}
+
+/// The backward pass of [`geglu`]: [`cpu::geglu_backward`] at the saved input.
+#[derive(Debug)]
+struct Geglu;
+
+impl Backward<Flex, 1> for Geglu {
+    type State = (NodeId, [usize; 3]);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_h] = ops.parents;
+        let grad = values(grads.consume::<Flex>(&ops.node));
+        let (h, shape) = ops.state;
+        if let Some(node) = node_h {
+            let h = checkpointer.retrieve_node_output::<Primitive>(h);
+            grads.register::<Flex>(node.id, primitive(cpu::geglu_backward(&view(&h), &grad, shape[2] / 2), shape));
+        }
+    }
+}
+
+/// [`cpu::geglu`] of `[…, value | gate]` rows under autodiff on burn's CPU backend, with
+/// [`cpu::geglu_backward`] as its backward pass (burn's GELU evaluates `erf` one element at a time, both ways,
+/// beside a split and a product); `None` where `h` is not an `Autodiff<Flex>` tensor.
+pub(crate) fn geglu(h: Tensor<3>) -> Option<Tensor<3>> {
+    let shape = h.dims();
+    let ha = h.try_into_primitive::<Ad>().ok()?;
+    let [b, n, width] = shape;
+    let out = primitive(cpu::geglu(&view(ha.primitive()), width / 2), [b, n, width / 2]);
+    let out = match Geglu.prepare::<NoCheckpointing>([ha.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&ha), shape);
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(Tensor::from_primitive::<Ad>(out))
 }

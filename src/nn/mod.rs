@@ -217,13 +217,21 @@ pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// diffusers' `GEGLU` after its projection: `[…, value | gate]` → `value · gelu(gate)` (erf GELU); one
-/// vectorized pass on burn's CPU backend ([`cpu::geglu`]), burn's ops elsewhere.
+/// vectorized pass on burn's CPU backend ([`cpu::geglu`]; under autodiff with [`cpu::geglu_backward`]), burn's
+/// ops elsewhere.
 pub fn geglu(h: Tensor<3>) -> Tensor<3> {
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
     if on_cpu_backend(&h) && h.dims()[2].is_multiple_of(2) {
         let [b, n, width] = h.dims();
         let out = cpu::geglu(&cpu_values(h), width / 2);
         return Tensor::from_data(TensorData::new(out, [b, n, width / 2]), &Device::flex());
+    }
+    #[cfg(all(feature = "cpu", feature = "train", not(target_arch = "wasm32")))]
+    if on_cpu_autodiff(&h)
+        && h.dims()[2].is_multiple_of(2)
+        && let Some(out) = cpu_autodiff::geglu(h.clone())
+    {
+        return out;
     }
     let mut parts = h.chunk(2, 2);
     let gate = parts.pop().expect("two chunks");
@@ -382,6 +390,28 @@ mod tests {
                 let err = (w - g).abs().max().into_scalar::<f32>() / scale;
                 assert!(err < 1e-5, "{config:?}: relative error {err}");
             }
+        }
+    }
+
+    #[cfg(feature = "train")]
+    #[test]
+    fn geglu_under_autodiff_gives_burns_values_and_gradients() {
+        let d = Device::flex().autodiff();
+        d.seed(7);
+        // 37 gate columns: two full 16-lane chunks and a remainder.
+        let h = Tensor::<3>::random([2, 5, 74], Distribution::Normal(0.0, 2.0), &d).require_grad();
+        let g = Tensor::<3>::random([2, 5, 37], Distribution::Normal(0.0, 1.0), &d);
+        let ours = cpu_autodiff::geglu(h.clone()).expect("an Autodiff<Flex> tensor");
+        assert_eq!(geglu(h.clone()).into_data(), ours.clone().into_data(), "training takes this crate's GEGLU");
+        let [value, gate] = [0, 37].map(|start| h.clone().narrow(2, start, 37));
+        let theirs = value * burn::tensor::activation::gelu(gate);
+        let run = |y: Tensor<3>| {
+            let grads = (y.clone() * g.clone()).sum().backward();
+            [y.inner(), h.grad(&grads).expect("an input gradient")]
+        };
+        for (w, o) in run(theirs).into_iter().zip(run(ours)) {
+            let err = (w - o).abs().max().into_scalar::<f32>();
+            assert!(err < 1e-5, "{err}");
         }
     }
 }
