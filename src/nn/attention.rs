@@ -149,7 +149,7 @@ impl Attention {
     pub fn forward_spatial(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let normed = match &self.group_norm {
-            Some(norm) => norm.forward(x.clone()),
+            Some(norm) => super::group_norm_forward(norm, x.clone()),
             None => x.clone(),
         };
         let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);

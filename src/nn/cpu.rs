@@ -16,7 +16,9 @@
 //!   arithmetic, sets its pace (`examples/op_profile` compares the two at several sizes). Small planes of a
 //!   batch are padded side by side and go through one product per tap together. [`conv_same_backward`]
 //!   gives its gradients in the same layout; under training, smaller planes go through [`Im2col`] (one
-//!   product each for the output and both gradients). [`silu`] and [`silu_backward`] are SiLU both ways.
+//!   product each for the output and both gradients).
+//! - Training's backward passes: [`attention_backward`], [`geglu_backward`], [`group_norm_backward`] (after
+//!   [`group_norm`], which also returns the statistics), each in as few passes as the forward kernel.
 //!
 //! The row loops are written in 16 fixed lanes and compiled three times (AVX-512, AVX2+FMA, baseline), the
 //! CPU choosing at run time, so the same binary vectorizes wherever it runs.
@@ -473,27 +475,39 @@ pub struct Groups {
 /// # Panics
 /// If the buffers' lengths do not match `g` or the channels do not split into the groups.
 pub fn group_norm_silu(x: &mut [f32], g: Groups, gamma: &[f32], beta: &[f32], eps: f32) {
+    group_norm(x, g, gamma, beta, eps, true);
+}
+
+/// GroupNorm of `x` in place, then SiLU if `silu`, as [`group_norm_silu`]; returns each (image, group)'s
+/// mean and `1/σ`, which [`group_norm_backward`] takes.
+///
+/// # Panics
+/// As [`group_norm_silu`].
+pub fn group_norm(x: &mut [f32], g: Groups, gamma: &[f32], beta: &[f32], eps: f32, silu: bool) -> Vec<[f32; 2]> {
     let Groups { batch, channels, pixels, groups } = g;
     assert!(groups > 0 && channels.is_multiple_of(groups), "{channels} channels in {groups} groups");
     assert_eq!(x.len(), batch * channels * pixels, "input buffer");
     assert!(gamma.len() == channels && beta.len() == channels, "affine parameters");
     let per_group = channels / groups;
     if x.is_empty() {
-        return;
+        return vec![[0.0, 1.0]; batch * groups];
     }
-    x.par_chunks_mut(per_group * pixels).enumerate().for_each(|(i, group)| {
-        let c0 = (i % groups) * per_group;
-        norm_silu_group(group, pixels, &gamma[c0..c0 + per_group], &beta[c0..c0 + per_group], eps);
-    });
+    x.par_chunks_mut(per_group * pixels)
+        .enumerate()
+        .map(|(i, group)| {
+            let c = (i % groups) * per_group..(i % groups + 1) * per_group;
+            norm_group(group, pixels, &gamma[c.clone()], &beta[c], eps, silu)
+        })
+        .collect()
 }
 
 simd_dispatch!(
-    /// One group's channels, each `pixels` long: statistics, then normalize, scale, shift and SiLU.
-    fn norm_silu_group(x: &mut [f32], pixels: usize, gamma: &[f32], beta: &[f32], eps: f32) -> () = norm_silu_body
+    /// One group's channels, each `pixels` long: statistics, then normalize, scale, shift (and SiLU).
+    fn norm_group(x: &mut [f32], pixels: usize, gamma: &[f32], beta: &[f32], eps: f32, silu: bool) -> [f32; 2] = norm_body
 );
 
 #[inline(always)]
-fn norm_silu_body(x: &mut [f32], pixels: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+fn norm_body(x: &mut [f32], pixels: usize, gamma: &[f32], beta: &[f32], eps: f32, silu: bool) -> [f32; 2] {
     let n = x.len() as f32;
     let mean = lane_sum(x, |v| v) / n;
     let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
@@ -501,61 +515,116 @@ fn norm_silu_body(x: &mut [f32], pixels: usize, gamma: &[f32], beta: &[f32], eps
     for ((channel, &gamma), &beta) in x.chunks_exact_mut(pixels).zip(gamma).zip(beta) {
         let scale = gamma * inv_std;
         let shift = beta - mean * scale;
-        for v in channel.iter_mut() {
-            let y = *v * scale + shift;
-            *v = y / (1.0 + exp(-y));
+        if silu {
+            channel.iter_mut().for_each(|v| {
+                let y = *v * scale + shift;
+                *v = y / (1.0 + exp(-y));
+            });
+        } else {
+            channel.iter_mut().for_each(|v| *v = *v * scale + shift);
         }
     }
+    [mean, inv_std]
 }
 
-/// Values per rayon task of the elementwise kernels.
-const ELEMENTWISE_CHUNK: usize = 64 * 1024;
-
-/// SiLU, `x · σ(x)`, of every value.
-pub fn silu(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(ELEMENTWISE_CHUNK).zip(x.par_chunks(ELEMENTWISE_CHUNK)).for_each(|(y, x)| silu_chunk(x, y));
-    y
-}
-
-simd_dispatch!(
-    /// [`silu`] of one chunk.
-    fn silu_chunk(x: &[f32], y: &mut [f32]) -> () = silu_body
-);
-
-#[inline(always)]
-fn silu_body(x: &[f32], y: &mut [f32]) {
-    for (y, &v) in y.iter_mut().zip(x) {
-        *y = v / (1.0 + exp(-v));
-    }
-}
-
-/// The gradient of [`silu`] at `x` for the output gradient `grad`: `grad · σ(x) · (1 + x · (1 − σ(x)))`.
+/// The gradients `(dx, dgamma, dbeta)` of [`group_norm`] (with SiLU if `silu`) at input `x` with its
+/// statistics `stats`, for the output gradient `grad`. Per (image, group), in parallel: the gradient before
+/// the affine step and the SiLU, `da`, then per channel `Σ da` and `Σ da·x̂` (the parameters' gradients),
+/// then `dx = (γ·da − mean(γ·da) − x̂·mean(γ·da·x̂)) / σ`.
 ///
 /// # Panics
-/// If the lengths differ.
-pub fn silu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
-    assert_eq!(x.len(), grad.len(), "gradient buffer");
+/// If the buffers' lengths do not match `g`.
+pub fn group_norm_backward(
+    x: &[f32],
+    grad: &[f32],
+    stats: &[[f32; 2]],
+    g: Groups,
+    (gamma, beta): (&[f32], &[f32]),
+    silu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Groups { batch, channels, pixels, groups } = g;
+    assert!(groups > 0 && channels.is_multiple_of(groups), "{channels} channels in {groups} groups");
+    assert!(x.len() == batch * channels * pixels && grad.len() == x.len(), "input and gradient buffers");
+    assert!(gamma.len() == channels && beta.len() == channels && stats.len() == batch * groups, "parameters");
+    let per_group = channels / groups;
     let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(ELEMENTWISE_CHUNK)
-        .zip(x.par_chunks(ELEMENTWISE_CHUNK).zip(grad.par_chunks(ELEMENTWISE_CHUNK)))
-        .for_each(|(dx, (x, g))| silu_backward_chunk(x, g, dx));
-    dx
+    let (mut dgamma, mut dbeta) = (vec![0.0f32; channels], vec![0.0f32; channels]);
+    if x.is_empty() {
+        return (dx, dgamma, dbeta);
+    }
+    let len = per_group * pixels;
+    let sums: Vec<Vec<[f32; 2]>> = dx
+        .par_chunks_mut(len)
+        .zip(x.par_chunks(len).zip(grad.par_chunks(len)))
+        .enumerate()
+        .map(|(i, (dx, (x, grad)))| {
+            let c = (i % groups) * per_group..(i % groups + 1) * per_group;
+            let group = NormGroup { pixels, gamma: &gamma[c.clone()], beta: &beta[c], stats: stats[i], silu };
+            norm_backward_group(dx, x, grad, group)
+        })
+        .collect();
+    for (i, sums) in sums.iter().enumerate() {
+        let c0 = (i % groups) * per_group;
+        for (j, [da, da_xhat]) in sums.iter().enumerate() {
+            dbeta[c0 + j] += da;
+            dgamma[c0 + j] += da_xhat;
+        }
+    }
+    (dx, dgamma, dbeta)
+}
+
+/// One (image, group) of [`group_norm_backward`]: its channels' parameters and its statistics.
+#[derive(Clone, Copy)]
+struct NormGroup<'a> {
+    pixels: usize,
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    stats: [f32; 2],
+    silu: bool,
 }
 
 simd_dispatch!(
-    /// [`silu_backward`] of one chunk.
-    fn silu_backward_chunk(x: &[f32], grad: &[f32], dx: &mut [f32]) -> () = silu_backward_body
+    /// One (image, group): writes its `dx`, returns each channel's `[Σ da, Σ da·x̂]`.
+    fn norm_backward_group(dx: &mut [f32], x: &[f32], grad: &[f32], group: NormGroup<'_>) -> Vec<[f32; 2]> = norm_backward_body
 );
 
 #[inline(always)]
-fn silu_backward_body(x: &[f32], grad: &[f32], dx: &mut [f32]) {
-    for ((d, &v), &g) in dx.iter_mut().zip(x).zip(grad) {
-        // 1 − σ(x) as e^(−x) · σ(x): exact where σ(x) rounds to 1.
-        let e = exp(-v);
-        let s = 1.0 / (1.0 + e);
-        *d = g * s * (1.0 + v * e * s);
+fn norm_backward_body(dx: &mut [f32], x: &[f32], grad: &[f32], group: NormGroup<'_>) -> Vec<[f32; 2]> {
+    let NormGroup { pixels, gamma, beta, stats: [mean, inv_std], silu } = group;
+    let n = x.len() as f32;
+    let channels = dx.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)).zip(grad.chunks_exact(pixels));
+    // da (into dx), then its sums: Σ da·x̂ = (Σ da·x − mean·Σ da) / σ.
+    let sums: Vec<[f32; 2]> = channels
+        .zip(gamma.iter().zip(beta))
+        .map(|(((da, x), grad), (&gamma, &beta))| {
+            if silu {
+                let (scale, shift) = (gamma * inv_std, beta - mean * gamma * inv_std);
+                for ((d, &v), &g) in da.iter_mut().zip(x).zip(grad) {
+                    let a = v * scale + shift;
+                    let e = exp(-a);
+                    let s = 1.0 / (1.0 + e);
+                    *d = g * s * (1.0 + a * e * s);
+                }
+            } else {
+                da.copy_from_slice(grad);
+            }
+            let (sum, dot) = (lane_sum(da, |v| v), lane_dot(da, x));
+            [sum, (dot - mean * sum) * inv_std]
+        })
+        .collect();
+    let (mut m1, mut m2) = (0.0f32, 0.0f32);
+    for (&gamma, [sum, sum_xhat]) in gamma.iter().zip(&sums) {
+        m1 += gamma * sum;
+        m2 += gamma * sum_xhat;
     }
+    let (m1, m2) = (m1 / n, m2 / n);
+    // dx = (γ·da − m1 − x̂·m2) / σ, with x̂ = (x − mean) / σ: a·da + b·x + c per channel.
+    for ((d, x), &gamma) in dx.chunks_exact_mut(pixels).zip(x.chunks_exact(pixels)).zip(gamma) {
+        let (a, b) = (gamma * inv_std, -m2 * inv_std * inv_std);
+        let c = -m1 * inv_std - b * mean;
+        d.iter_mut().zip(x).for_each(|(d, &x)| *d = a * *d + b * x + c);
+    }
+    sums
 }
 
 /// `Σ f(x)` in 16 partial sums (vectorizable, and more accurate than one running sum).
@@ -569,6 +638,19 @@ fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
+}
+
+/// `Σ a·b` in 16 partial sums, as [`lane_sum`].
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for ((s, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum::<f32>()
 }
 
 /// Smallest plane (pixels) [`conv_same`] is used for: below it the per-tap `gemm` calls cost more than
@@ -1090,17 +1172,50 @@ mod tests {
     }
 
     #[test]
-    fn silu_and_its_gradient_equal_the_formulas() {
-        let mut rng = crate::rng::PortableNormal::new(11);
-        // Past one chunk, so that the split into rayon tasks is covered; wide values reach σ's flat tails.
-        let x: Vec<f32> = (0..ELEMENTWISE_CHUNK + 77).map(|_| 8.0 * rng.sample()).collect();
-        let g: Vec<f32> = (0..x.len()).map(|_| rng.sample()).collect();
-        let (y, dx) = (silu(&x), silu_backward(&x, &g));
-        for ((&v, &gv), (&yv, &dv)) in x.iter().zip(&g).zip(y.iter().zip(&dx)) {
-            let s = 1.0 / (1.0 + (-(v as f64)).exp());
-            let (want_y, want_dx) = (v as f64 * s, gv as f64 * s * (1.0 + v as f64 * (1.0 - s)));
-            assert!((yv as f64 - want_y).abs() <= 1e-6 * want_y.abs().max(1.0), "silu({v})");
-            assert!((dv as f64 - want_dx).abs() <= 2e-6 * want_dx.abs().max(1.0), "silu'({v})");
+    fn group_norm_gradients_equal_the_textbook_formulas_derivatives() {
+        let g = Groups { batch: 2, channels: 6, pixels: 5, groups: 3 };
+        let mut rng = crate::rng::PortableNormal::new(12);
+        let mut buf =
+            |n: usize, scale: f32, shift: f32| (0..n).map(|_| shift + scale * rng.sample()).collect::<Vec<_>>();
+        // Wide affine parameters push the SiLU into σ's flat tails.
+        let (x, gamma, beta) = (buf(60, 2.0, 0.5), buf(6, 3.0, 1.0), buf(6, 2.0, 0.0));
+        let dy = buf(60, 1.0, 0.0);
+        // The textbook in f64: loss = Σ dy · silu?(γ·(x − μ)/σ + β).
+        let loss = |x: &[f64], gamma: &[f64], beta: &[f64], silu: bool| -> f64 {
+            let mut total = 0.0;
+            for (i, group) in x.chunks(10).enumerate() {
+                let mean = group.iter().sum::<f64>() / 10.0;
+                let var = group.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 10.0;
+                for (j, &v) in group.iter().enumerate() {
+                    let c = (i % 3) * 2 + j / 5;
+                    let a = gamma[c] * (v - mean) / (var + 1e-5).sqrt() + beta[c];
+                    let y = if silu { a / (1.0 + (-a).exp()) } else { a };
+                    total += dy[i * 10 + j] as f64 * y;
+                }
+            }
+            total
+        };
+        let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        for silu in [true, false] {
+            let mut y = x.clone();
+            let stats = group_norm(&mut y, g, &gamma, &beta, 1e-5, silu);
+            let (dx, dgamma, dbeta) = group_norm_backward(&x, &dy, &stats, g, (&gamma, &beta), silu);
+            let (x, gamma, beta) = (wide(&x), wide(&gamma), wide(&beta));
+            // Central differences of the f64 loss, input by input.
+            let derivative = |which: usize, i: usize| {
+                let mut p = [x.clone(), gamma.clone(), beta.clone()];
+                let h = 1e-6;
+                p[which][i] += h;
+                let up = loss(&p[0], &p[1], &p[2], silu);
+                p[which][i] -= 2.0 * h;
+                (up - loss(&p[0], &p[1], &p[2], silu)) / (2.0 * h)
+            };
+            for (which, got) in [dx, dgamma, dbeta].iter().enumerate() {
+                for (i, &v) in got.iter().enumerate() {
+                    let want = derivative(which, i);
+                    assert!((v as f64 - want).abs() < 1e-4 * want.abs().max(1.0), "{silu} {which} {i}: {v} vs {want}");
+                }
+            }
         }
     }
 

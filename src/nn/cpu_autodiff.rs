@@ -10,6 +10,7 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, BackendTypes, Flex};
+use burn::nn::GroupNorm;
 use burn::prelude::*;
 
 use super::cpu::{self, Conv};
@@ -104,34 +105,54 @@ pub(crate) fn conv_same(x: Tensor<4>, weight: Tensor<4>, c: Conv) -> Option<Tens
     Some(Tensor::from_primitive::<Ad>(out))
 }
 
-/// The backward pass of [`silu`]: [`cpu::silu_backward`] at the saved input.
+/// The backward pass of [`group_norm`]: [`cpu::group_norm_backward`] at the saved input and statistics.
 #[derive(Debug)]
-struct Silu;
+struct Normalize;
 
-impl Backward<Flex, 1> for Silu {
-    type State = (NodeId, [usize; 4]);
+impl Backward<Flex, 3> for Normalize {
+    /// The input's node, `[gamma, beta]`, each (image, group)'s statistics, the sizes, whether SiLU follows,
+    /// and the input's shape.
+    type State = (NodeId, [Vec<f32>; 2], Vec<[f32; 2]>, cpu::Groups, bool, [usize; 4]);
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let [node_x] = ops.parents;
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = values(grads.consume::<Flex>(&ops.node));
-        let (x, shape) = ops.state;
+        let (x, [gamma, beta], stats, groups, silu, shape) = ops.state;
+        let x = checkpointer.retrieve_node_output::<Primitive>(x);
+        let (dx, dgamma, dbeta) = cpu::group_norm_backward(&view(&x), &grad, &stats, groups, (&gamma, &beta), silu);
         if let Some(node) = node_x {
-            let x = checkpointer.retrieve_node_output::<Primitive>(x);
-            grads.register::<Flex>(node.id, primitive(cpu::silu_backward(&view(&x), &grad), shape));
+            grads.register::<Flex>(node.id, primitive(dx, shape));
+        }
+        for (node, values) in [(node_gamma, dgamma), (node_beta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, primitive(values, [groups.channels]));
+            }
         }
     }
 }
 
-/// [`cpu::silu`] of `x` under autodiff on burn's CPU backend, with [`cpu::silu_backward`] as its backward pass
-/// (burn's SiLU is a sigmoid and a product, two passes each way with a scalar `exp`); `None` where `x` is not an
-/// `Autodiff<Flex>` tensor.
-pub(crate) fn silu(x: Tensor<4>) -> Option<Tensor<4>> {
-    let shape = x.dims();
-    let xa = x.try_into_primitive::<Ad>().ok()?;
-    let out = primitive(cpu::silu(&view(xa.primitive())), shape);
-    let out = match Silu.prepare::<NoCheckpointing>([xa.node()]).compute_bound().stateful() {
+/// GroupNorm `norm` of `x`, then SiLU if `silu`, under autodiff on burn's CPU backend: [`cpu::group_norm`]
+/// forward and [`cpu::group_norm_backward`] backward, one pass each way over each group after its sums where
+/// burn's GroupNorm makes a dozen ops (and SiLU two more) each way. `None` where the tensors are not
+/// `Autodiff<Flex>` tensors or the norm has no affine parameters.
+pub(crate) fn group_norm(norm: &GroupNorm, x: Tensor<4>, silu: bool) -> Option<Tensor<4>> {
+    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
+        return None;
+    };
+    let shape @ [batch, channels, h, w] = x.dims();
+    let (Ok(xa), Ok(ga), Ok(ba)) =
+        (x.try_into_primitive::<Ad>(), gamma.val().try_into_primitive::<Ad>(), beta.val().try_into_primitive::<Ad>())
+    else {
+        return None;
+    };
+    let (gv, bv) = (view(ga.primitive()).into_owned(), view(ba.primitive()).into_owned());
+    let groups = cpu::Groups { batch, channels, pixels: h * w, groups: norm.num_groups };
+    let mut out = view(xa.primitive()).into_owned();
+    let stats = cpu::group_norm(&mut out, groups, &gv, &bv, norm.epsilon as f32, silu);
+    let out = primitive(out, shape);
+    let out = match Normalize.prepare::<NoCheckpointing>([xa.node(), ga.node(), ba.node()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(&xa), shape);
+            let state = (prep.checkpoint(&xa), [gv, bv], stats, groups, silu, shape);
             prep.finish(state, out)
         }
         OpsKind::UnTracked(prep) => prep.finish(out),

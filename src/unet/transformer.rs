@@ -148,7 +148,7 @@ impl Transformer2DModel {
         let [b, c, h, w] = x.dims();
         let to_tokens = |t: Tensor<4>| t.reshape([b, c, h * w]).swap_dims(1, 2);
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([b, c, h, w]);
-        let normed = self.norm.forward(x.clone());
+        let normed = crate::nn::group_norm_forward(&self.norm, x.clone());
         let mut tokens = match &self.proj_in {
             Projection::Conv(p) => to_tokens(crate::nn::conv2d(p, normed)),
             Projection::Linear(p) => p.forward(to_tokens(normed)),
