@@ -943,8 +943,14 @@ impl Im2col {
         let Conv { batch, cin, h, w, k, .. } = c;
         assert!(k % 2 == 1, "odd kernel");
         assert_eq!(x.len(), batch * cin * h * w, "input buffer");
-        let mut cols = vec![0.0f32; cin * k * k * batch * h * w];
-        neighbourhoods(c, |col, pixel, len| cols[col..][..len].copy_from_slice(&x[pixel..][..len]));
+        let (kk, planes) = (k * k, batch * h * w);
+        let mut cols = vec![0.0f32; cin * kk * planes];
+        cols.par_chunks_mut(planes.max(1)).enumerate().for_each(|(row, cols)| {
+            let (i, t) = (row / kk, row % kk);
+            tap_runs(c, t, |b, col, pixel, len| {
+                cols[b * h * w + col..][..len].copy_from_slice(&x[(b * cin + i) * h * w + pixel..][..len]);
+            });
+        });
         Self { cols, c }
     }
 
@@ -985,32 +991,37 @@ pub fn im2col_input_grad(weight: &[f32], dy: &[f32], c: Conv) -> Vec<f32> {
     let mut dcols = vec![0.0f32; depth * n];
     // SAFETY: dcols is depth×n; weightᵀ is depth×cout read from the cout×depth weight; dy is cout×n.
     unsafe { product(&mut dcols, weight, (1, depth as isize), &dy, (n as isize, 1), [depth, n, cout]) };
-    let mut dx = vec![0.0f32; batch * cin * hw];
-    neighbourhoods(c, |col, pixel, len| {
-        dx[pixel..][..len].iter_mut().zip(&dcols[col..][..len]).for_each(|(d, c)| *d += c)
+    // Channel-major, so that each channel's planes take its k² rows in a task of their own.
+    let mut dx = vec![0.0f32; cin * n];
+    dx.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, planes)| {
+        for t in 0..k * k {
+            let row = &dcols[(i * k * k + t) * n..][..n];
+            tap_runs(c, t, |b, col, pixel, len| {
+                let (dst, src) = (&mut planes[b * hw + pixel..][..len], &row[b * hw + col..][..len]);
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            });
+        }
     });
-    dx
+    swap_outer(&dx, [cin, batch], hw)
 }
 
-/// Calls `f(col, pixel, len)` for every run of [`Im2col`]'s matrix `[cin·k², batch·h·w]` inside the image: `len`
-/// entries from index `col` on hold NCHW `x`'s `len` values from index `pixel` on (one output row's columns
-/// whose tap falls inside the image; entries past the borders are zero and skipped).
-fn neighbourhoods(c: Conv, mut f: impl FnMut(usize, usize, usize)) {
-    let Conv { batch, cin, h, w, k, .. } = c;
-    let (p, hw, kk) = (k / 2, h * w, k * k);
-    for row in 0..cin * kk {
-        let (i, t) = (row / kk, row % kk);
-        let (dy, dx) = (t / k, t % k);
-        // Output columns xo whose source column xo + dx - p lies in 0..w.
-        let (first, last) = (p.saturating_sub(dx), (w + p).saturating_sub(dx).min(w));
-        if first >= last {
-            continue;
-        }
-        for b in 0..batch {
-            let (col0, pixel0) = ((row * batch + b) * hw, (b * cin + i) * hw);
-            for yo in 0..h {
-                let Some(y) = (yo + dy).checked_sub(p).filter(|&y| y < h) else { continue };
-                f(col0 + yo * w + first, pixel0 + y * w + first + dx - p, last - first);
+/// Calls `f(b, col, pixel, len)` for every run of kernel tap `t` (of k², row-major) in [`Im2col`]'s matrix
+/// that falls inside the image: for image `b`, the `len` output pixels from `col` on take the input plane's
+/// `len` values from `pixel` on (one output row's columns whose tap lies inside the plane; the others stay
+/// zero).
+fn tap_runs(c: Conv, t: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+    let Conv { batch, h, w, k, .. } = c;
+    let p = k / 2;
+    let (dy, dx) = (t / k, t % k);
+    // Output columns xo whose source column xo + dx - p lies in 0..w.
+    let (first, last) = (p.saturating_sub(dx), (w + p).saturating_sub(dx).min(w));
+    if first >= last {
+        return;
+    }
+    for b in 0..batch {
+        for yo in 0..h {
+            if let Some(y) = (yo + dy).checked_sub(p).filter(|&y| y < h) {
+                f(b, yo * w + first, y * w + first + dx - p, last - first);
             }
         }
     }
@@ -1059,11 +1070,11 @@ unsafe fn product(
 /// the channel-major one of [`Im2col`]'s products.
 fn swap_outer(x: &[f32], [a, b]: [usize; 2], pixels: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
-    for (i, rows) in x.chunks_exact((b * pixels).max(1)).enumerate() {
-        for (j, src) in rows.chunks_exact(pixels.max(1)).enumerate() {
-            out[(j * a + i) * pixels..][..pixels].copy_from_slice(src);
+    out.par_chunks_mut((a * pixels).max(1)).enumerate().for_each(|(j, rows)| {
+        for (i, dst) in rows.chunks_exact_mut(pixels.max(1)).enumerate() {
+            dst.copy_from_slice(&x[(i * b + j) * pixels..][..pixels]);
         }
-    }
+    });
     out
 }
 

@@ -3,6 +3,7 @@
 //! registers a backward pass of its own kernels (burn-autodiff's `Backward`), as burn's own ops do.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -42,11 +43,12 @@ fn primitive<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Primitive {
 }
 
 /// How [`conv_same`] computes: one product per kernel tap over padded planes ([`cpu::conv_same`], large
-/// planes), or one product over the neighbourhood matrix ([`cpu::Im2col`], small planes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// planes), or one product over the neighbourhood matrix ([`cpu::Im2col`], small planes), which the backward
+/// pass reuses for the weight's gradient.
+#[derive(Debug, Clone)]
 enum Method {
     Taps,
-    Im2col,
+    Im2col(Arc<cpu::Im2col>),
 }
 
 /// The backward pass of [`conv_same`]: the input's and the weight's gradients by the forward pass's method.
@@ -66,10 +68,9 @@ impl Backward<Flex, 2> for ConvSame {
         let want = (node_x.is_some(), node_weight.is_some());
         let (dx, dweight) = match method {
             Method::Taps => cpu::conv_same_backward(&x, &weight, &grad, c, want),
-            Method::Im2col => (
-                want.0.then(|| cpu::im2col_input_grad(&weight, &grad, c)),
-                want.1.then(|| cpu::Im2col::new(&x, c).weight_grad(&grad)),
-            ),
+            Method::Im2col(cols) => {
+                (want.0.then(|| cpu::im2col_input_grad(&weight, &grad, c)), want.1.then(|| cols.weight_grad(&grad)))
+            }
         };
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, primitive(dx, [c.batch, c.cin, c.h, c.w]));
@@ -89,10 +90,11 @@ pub(crate) fn conv_same(x: Tensor<4>, weight: Tensor<4>, c: Conv) -> Option<Tens
         return None;
     };
     let (xv, wv) = (view(xa.primitive()), view(wa.primitive()));
-    let method = if c.h * c.w >= cpu::CONV_MIN_PIXELS { Method::Taps } else { Method::Im2col };
-    let out = match method {
-        Method::Taps => cpu::conv_same(&xv, &wv, None, c),
-        Method::Im2col => cpu::Im2col::new(&xv, c).forward(&wv),
+    let (out, method) = if c.h * c.w >= cpu::CONV_MIN_PIXELS {
+        (cpu::conv_same(&xv, &wv, None, c), Method::Taps)
+    } else {
+        let cols = cpu::Im2col::new(&xv, c);
+        (cols.forward(&wv), Method::Im2col(Arc::new(cols)))
     };
     let out = primitive(out, [c.batch, c.cout, c.h, c.w]);
     let out = match ConvSame.prepare::<NoCheckpointing>([xa.node(), wa.node()]).compute_bound().stateful() {
