@@ -883,17 +883,18 @@ fn conv_same_backward_grouped(
             layout.fill(input, cin, [h, w], layout.p, &mut padded);
             layout.fill(grad, cout, [h, w], 0, &mut wide);
             let span = layout.span(images);
-            for tap in 0..k * k {
+            // One task per tap: each product is only cout×cin, too small for gemm to split.
+            taps.par_chunks_mut(cout * cin).enumerate().for_each(|(tap, block)| {
                 let offset = layout.offset(tap, k);
-                // SAFETY: the tap's block of `taps` is cout×cin (row stride cin); `wide` is cout rows of
-                // `stride` values, read span wide; the padded view is span×cin with element (j, i) at
-                // offset + i·stride + j < cin·stride, as in `conv_same`.
+                // SAFETY: the tap's block is cout×cin (row stride cin); `wide` is cout rows of `stride` values,
+                // read span wide; the padded view is span×cin with element (j, i) at offset + i·stride + j <
+                // cin·stride, as in `conv_same`.
                 unsafe {
                     gemm(
                         cout,
                         cin,
                         span,
-                        taps.as_mut_ptr().add(tap * cout * cin),
+                        block.as_mut_ptr(),
                         1,
                         cin as isize,
                         g > 0,
@@ -908,10 +909,10 @@ fn conv_same_backward_grouped(
                         false,
                         false,
                         false,
-                        Parallelism::Rayon(0),
+                        Parallelism::None,
                     );
                 }
-            }
+            });
         }
         // `[k², cout, cin]` → PyTorch's `[cout, cin, k, k]`.
         let (kk, mut out) = (k * k, vec![0.0f32; taps.len()]);
