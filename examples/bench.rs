@@ -33,8 +33,11 @@ use traverse::weights::{Precision, WeightFile, load_into};
 
 type Failure = Box<dyn std::error::Error>;
 
-/// Timed repetitions after the warm-up, as on the reference side.
+/// Timed repetitions after the warm-up, at least, as on the reference side (`bench_reference.py --runs`'s
+/// default); short calls go on until they add up to `MIN_SECONDS` (at most `MAX_RUNS`), as there.
 const RUNS: usize = 3;
+const MIN_SECONDS: f64 = 1.0;
+const MAX_RUNS: usize = 50;
 
 /// Where and how `call` and `train` run.
 struct Options {
@@ -170,23 +173,30 @@ fn cpu_memory(info: &serde_json::Value) -> String {
     format!("{:.0} / {:.0} MB", number(info, "peak_rss_mb"), peak_rss_mb())
 }
 
+/// The median, as Python's `statistics.median` (the middle two's mean for an even count).
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    if n % 2 == 1 { times[n / 2] } else { (times[n / 2 - 1] + times[n / 2]) / 2.0 }
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// The median time of `RUNS` calls of `step` after a warm-up call, and the warm-up's result. `step` threads
+/// The median time of at least `RUNS` calls of `step` (see `MIN_SECONDS`) after a warm-up call, and the
+/// warm-up's result. `step` threads
 /// `state` (a model that an optimizer step consumes and returns) from call to call.
 fn timed<S, T>(mut state: S, mut step: impl FnMut(S) -> Result<(S, T), Failure>) -> Result<(T, f64), Failure> {
     let (next, first) = step(state)?;
     state = next;
-    let mut times = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
+    let mut times: Vec<f64> = Vec::with_capacity(RUNS);
+    while times.len() < RUNS || (times.iter().sum::<f64>() < MIN_SECONDS && times.len() < MAX_RUNS) {
         let t0 = Instant::now();
         state = step(state)?.0;
         times.push(t0.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    Ok((first, times[RUNS / 2]))
+    Ok((first, median(times)))
 }
 
 /// One guided U-Net call per saved config, smallest first (each row's peak memory is then its own). Reading the

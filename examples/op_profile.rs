@@ -46,6 +46,9 @@ fn main() {
         time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, traverse's CPU conv"), || {
             TensorData::new(traverse::nn::cpu::conv_same(&xs, &ws, None, shape), [b, c, s, s])
         });
+        time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, traverse's im2col"), || {
+            TensorData::new(traverse::nn::cpu::Im2col::new(&xs, shape).forward(&ws), [b, c, s, s])
+        });
     }
     time("groupnorm 32 @320x64x64 b2", || gn.forward(x.clone()).into_data());
     time("silu", || silu(x.clone()).into_data());

@@ -58,12 +58,18 @@ def synchronized(a):
         torch.cuda.synchronize()
 
 
+# Timed calls go on past `--runs` until they add up to this many seconds (at most MAX_RUNS calls), so that a
+# 20 ms call's median is not three samples of scheduler noise; examples/bench.rs does the same.
+MIN_SECONDS = 1.0
+MAX_RUNS = 50
+
+
 def timed(fn, runs, a=None):
-    """`fn`'s wall times over `runs` calls, after one warm-up call whose result is returned; on a GPU each call
-    is timed to the end of its work."""
+    """`fn`'s wall times over at least `runs` calls (more for short calls, see MIN_SECONDS), after one warm-up
+    call whose result is returned; on a GPU each call is timed to the end of its work."""
     first = fn()
     times = []
-    for _ in range(runs):
+    while len(times) < runs or (sum(times) < MIN_SECONDS and len(times) < MAX_RUNS):
         if a:
             synchronized(a)
         t0 = time.perf_counter()
