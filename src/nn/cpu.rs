@@ -146,7 +146,7 @@ fn block(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut [f32], s
 /// `gemm` calls per block.
 ///
 /// # Panics
-/// If a buffer's length does not match `shape`.
+/// If a buffer's length does not match `shape`, or `shape.dim` is 0 (no keys to attend by).
 pub fn attention_backward(
     q: &[f32],
     k: &[f32],
@@ -162,6 +162,7 @@ pub fn attention_backward(
     assert_eq!(v.len(), heads * keys * value_dim, "value buffer");
     assert_eq!(out.len(), heads * queries * value_dim, "output buffer");
     assert_eq!(dout.len(), out.len(), "gradient buffer");
+    assert!(dim > 0, "query width 0");
     let (mut dq, mut dk, mut dv) = (vec![0.0f32; q.len()], vec![0.0f32; k.len()], vec![0.0f32; v.len()]);
     if queries == 0 || keys == 0 {
         return (dq, dk, dv);
