@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The paper's Table 2 at its scale on the embedded model, on this one machine, resumably: 278 subjects per
+# family, so 278 × 9 = 2502 swap samples per row (the paper's "2500 samples per sub-class"), 50 DDIM steps,
+# guidance 7.5, 50 Bézier samples per trajectory, LPIPS. The subjects go in SHARDS shards run one after
+# another at the lowest CPU priority (nice 19), each shard file written when it is done; a shard already
+# written is skipped, so the run resumes wherever it was stopped (kill it at any time). When every shard of a
+# family is there, the merge writes public/model/table2-KIND.json and .md (tables, cost, t-SNE plot).
+#
+#   bash scripts/table2.sh [KIND ...]        # default: chest derm
+#
+# Shards go to $TRAVERSE_CACHE/table2/KIND (default ~/.cache/traverse). Measured here (2-core EPYC, f32):
+# about 15 s per chest subject and 60 s per dermoscopy subject, so about 1.2 h and 4.6 h of CPU.
+# On a cluster, scripts/slurm/submit.sh runs the same shards in parallel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
+SUBJECTS=278 SHARDS=139
+export CARGO_TARGET_DIR="$CACHE/target"
+cargo build --locked --release --bin traverse
+BIN="$CARGO_TARGET_DIR/release/traverse"
+kinds=("$@")
+(( ${#kinds[@]} )) || kinds=(chest derm)
+for kind in "${kinds[@]}"; do
+  dir="$CACHE/table2/$kind"
+  mkdir -p "$dir"
+  for ((k = 0; k < SHARDS; k++)); do
+    nice -n 19 "$BIN" evaluate --model public/model --kind "$kind" --subjects "$SUBJECTS" \
+      --shard "$k/$SHARDS" --shard-dir "$dir"
+  done
+  "$BIN" evaluate merge --kind "$kind" --shard-dir "$dir" --out "public/model/table2-$kind.json" \
+    --tsne-svg "public/model/table2-tsne-$kind.svg"
+done
