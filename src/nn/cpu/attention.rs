@@ -1,14 +1,16 @@
 //! Attention by blocks of query rows (see the module above): forward, and the backward pass of training.
 
-use gemm::{Parallelism, gemm};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{LANES, exp};
+use super::{LANES, exp, matmul};
 
 /// Score elements one query block holds: 256 Ki f32 = 1 MiB, about a core's L2. Larger blocks pack `Kᵀ` for
 /// `gemm` fewer times. `examples/op_profile`'s SD 1.5 self-attention (4096 keys, 2 cores), rebuilt with this
 /// constant at each value: 16 Ki took 1.09 s per call, 64 Ki 0.48 s, 256 Ki 0.33 s, and 512 Ki to 4 Mi 0.28-0.40 s.
 const BLOCK_SCORES: usize = 256 * 1024;
+/// Each product runs on one thread: the heads (and blocks) are the parallel tasks.
+const ONE: Parallelism = Parallelism::None;
 /// Sizes of one attention call over contiguous row-major buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -59,54 +61,31 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: Shape, scale: f32) -> V
 /// One block of `n` query rows: scores, softmax, then the weighted sum of values.
 fn block(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut [f32], shape: Shape, scale: f32) {
     let Shape { keys, dim, value_dim, .. } = shape;
+    let (ki, di, vi) = (keys as isize, dim as isize, value_dim as isize);
     let n = q.len() / dim;
     // SAFETY: every pointer covers its matrix: scores n×keys (row stride keys), q n×dim (row stride dim),
     // kᵀ dim×keys read from k keys×dim (element (i, j) at j·dim + i), v keys×value_dim, out n×value_dim.
     unsafe {
-        gemm(
-            n,
-            keys,
-            dim,
-            scores.as_mut_ptr(),
-            1,
-            keys as isize,
+        matmul(
+            [n, keys, dim],
+            (scores.as_mut_ptr(), [ki, 1]),
             false,
-            q.as_ptr(),
-            1,
-            dim as isize,
-            k.as_ptr(),
-            dim as isize,
-            1,
-            0.0,
+            (q.as_ptr(), [di, 1]),
+            (k.as_ptr(), [1, di]),
             scale,
-            false,
-            false,
-            false,
-            Parallelism::None,
+            ONE,
         );
     }
     let sums: Vec<f32> = scores.chunks_exact_mut(keys).map(softmax_numerator).collect();
     unsafe {
-        gemm(
-            n,
-            value_dim,
-            keys,
-            out.as_mut_ptr(),
-            1,
-            value_dim as isize,
+        matmul(
+            [n, value_dim, keys],
+            (out.as_mut_ptr(), [vi, 1]),
             false,
-            scores.as_ptr(),
-            1,
-            keys as isize,
-            v.as_ptr(),
-            1,
-            value_dim as isize,
-            0.0,
+            (scores.as_ptr(), [ki, 1]),
+            (v.as_ptr(), [vi, 1]),
             1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
+            ONE,
         );
     }
     for (row, sum) in out.chunks_exact_mut(value_dim).zip(sums) {
@@ -201,7 +180,15 @@ impl HeadGrads<'_> {
         // row-major (a transpose reads the same buffer with its strides swapped).
         unsafe {
             // P = softmax(scale · q·kᵀ), row by row.
-            mul(p, (ki, 1), false, q, (di, 1), self.k, (1, di), [n, keys, dim], scale);
+            matmul(
+                [n, keys, dim],
+                (p.as_mut_ptr(), [ki, 1]),
+                false,
+                (q.as_ptr(), [di, 1]),
+                (self.k.as_ptr(), [1, di]),
+                scale,
+                ONE,
+            );
         }
         for row in p.chunks_exact_mut(keys) {
             let inv = 1.0 / softmax_numerator(row);
@@ -209,8 +196,24 @@ impl HeadGrads<'_> {
         }
         unsafe {
             // dv (+)= Pᵀ·dO;  dP = dO·vᵀ (into ds).
-            mul(dv, (vi, 1), accumulate, p, (1, ki), dout, (vi, 1), [keys, value_dim, n], 1.0);
-            mul(ds, (ki, 1), false, dout, (vi, 1), self.v, (1, vi), [n, keys, value_dim], 1.0);
+            matmul(
+                [keys, value_dim, n],
+                (dv.as_mut_ptr(), [vi, 1]),
+                accumulate,
+                (p.as_ptr(), [1, ki]),
+                (dout.as_ptr(), [vi, 1]),
+                1.0,
+                ONE,
+            );
+            matmul(
+                [n, keys, value_dim],
+                (ds.as_mut_ptr(), [ki, 1]),
+                false,
+                (dout.as_ptr(), [vi, 1]),
+                (self.v.as_ptr(), [1, vi]),
+                1.0,
+                ONE,
+            );
         }
         for (((ds, p), o), d_o) in ds
             .chunks_exact_mut(keys)
@@ -223,52 +226,25 @@ impl HeadGrads<'_> {
         }
         unsafe {
             // dq = scale · dS·k;  dk (+)= scale · dSᵀ·q.
-            mul(dq, (di, 1), false, ds, (ki, 1), self.k, (di, 1), [n, dim, keys], scale);
-            mul(dk, (di, 1), accumulate, ds, (1, ki), q, (di, 1), [keys, dim, n], scale);
+            matmul(
+                [n, dim, keys],
+                (dq.as_mut_ptr(), [di, 1]),
+                false,
+                (ds.as_ptr(), [ki, 1]),
+                (self.k.as_ptr(), [di, 1]),
+                scale,
+                ONE,
+            );
+            matmul(
+                [keys, dim, n],
+                (dk.as_mut_ptr(), [di, 1]),
+                accumulate,
+                (ds.as_ptr(), [1, ki]),
+                (q.as_ptr(), [di, 1]),
+                scale,
+                ONE,
+            );
         }
-    }
-}
-
-/// `dst = scale · a·b`, or `dst += scale · a·b` when `accumulate`, for `[m, n, k]`, one thread; each matrix
-/// given by its (row, column) strides.
-///
-/// # Safety
-/// Every pointer must cover its matrix for those sizes and strides.
-#[allow(clippy::too_many_arguments)]
-unsafe fn mul(
-    dst: &mut [f32],
-    (d_rs, d_cs): (isize, isize),
-    accumulate: bool,
-    a: &[f32],
-    (a_rs, a_cs): (isize, isize),
-    b: &[f32],
-    (b_rs, b_cs): (isize, isize),
-    [m, n, k]: [usize; 3],
-    scale: f32,
-) {
-    // SAFETY: as the caller promises.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            d_cs,
-            d_rs,
-            accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
     }
 }
 

@@ -1,8 +1,10 @@
 //! Stride-1 "same" convolutions: one product per kernel tap over padded planes, or im2col for small planes
 //! under training, with their gradients.
 
-use gemm::{Parallelism, gemm};
+use gemm::Parallelism;
 use rayon::prelude::*;
+
+use super::matmul;
 
 /// Smallest plane (pixels) [`conv_same`] is used for: below it the per-tap `gemm` calls cost more than
 /// burn-flex's im2col saves (`examples/op_profile`'s 16×16 and 4×4 rows).
@@ -132,25 +134,16 @@ fn conv_same_grouped(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv, m
             // offset + i·stride + j ≤ offset + (cin - 1)·stride + (images - 1)·plane + n - 1 < cin·stride,
             // as offset + n ≤ plane and images ≤ the group's size.
             unsafe {
-                gemm(
-                    cout,
-                    span,
-                    cin,
-                    acc.as_mut_ptr(),
-                    1,
-                    stride as isize,
+                let weights = taps.as_ptr().add(tap * cout * cin);
+                let view = padded.as_ptr().add(offset);
+                let (stride, cin_s) = (stride as isize, cin as isize);
+                matmul(
+                    [cout, span, cin],
+                    (acc.as_mut_ptr(), [stride, 1]),
                     tap > 0,
-                    taps.as_ptr().add(tap * cout * cin),
-                    1,
-                    cin as isize,
-                    padded.as_ptr().add(offset),
-                    1,
-                    stride as isize,
+                    (weights, [cin_s, 1]),
+                    (view, [stride, 1]),
                     1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
                     Parallelism::Rayon(0),
                 );
             }
@@ -241,25 +234,15 @@ fn conv_same_backward_grouped(
                 // read span wide; the padded view is span×cin with element (j, i) at offset + i·stride + j <
                 // cin·stride, as in `conv_same`.
                 unsafe {
-                    gemm(
-                        cout,
-                        cin,
-                        span,
-                        block.as_mut_ptr(),
-                        1,
-                        cin as isize,
+                    let view = padded.as_ptr().add(offset);
+                    let (stride, cin_s) = (stride as isize, cin as isize);
+                    matmul(
+                        [cout, cin, span],
+                        (block.as_mut_ptr(), [cin_s, 1]),
                         g > 0,
-                        wide.as_ptr(),
-                        1,
-                        stride as isize,
-                        padded.as_ptr().add(offset),
-                        stride as isize,
-                        1,
+                        (wide.as_ptr(), [stride, 1]),
+                        (view, [1, stride]),
                         1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
                         Parallelism::None,
                     );
                 }
@@ -313,7 +296,7 @@ impl Im2col {
         let (n, depth) = (batch * h * w, cin * k * k);
         let mut out = vec![0.0f32; cout * n];
         // SAFETY: out is cout×n, weight cout×depth and cols depth×n, each row-major and of that length.
-        unsafe { product(&mut out, weight, (depth as isize, 1), &self.cols, (n as isize, 1), [cout, n, depth]) };
+        unsafe { product(&mut out, (weight, [depth as isize, 1]), (&self.cols, [n as isize, 1]), [cout, n, depth]) };
         swap_outer(&out, [cout, batch], h * w)
     }
 
@@ -325,7 +308,7 @@ impl Im2col {
         let dy = swap_outer(dy, [batch, cout], h * w);
         let mut dw = vec![0.0f32; cout * depth];
         // SAFETY: dw is cout×depth; dy is cout×n row-major; colsᵀ is n×depth read from the depth×n cols.
-        unsafe { product(&mut dw, &dy, (n as isize, 1), &self.cols, (1, n as isize), [cout, depth, n]) };
+        unsafe { product(&mut dw, (&dy, [n as isize, 1]), (&self.cols, [1, n as isize]), [cout, depth, n]) };
         dw
     }
 }
@@ -342,7 +325,7 @@ pub fn im2col_input_grad(weight: &[f32], dy: &[f32], c: Conv) -> Vec<f32> {
     let dy = swap_outer(dy, [batch, cout], hw);
     let mut dcols = vec![0.0f32; depth * n];
     // SAFETY: dcols is depth×n; weightᵀ is depth×cout read from the cout×depth weight; dy is cout×n.
-    unsafe { product(&mut dcols, weight, (1, depth as isize), &dy, (n as isize, 1), [depth, n, cout]) };
+    unsafe { product(&mut dcols, (weight, [1, depth as isize]), (&dy, [n as isize, 1]), [depth, n, cout]) };
     // Channel-major, so that each channel's planes take its k² rows in a task of their own.
     let mut dx = vec![0.0f32; cin * n];
     dx.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, planes)| {
@@ -379,43 +362,30 @@ fn tap_runs(c: Conv, t: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
     }
 }
 
-/// `dst = a · b` for `[m, n, k]`: `dst` m×n row-major, `a` m×k and `b` k×n with (row, column) strides given.
+/// `dst = a · b` for `[m, n, k]`, on every core: `dst` m×n row-major, `a` m×k and `b` k×n by their `[row,
+/// column]` strides.
 ///
 /// # Safety
-/// `a` and `b` must hold every element their strides reach for those sizes; `dst` must be m·n long.
+/// `a` and `b` must hold every element their strides reach for those sizes.
 unsafe fn product(
     dst: &mut [f32],
-    a: &[f32],
-    (a_rs, a_cs): (isize, isize),
-    b: &[f32],
-    (b_rs, b_cs): (isize, isize),
+    (a, a_s): (&[f32], [isize; 2]),
+    (b, b_s): (&[f32], [isize; 2]),
     [m, n, k]: [usize; 3],
 ) {
     assert_eq!(dst.len(), m * n);
-    // SAFETY: as the caller promises.
+    // SAFETY: dst is m×n row-major; a and b as the caller promises.
     unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
+        matmul(
+            [m, n, k],
+            (dst.as_mut_ptr(), [n as isize, 1]),
             false,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            0.0,
+            (a.as_ptr(), a_s),
+            (b.as_ptr(), b_s),
             1.0,
-            false,
-            false,
-            false,
             Parallelism::Rayon(0),
-        );
-    }
+        )
+    };
 }
 
 /// `x` `[a, b, pixels]` → `[b, a, pixels]`: between the batch-major layout of tensors and

@@ -52,6 +52,8 @@ macro_rules! simd_dispatch {
     };
 }
 
+use gemm::{Parallelism, gemm};
+
 mod attention;
 mod conv;
 mod geglu;
@@ -115,6 +117,48 @@ fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum::<f32>()
+}
+
+/// `dst = scale·a·b`, or `dst += scale·a·b` when `accumulate`, for sizes `[m, n, k]` (`dst` m×n, `a` m×k, `b`
+/// k×n), each matrix given by its first element and its `[row, column]` strides in elements: every product of
+/// these kernels, a transpose being the same buffer with its strides swapped.
+///
+/// # Safety
+/// Every element the sizes and strides reach must lie inside its matrix's buffer, and `dst` must overlap
+/// neither `a` nor `b`.
+unsafe fn matmul(
+    [m, n, k]: [usize; 3],
+    (dst, [d_rs, d_cs]): (*mut f32, [isize; 2]),
+    accumulate: bool,
+    (a, [a_rs, a_cs]): (*const f32, [isize; 2]),
+    (b, [b_rs, b_cs]): (*const f32, [isize; 2]),
+    scale: f32,
+    parallelism: Parallelism,
+) {
+    // SAFETY: as the caller promises. gemm computes dst = alpha·dst + beta·a·b, reading dst only if asked.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            d_cs,
+            d_rs,
+            accumulate,
+            a,
+            a_cs,
+            a_rs,
+            b,
+            b_cs,
+            b_rs,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 #[cfg(test)]
