@@ -28,27 +28,12 @@ fn main() {
     let gn = GroupNormConfig::new(32, 320).init(&d);
     time("conv3x3 320->320 @64x64 b2, burn", || conv.forward(x.clone()).into_data());
     time("conv3x3 320->320 @64x64 b2, traverse's CPU conv", || conv2d(&conv, x.clone()).into_data());
-    // The embedded model's VAE decoder (batch 4 at 128 px) and the small U-Net's largest convolutions.
-    for (b, c, s) in [(4, 32, 128), (4, 64, 128), (4, 128, 32), (2, 64, 32)] {
+    // The embedded model's VAE decoder (batch 4 at 128 px), and the small U-Net's planes down to 4×4.
+    for (b, c, s) in [(4, 32, 128), (4, 64, 128), (4, 128, 32), (2, 64, 32), (2, 64, 16), (2, 192, 4)] {
         let x = Tensor::<4>::random([b, c, s, s], Distribution::Normal(0.0, 1.0), &d);
         let conv = Conv2dConfig::new([c, c], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&d);
         time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, burn"), || conv.forward(x.clone()).into_data());
         time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, traverse's CPU conv"), || conv2d(&conv, x.clone()).into_data());
-    }
-    // Planes under `cpu::CONV_MIN_PIXELS`, where `conv2d` keeps burn's kernel: the CPU kernel called directly.
-    for (b, c, s) in [(2, 64, 16), (2, 192, 4)] {
-        let x = Tensor::<4>::random([b, c, s, s], Distribution::Normal(0.0, 1.0), &d);
-        let conv = Conv2dConfig::new([c, c], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(&d);
-        let (xs, ws) =
-            (x.to_data().try_to_vec::<f32>().unwrap(), conv.weight.val().to_data().try_to_vec::<f32>().unwrap());
-        let shape = traverse::nn::cpu::Conv { batch: b, cin: c, cout: c, h: s, w: s, k: 3 };
-        time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, burn"), || conv.forward(x.clone()).into_data());
-        time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, traverse's CPU conv"), || {
-            TensorData::new(traverse::nn::cpu::conv_same(&xs, &ws, None, shape), [b, c, s, s])
-        });
-        time(&format!("conv3x3 {c}->{c} @{s}x{s} b{b}, traverse's im2col"), || {
-            TensorData::new(traverse::nn::cpu::Im2col::new(&xs, shape).forward(&ws), [b, c, s, s])
-        });
     }
     time("groupnorm 32 @320x64x64 b2", || gn.forward(x.clone()).into_data());
     time("silu", || silu(x.clone()).into_data());

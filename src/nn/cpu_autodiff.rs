@@ -3,7 +3,6 @@
 //! registers a backward pass of its own kernels (burn-autodiff's `Backward`), as burn's own ops do.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -42,36 +41,21 @@ fn primitive<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Primitive {
         .expect("a tensor made on burn's CPU backend is its primitive")
 }
 
-/// How [`conv_same`] computes: one product per kernel tap over padded planes ([`cpu::conv_same`], large
-/// planes), or one product over the neighbourhood matrix ([`cpu::Im2col`], small planes), which the backward
-/// pass reuses for the weight's gradient.
-#[derive(Debug, Clone)]
-enum Method {
-    Taps,
-    Im2col(Arc<cpu::Im2col>),
-}
-
-/// The backward pass of [`conv_same`]: the input's and the weight's gradients by the forward pass's method.
+/// The backward pass of [`conv_same`]: [`cpu::conv_same_backward`] at the saved input and weight.
 #[derive(Debug)]
 struct ConvSame;
 
 impl Backward<Flex, 2> for ConvSame {
-    type State = (NodeId, NodeId, Conv, Method);
+    type State = (NodeId, NodeId, Conv);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let grad = values(grads.consume::<Flex>(&ops.node));
-        let (x, weight, c, method) = ops.state;
+        let (x, weight, c) = ops.state;
         let x = checkpointer.retrieve_node_output::<Primitive>(x);
         let weight = checkpointer.retrieve_node_output::<Primitive>(weight);
-        let (x, weight) = (view(&x), view(&weight));
         let want = (node_x.is_some(), node_weight.is_some());
-        let (dx, dweight) = match method {
-            Method::Taps => cpu::conv_same_backward(&x, &weight, &grad, c, want),
-            Method::Im2col(cols) => {
-                (want.0.then(|| cpu::im2col_input_grad(&weight, &grad, c)), want.1.then(|| cols.weight_grad(&grad)))
-            }
-        };
+        let (dx, dweight) = cpu::conv_same_backward(&view(&x), &view(&weight), &grad, c, want);
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, primitive(dx, [c.batch, c.cin, c.h, c.w]));
         }
@@ -82,24 +66,17 @@ impl Backward<Flex, 2> for ConvSame {
 }
 
 /// A "same" convolution of `x` with `weight` (no bias) under autodiff on burn's CPU backend, by this crate's
-/// kernels both ways: [`cpu::conv_same`] and [`cpu::conv_same_backward`] from [`cpu::CONV_MIN_PIXELS`] up,
-/// [`cpu::Im2col`] below. `None` where the tensors are not `Autodiff<Flex>` tensors (another checkpointing
-/// strategy, say), for burn's convolution to take them.
+/// kernels both ways ([`cpu::conv_same`], [`cpu::conv_same_backward`]). `None` where the tensors are not
+/// `Autodiff<Flex>` tensors (another checkpointing strategy, say), for burn's convolution to take them.
 pub(crate) fn conv_same(x: Tensor<4>, weight: Tensor<4>, c: Conv) -> Option<Tensor<4>> {
     let (Ok(xa), Ok(wa)) = (x.try_into_primitive::<Ad>(), weight.try_into_primitive::<Ad>()) else {
         return None;
     };
-    let (xv, wv) = (view(xa.primitive()), view(wa.primitive()));
-    let (out, method) = if c.h * c.w >= cpu::CONV_MIN_PIXELS {
-        (cpu::conv_same(&xv, &wv, None, c), Method::Taps)
-    } else {
-        let cols = cpu::Im2col::new(&xv, c);
-        (cols.forward(&wv), Method::Im2col(Arc::new(cols)))
-    };
+    let out = cpu::conv_same(&view(xa.primitive()), &view(wa.primitive()), None, c);
     let out = primitive(out, [c.batch, c.cout, c.h, c.w]);
     let out = match ConvSame.prepare::<NoCheckpointing>([xa.node(), wa.node()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(&xa), prep.checkpoint(&wa), c, method);
+            let state = (prep.checkpoint(&xa), prep.checkpoint(&wa), c);
             prep.finish(state, out)
         }
         OpsKind::UnTracked(prep) => prep.finish(out),

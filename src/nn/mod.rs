@@ -26,9 +26,8 @@ pub(crate) fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d
 }
 
 /// `conv.forward(x)`, through which every convolution of the models goes. On burn's CPU backend a stride-1
-/// "same" convolution of a plane of at least [`cpu::CONV_MIN_PIXELS`] takes [`cpu::conv_same`] instead (no im2col
-/// buffer); under autodiff there, every such convolution takes this crate's kernels, backward passes included
-/// (`cpu_autodiff.rs`). On a native GPU a stride-1 "same" convolution is a matrix product ([`conv_gemm`]); any
+/// "same" convolution takes [`cpu::conv_same`] instead (im2col by bands sized to the cache); under autodiff
+/// there, with its own backward pass (`cpu_autodiff.rs`). On a native GPU a stride-1 "same" convolution is a matrix product ([`conv_gemm`]); any
 /// other GPU convolution in f16 takes f32 operands ([`conv2d_f32`]). The page keeps burn's direct kernel in f32:
 /// on SwiftShader, the page's software WebGPU in the e2e test, the im2col gather made the shipped model's decode
 /// about 4× slower (`?bench=1`), where on lavapipe the product is 2× faster.
@@ -44,10 +43,14 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
     if let Some(c) = same_conv(conv, &x) {
-        if on_cpu_backend(&x) && c.h * c.w >= cpu::CONV_MIN_PIXELS {
-            let weight = cpu_values(conv.weight.val());
-            let bias = conv.bias.as_ref().map(|b| cpu_values(b.val()));
-            let out = cpu::conv_same(&cpu_values(x), &weight, bias.as_deref(), c);
+        if on_cpu_backend(&x) {
+            let (weight, bias) = (conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
+            let out = with_cpu_values(&x, |x| {
+                with_cpu_values(&weight, |w| match &bias {
+                    Some(b) => with_cpu_values(b, |b| cpu::conv_same(x, w, Some(b), c)),
+                    None => cpu::conv_same(x, w, None, c),
+                })
+            });
             return Tensor::from_data(TensorData::new(out, [c.batch, c.cout, c.h, c.w]), &Device::flex());
         }
         #[cfg(feature = "train")]
@@ -271,6 +274,18 @@ pub(crate) fn cpu_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("burn's CPU backend reads back its own f32 tensors")
 }
 
+/// Calls `f` with the values of a tensor for which [`on_cpu_backend`] holds, read in place where they are
+/// already in row-major order (an input that other handles keep, as the U-Net's skip connections are), else
+/// copied into that order.
+#[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+fn with_cpu_values<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
+    let primitive = t.clone().try_into_primitive::<burn::backend::Flex>().ok();
+    match primitive.as_ref().and_then(|p| p.as_slice::<f32>()) {
+        Some(values) => f(values),
+        None => f(&cpu_values(t.clone())),
+    }
+}
+
 /// diffusers' `act_fn` of the U-Net and the VAE: SiLU, under either of its names (the only one SD uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -320,24 +335,28 @@ mod tests {
     }
 
     #[test]
-    fn same_convolutions_of_large_planes_take_the_cpu_kernel_with_burns_numbers() {
+    fn same_convolutions_take_the_cpu_kernel_with_burns_numbers() {
         let d = Device::flex();
-        let x = Tensor::<4>::random([2, 5, 40, 33], Distribution::Normal(0.0, 1.0), &d);
         let pad = |p| PaddingConfig2d::Explicit(p, p, p, p);
         let cases = [
             (Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)), true),
             (Conv2dConfig::new([5, 4], [5, 5]).with_padding(pad(2)).with_bias(false), true),
             (Conv2dConfig::new([5, 4], [3, 3]).with_padding(PaddingConfig2d::Same), true),
+            (Conv2dConfig::new([5, 6], [1, 1]).with_padding(pad(0)), true),
             (Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)).with_stride([2, 2]), false),
             (Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(0)), false),
         ];
-        for (config, taken) in cases {
-            let conv = config.init(&d);
-            assert_eq!(same_conv(&conv, &x).is_some(), taken, "{config:?}");
-            let (want, got) = (conv.forward(x.clone()), conv2d(&conv, x.clone()));
-            assert_eq!(want.dims(), got.dims());
-            let err = (want - got).abs().max().into_scalar::<f32>();
-            assert!(err < 1e-5, "{config:?}: {err}");
+        // A large plane and a small one.
+        for [h, w] in [[40, 33], [6, 5]] {
+            let x = Tensor::<4>::random([2, 5, h, w], Distribution::Normal(0.0, 1.0), &d);
+            for (config, taken) in &cases {
+                let conv = config.init(&d);
+                assert_eq!(same_conv(&conv, &x).is_some(), *taken, "{config:?}");
+                let (want, got) = (conv.forward(x.clone()), conv2d(&conv, x.clone()));
+                assert_eq!(want.dims(), got.dims());
+                let err = (want - got).abs().max().into_scalar::<f32>();
+                assert!(err < 1e-5, "{config:?} at {h}×{w}: {err}");
+            }
         }
     }
 
@@ -383,7 +402,7 @@ mod tests {
             Conv2dConfig::new([5, 7], [3, 3]).with_padding(pad(1)),
             Conv2dConfig::new([5, 4], [5, 5]).with_padding(pad(2)).with_bias(false),
         ];
-        // A large plane (products per tap) and a small one (im2col), each with and without the input's gradient.
+        // A large plane and a small one, each with and without the input's gradient.
         let cases = configs.iter().flat_map(|c| [([40, 33], c), ([6, 5], c)]).zip([true, true, false, false]);
         for (([h, w], config), input_grad) in cases {
             let conv = config.init(&d);

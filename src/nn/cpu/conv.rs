@@ -1,14 +1,13 @@
-//! Stride-1 "same" convolutions: one product per kernel tap over padded planes, or im2col for small planes
-//! under training, with their gradients.
+//! Stride-1 "same" convolutions and their gradients, by bands of output rows: each band's neighbourhood
+//! matrix (im2col) sized to a core's L2 and one product with the weights, the bands of all images in
+//! parallel.
+
+use std::ops::Range;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::matmul;
-
-/// Smallest plane (pixels) [`conv_same`] is used for: below it the per-tap `gemm` calls cost more than
-/// burn-flex's im2col saves (`examples/op_profile`'s 16×16 and 4×4 rows).
-pub const CONV_MIN_PIXELS: usize = 32 * 32;
 
 /// Sizes of one [`conv_same`] call.
 #[derive(Debug, Clone, Copy)]
@@ -27,148 +26,78 @@ pub struct Conv {
     pub k: usize,
 }
 
-/// Values the padded copies of [`conv_same`] and [`conv_same_backward`] may take (64 MB each): images are
-/// padded and multiplied in groups up to this size, so small planes go through one product per tap for the
-/// whole batch while large ones keep one image at a time.
-const PADDED_VALUES: usize = 16 << 20;
+/// Values of one band's neighbourhood matrix: 256 Ki f32 = 1 MiB, about a core's L2.
+const BAND_VALUES: usize = 256 * 1024;
 
-/// The padded layout of [`conv_same`]: a group of `images` images per buffer, each channel's planes side by
-/// side, `plane` values apart, each plane's rows `wp = w + 2p` wide.
-#[derive(Debug, Clone, Copy)]
-struct Padded {
-    p: usize,
-    wp: usize,
-    /// Values per padded plane: the last tap of the last row's dropped columns reads 2p values past it.
-    plane: usize,
-    /// Columns of one image's output, rows `wp` wide.
-    n: usize,
-    /// Images per group.
-    images: usize,
-}
-
-impl Padded {
-    /// The layout for `c`, with groups of at most `max_values` values per buffer (at least one image).
-    fn new(c: Conv, max_values: usize) -> Self {
-        let p = c.k / 2;
-        let wp = c.w + 2 * p;
-        let plane = (c.h + 2 * p) * wp + 2 * p;
-        let images = (max_values / (c.cin.max(c.cout) * plane).max(1)).clamp(1, c.batch.max(1));
-        Self { p, wp, plane, n: c.h * wp, images }
-    }
-
-    /// Values between one channel's rows of a group buffer.
-    fn stride(&self) -> usize {
-        self.images * self.plane
-    }
-
-    /// Columns a tap's product covers for a group of `images`: up to the last image's last output value.
-    fn span(&self, images: usize) -> usize {
-        (images - 1) * self.plane + self.n
-    }
-
-    /// Where tap `tap` of a `k`×`k` kernel reads, from the output value's index.
-    fn offset(&self, tap: usize, k: usize) -> usize {
-        (tap / k) * self.wp + tap % k
-    }
-
-    /// Copies NCHW `images` (`channels` planes of `h`×`w` each) into `buffer`'s planes, row `r` at
-    /// `(r + border)·wp + border`: the padded input's interior (`border` = p) or the output's own layout
-    /// (`border` = 0). The values around them keep the zeros they were made with.
-    fn fill(&self, images: &[f32], channels: usize, [h, w]: [usize; 2], border: usize, buffer: &mut [f32]) {
-        for (b, image) in images.chunks_exact(channels * h * w).enumerate() {
-            for (ch, src) in image.chunks_exact(h * w).enumerate() {
-                let dst = &mut buffer[ch * self.stride() + b * self.plane..];
-                for (row, line) in src.chunks_exact(w).enumerate() {
-                    dst[(row + border) * self.wp + border..][..w].copy_from_slice(line);
-                }
-            }
-        }
-    }
-}
-
-/// A `k`×`k` convolution, stride 1, one group, zero padding `k / 2` ("same"), of NCHW `x` `[batch, cin, h, w]`
-/// with PyTorch-layout `weight` `[cout, cin, k, k]` and optional `bias`, into `[batch, cout, h, w]`.
-///
-/// The images are copied once into zero-padded planes, rows `w + 2p` wide, a group of images side by side per
-/// channel. In those coordinates output pixel `(y, x)` at flat index `y·wp + x` reads input pixel
-/// `(y + dy, x + dx)` at flat index `y·wp + x + dy·wp + dx`: every kernel tap `(dy, dx)` is one matrix product
-/// per group, the tap's `cout × cin` weights times the padded planes read at a constant offset, accumulated
-/// into an output of the same layout whose extra columns (and the rows between images) are dropped at the end.
+/// A stride-1 convolution of NCHW `x` `[batch, cin, h, w]` with `weight` `[cout, cin, k, k]` (PyTorch's
+/// layout), padding `k / 2` with zeros, plus `bias`: `[batch, cout, h, w]`. Each band of output rows gathers
+/// its `[cin·k², rows·w]` neighbourhood matrix (a 1×1 convolution reads the input in place) and multiplies
+/// it by the weights straight into the output; bands of every image run in parallel.
 ///
 /// # Panics
 /// If a buffer's length does not match `c`, or `k` is even.
 pub fn conv_same(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv) -> Vec<f32> {
-    conv_same_grouped(x, weight, bias, c, PADDED_VALUES)
+    conv_banded(x, weight, bias, c, BAND_VALUES)
 }
 
-/// [`conv_same`] with padded buffers of at most `max_values` values.
-fn conv_same_grouped(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv, max_values: usize) -> Vec<f32> {
+/// [`conv_same`] with neighbourhood matrices of at most `band_values` values (at least one output row).
+fn conv_banded(x: &[f32], weight: &[f32], bias: Option<&[f32]>, c: Conv, band_values: usize) -> Vec<f32> {
     let Conv { batch, cin, cout, h, w, k } = c;
     assert!(k % 2 == 1, "odd kernel");
     assert_eq!(x.len(), batch * cin * h * w, "input buffer");
     assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
     assert!(bias.is_none_or(|b| b.len() == cout), "bias buffer");
-    let mut y = vec![0.0f32; batch * cout * h * w];
-    if y.is_empty() || cin == 0 {
-        // No input channels: the bias alone.
-        for (j, v) in y.iter_mut().enumerate() {
-            *v = bias.map_or(0.0, |b| b[j / (h * w) % cout]);
-        }
-        return y;
-    }
-    let layout = Padded::new(c, max_values);
-    let stride = layout.stride();
-    // Tap-major weights `[k², cout, cin]`: gemm packs contiguous rows faster than rows strided by k².
-    let taps: Vec<f32> = (0..k * k).flat_map(|t| weight.iter().skip(t).step_by(k * k).copied()).collect();
-    let mut padded = vec![0.0f32; cin * stride];
-    let mut acc = vec![0.0f32; cout * stride];
-    let group = layout.images;
-    for (input, out) in x.chunks(group * cin * h * w).zip(y.chunks_mut(group * cout * h * w)) {
-        let images = input.len() / (cin * h * w);
-        layout.fill(input, cin, [h, w], layout.p, &mut padded);
-        let span = layout.span(images);
-        for tap in 0..k * k {
-            let offset = layout.offset(tap, k);
-            // SAFETY: acc is cout rows of `stride` values; the tap's weights are cout×cin, element (o, i) at
-            // tap·cout·cin + o·cin + i < taps.len(); the padded view is cin×span with element (i, j) at
-            // offset + i·stride + j ≤ offset + (cin - 1)·stride + (images - 1)·plane + n - 1 < cin·stride,
-            // as offset + n ≤ plane and images ≤ the group's size.
-            unsafe {
-                let weights = taps.as_ptr().add(tap * cout * cin);
-                let view = padded.as_ptr().add(offset);
-                let (stride, cin_s) = (stride as isize, cin as isize);
-                matmul(
-                    [cout, span, cin],
-                    (acc.as_mut_ptr(), [stride, 1]),
-                    tap > 0,
-                    (weights, [cin_s, 1]),
-                    (view, [stride, 1]),
-                    1.0,
-                    Parallelism::Rayon(0),
-                );
-            }
-        }
-        for (b, image) in out.chunks_exact_mut(cout * h * w).enumerate() {
-            for (o, dst) in image.chunks_exact_mut(h * w).enumerate() {
-                let src = &acc[o * stride + b * layout.plane..][..layout.n];
-                let bias = bias.map_or(0.0, |b| b[o]);
-                for (line, wide) in dst.chunks_exact_mut(w).zip(src.chunks_exact(layout.wp)) {
-                    for (d, s) in line.iter_mut().zip(wide) {
-                        *d = s + bias;
+    let (hw, depth) = (h * w, cin * k * k);
+    let mut out = vec![0.0f32; batch * cout * hw];
+    if depth > 0 && !out.is_empty() {
+        let bands = Bands::new(c, band_values);
+        let dst = Shared(out.as_mut_ptr());
+        (0..bands.tasks).into_par_iter().for_each_init(
+            || bands.scratch(),
+            |(cols, wide), task| {
+                let task = bands.task(task);
+                let n = task.pixels(w);
+                let (cols, cols_rs) = bands.gather(x, &task, cols);
+                let one = task.images.len() == 1;
+                // One image: straight into its output rows (cout rows of n values, hw apart); several: into
+                // `wide`, then each image's planes to its place.
+                // SAFETY: the output rows are inside `out` and no other task's (bands and images are disjoint);
+                // `wide` holds cout×n; the weights are cout×depth row-major; `cols` depth×n, row stride cols_rs.
+                unsafe {
+                    let target = if one {
+                        (dst.get().add(task.images.start * cout * hw + task.rows.start * w), [hw as isize, 1])
+                    } else {
+                        (wide.as_mut_ptr(), [n as isize, 1])
+                    };
+                    let (weight, cols) =
+                        ((weight.as_ptr(), [depth as isize, 1]), (cols.as_ptr(), [cols_rs as isize, 1]));
+                    matmul([cout, n, depth], target, false, weight, cols, 1.0, bands.parallelism());
+                    if !one {
+                        for (j, b) in task.images.clone().enumerate() {
+                            for o in 0..cout {
+                                let src = &wide[o * n + j * hw..][..hw];
+                                std::ptr::copy_nonoverlapping(src.as_ptr(), dst.get().add((b * cout + o) * hw), hw);
+                            }
+                        }
                     }
                 }
-            }
-        }
+            },
+        );
     }
-    y
+    if let Some(bias) = bias {
+        out.par_chunks_mut((cout * hw).max(1)).for_each(|image| {
+            for (plane, b) in image.chunks_exact_mut(hw.max(1)).zip(bias) {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        });
+    }
+    out
 }
 
-/// Gradients of [`conv_same`] for the output gradient `dy` `[batch, cout, h, w]`: of the input `x` (a "same"
-/// convolution of `dy` with the kernel flipped and its channels swapped) and of the weight, as
-/// `(dx, dweight)`, each `None` unless asked for. The weight's is one matrix product per kernel tap and image,
-/// `dy` (rows `w + 2p` wide, the extra columns zero) times the padded planes read at the tap's offset, summed
-/// over the batch: the same layout as the forward pass, where burn computes it as a convolution whose output
-/// is the k×k kernel (a product a few columns wide).
+/// The gradients of [`conv_same`] (without its bias) for the output gradient `dy`: `(dx, dweight)`, each only
+/// if asked for in `want`. The input's is the convolution of `dy` with the kernel flipped and the channels
+/// swapped (output pixel (y, x) reached input pixel (y + dy - p, x + dx - p) through tap (dy, dx)); the
+/// weight's is `dy` times each band's neighbourhood matrix, summed over the bands (per thread, then added).
 ///
 /// # Panics
 /// If a buffer's length does not match `c`, or `k` is even.
@@ -179,27 +108,25 @@ pub fn conv_same_backward(
     c: Conv,
     want: (bool, bool),
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    conv_same_backward_grouped(x, weight, dy, c, want, PADDED_VALUES)
+    conv_backward_banded(x, weight, dy, c, want, BAND_VALUES)
 }
 
-/// [`conv_same_backward`] with padded buffers of at most `max_values` values.
-fn conv_same_backward_grouped(
+/// [`conv_same_backward`] with neighbourhood matrices of at most `band_values` values.
+fn conv_backward_banded(
     x: &[f32],
     weight: &[f32],
     dy: &[f32],
     c: Conv,
     want: (bool, bool),
-    max_values: usize,
+    band_values: usize,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let Conv { batch, cin, cout, h, w, k } = c;
     assert!(k % 2 == 1, "odd kernel");
     assert_eq!(x.len(), batch * cin * h * w, "input buffer");
     assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
     assert_eq!(dy.len(), batch * cout * h * w, "gradient buffer");
+    let kk = k * k;
     let dx = want.0.then(|| {
-        // Output pixel (y, x) reached input pixel (y + dy - p, x + dx - p) through tap (dy, dx): the adjoint is
-        // the convolution with tap (k-1-dy, k-1-dx) and input and output channels swapped.
-        let kk = k * k;
         let mut flipped = vec![0.0f32; weight.len()];
         for o in 0..cout {
             for i in 0..cin {
@@ -210,142 +137,152 @@ fn conv_same_backward_grouped(
                 }
             }
         }
-        conv_same_grouped(dy, &flipped, None, Conv { cin: cout, cout: cin, ..c }, max_values)
+        conv_banded(dy, &flipped, None, Conv { cin: cout, cout: cin, ..c }, band_values)
     });
     let dweight = want.1.then(|| {
-        let layout = Padded::new(c, max_values);
-        let stride = layout.stride();
-        let mut padded = vec![0.0f32; cin * stride];
-        // The output gradient in the output's padded layout, its extra columns zero.
-        let mut wide = vec![0.0f32; cout * stride];
-        // Tap-major `[k², cout, cin]`, accumulated over the groups.
-        let mut taps = vec![0.0f32; k * k * cout * cin];
-        let group = layout.images;
-        let (chunk_x, chunk_dy) = ((group * cin * h * w).max(1), (group * cout * h * w).max(1));
-        for (g, (input, grad)) in x.chunks(chunk_x).zip(dy.chunks(chunk_dy)).enumerate() {
-            let images = input.len() / (cin * h * w);
-            layout.fill(input, cin, [h, w], layout.p, &mut padded);
-            layout.fill(grad, cout, [h, w], 0, &mut wide);
-            let span = layout.span(images);
-            // One task per tap: each product is only cout×cin, too small for gemm to split.
-            taps.par_chunks_mut(cout * cin).enumerate().for_each(|(tap, block)| {
-                let offset = layout.offset(tap, k);
-                // SAFETY: the tap's block is cout×cin (row stride cin); `wide` is cout rows of `stride` values,
-                // read span wide; the padded view is span×cin with element (j, i) at offset + i·stride + j <
-                // cin·stride, as in `conv_same`.
-                unsafe {
-                    let view = padded.as_ptr().add(offset);
-                    let (stride, cin_s) = (stride as isize, cin as isize);
-                    matmul(
-                        [cout, cin, span],
-                        (block.as_mut_ptr(), [cin_s, 1]),
-                        g > 0,
-                        (wide.as_ptr(), [stride, 1]),
-                        (view, [1, stride]),
-                        1.0,
-                        Parallelism::None,
-                    );
-                }
-            });
+        let (hw, depth) = (h * w, cin * kk);
+        if depth == 0 || batch * hw == 0 {
+            return vec![0.0f32; cout * depth];
         }
-        // `[k², cout, cin]` → PyTorch's `[cout, cin, k, k]`.
-        let (kk, mut out) = (k * k, vec![0.0f32; taps.len()]);
-        for (t, block) in taps.chunks_exact(cout * cin).enumerate() {
-            for (oi, v) in block.iter().enumerate() {
-                out[oi * kk + t] = *v;
-            }
-        }
-        out
+        let bands = Bands::new(c, band_values);
+        (0..bands.tasks)
+            .into_par_iter()
+            .fold(
+                || (bands.scratch(), vec![0.0f32; cout * depth]),
+                |((mut cols, mut wide), mut dw), task| {
+                    let task = bands.task(task);
+                    let n = task.pixels(w);
+                    let (band, cols_rs) = bands.gather(x, &task, &mut cols);
+                    // One image: its gradient rows in place (cout rows of n values, hw apart); several: side
+                    // by side in `wide`, as the neighbourhood matrix's columns.
+                    let (grad, grad_rs) = if task.images.len() == 1 {
+                        (&dy[task.images.start * cout * hw + task.rows.start * w..], hw)
+                    } else {
+                        for (j, b) in task.images.clone().enumerate() {
+                            for o in 0..cout {
+                                wide[o * n + j * hw..][..hw].copy_from_slice(&dy[(b * cout + o) * hw..][..hw]);
+                            }
+                        }
+                        (&wide[..], n)
+                    };
+                    // SAFETY: dw is cout×depth row-major; the gradient is cout rows of n values, grad_rs apart,
+                    // inside its buffer; `band`ᵀ is n×depth, read from the depth×n matrix with row stride cols_rs.
+                    unsafe {
+                        matmul(
+                            [cout, depth, n],
+                            (dw.as_mut_ptr(), [depth as isize, 1]),
+                            true,
+                            (grad.as_ptr(), [grad_rs as isize, 1]),
+                            (band.as_ptr(), [1, cols_rs as isize]),
+                            1.0,
+                            bands.parallelism(),
+                        );
+                    }
+                    ((cols, wide), dw)
+                },
+            )
+            .map(|(_, dw)| dw)
+            .reduce(
+                || vec![0.0f32; cout * depth],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            )
     });
     (dx, dweight)
 }
 
-/// A "same" convolution of small planes under training, as [`conv_same`]'s sizes: the images' `k`×`k`
-/// neighbourhoods as one matrix `[cin·k², batch·h·w]` (im2col, small at these sizes), so that the output and
-/// both gradients are one matrix product each, where [`conv_same`] would make `k²` products a few columns wide.
-#[derive(Debug)]
-pub struct Im2col {
-    cols: Vec<f32>,
+/// How [`conv_same`] splits its work into `tasks`: bands of `rows` output rows of one image, or where a whole
+/// image's neighbourhood matrix is small, groups of `images` whole images, so that each product stays wide.
+#[derive(Debug, Clone, Copy)]
+struct Bands {
     c: Conv,
+    rows: usize,
+    images: usize,
+    tasks: usize,
 }
 
-impl Im2col {
-    /// The neighbourhoods of NCHW `x` `[batch, cin, h, w]`, zero past the borders.
-    ///
-    /// # Panics
-    /// If `x`'s length does not match `c`, or `k` is even.
-    pub fn new(x: &[f32], c: Conv) -> Self {
-        let Conv { batch, cin, h, w, k, .. } = c;
-        assert!(k % 2 == 1, "odd kernel");
-        assert_eq!(x.len(), batch * cin * h * w, "input buffer");
-        let (kk, planes) = (k * k, batch * h * w);
-        let mut cols = vec![0.0f32; cin * kk * planes];
-        cols.par_chunks_mut(planes.max(1)).enumerate().for_each(|(row, cols)| {
-            let (i, t) = (row / kk, row % kk);
-            tap_runs(c, t, |b, col, pixel, len| {
-                cols[b * h * w + col..][..len].copy_from_slice(&x[(b * cin + i) * h * w + pixel..][..len]);
-            });
-        });
-        Self { cols, c }
-    }
+/// One task of [`Bands`]: output rows `rows` of images `images`.
+#[derive(Debug, Clone)]
+struct Task {
+    images: Range<usize>,
+    rows: Range<usize>,
+}
 
-    /// The convolution with `weight` `[cout, cin, k, k]`, without bias: `[batch, cout, h, w]`.
-    pub fn forward(&self, weight: &[f32]) -> Vec<f32> {
-        let Conv { batch, cin, cout, h, w, k } = self.c;
-        assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
-        let (n, depth) = (batch * h * w, cin * k * k);
-        let mut out = vec![0.0f32; cout * n];
-        // SAFETY: out is cout×n, weight cout×depth and cols depth×n, each row-major and of that length.
-        unsafe { product(&mut out, (weight, [depth as isize, 1]), (&self.cols, [n as isize, 1]), [cout, n, depth]) };
-        swap_outer(&out, [cout, batch], h * w)
-    }
-
-    /// The gradient of `weight` for the output gradient `dy` `[batch, cout, h, w]`.
-    pub fn weight_grad(&self, dy: &[f32]) -> Vec<f32> {
-        let Conv { batch, cin, cout, h, w, k } = self.c;
-        assert_eq!(dy.len(), batch * cout * h * w, "gradient buffer");
-        let (n, depth) = (batch * h * w, cin * k * k);
-        let dy = swap_outer(dy, [batch, cout], h * w);
-        let mut dw = vec![0.0f32; cout * depth];
-        // SAFETY: dw is cout×depth; dy is cout×n row-major; colsᵀ is n×depth read from the depth×n cols.
-        unsafe { product(&mut dw, (&dy, [n as isize, 1]), (&self.cols, [1, n as isize]), [cout, depth, n]) };
-        dw
+impl Task {
+    /// Output pixels of the task (columns of its matrices), image by image.
+    fn pixels(&self, w: usize) -> usize {
+        self.images.len() * self.rows.len() * w
     }
 }
 
-/// The input's gradient of [`Im2col::forward`] for the output gradient `dy`: `weightᵀ · dy`, each column
-/// added back to the pixels its neighbourhood came from.
-pub fn im2col_input_grad(weight: &[f32], dy: &[f32], c: Conv) -> Vec<f32> {
-    let Conv { batch, cin, cout, h, w, k } = c;
-    assert!(k % 2 == 1, "odd kernel");
-    assert_eq!(weight.len(), cout * cin * k * k, "weight buffer");
-    assert_eq!(dy.len(), batch * cout * h * w, "gradient buffer");
-    let (hw, depth) = (h * w, cin * k * k);
-    let n = batch * hw;
-    let dy = swap_outer(dy, [batch, cout], hw);
-    let mut dcols = vec![0.0f32; depth * n];
-    // SAFETY: dcols is depth×n; weightᵀ is depth×cout read from the cout×depth weight; dy is cout×n.
-    unsafe { product(&mut dcols, (weight, [1, depth as isize]), (&dy, [n as isize, 1]), [depth, n, cout]) };
-    // Channel-major, so that each channel's planes take its k² rows in a task of their own.
-    let mut dx = vec![0.0f32; cin * n];
-    dx.par_chunks_mut(n.max(1)).enumerate().for_each(|(i, planes)| {
-        for t in 0..k * k {
-            let row = &dcols[(i * k * k + t) * n..][..n];
-            tap_runs(c, t, |b, col, pixel, len| {
-                let (dst, src) = (&mut planes[b * hw + pixel..][..len], &row[b * hw + col..][..len]);
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-            });
+impl Bands {
+    /// Tasks whose neighbourhood matrix holds at most `band_values` values (at least one row of one image).
+    fn new(c: Conv, band_values: usize) -> Self {
+        let per_row = (c.cin * c.k * c.k * c.w).max(1);
+        let rows = (band_values / per_row).clamp(1, c.h.max(1));
+        let images = if rows < c.h { 1 } else { (band_values / (per_row * c.h.max(1))).clamp(1, c.batch.max(1)) };
+        let tasks = if images > 1 { c.batch.div_ceil(images) } else { c.batch * c.h.div_ceil(rows) };
+        Self { c, rows, images, tasks }
+    }
+
+    /// How each task's product runs: on one thread where the tasks keep every core busy, else split by `gemm`
+    /// itself (a small plane's few tasks).
+    fn parallelism(&self) -> Parallelism {
+        if self.tasks >= 2 * rayon::current_num_threads() { Parallelism::None } else { Parallelism::Rayon(0) }
+    }
+
+    /// Scratch of one task: its neighbourhood matrix and a `[cout, pixels]` matrix for grouped images.
+    fn scratch(&self) -> (Vec<f32>, Vec<f32>) {
+        let Conv { cin, cout, w, k, .. } = self.c;
+        let pixels = self.images * self.rows * w;
+        let cols = if k == 1 && self.images == 1 { 0 } else { cin * k * k * pixels };
+        let wide = if self.images > 1 { cout * pixels } else { 0 };
+        (vec![0.0f32; cols], vec![0.0f32; wide])
+    }
+
+    /// The images and output rows of task `task`.
+    fn task(&self, task: usize) -> Task {
+        let Conv { batch, h, .. } = self.c;
+        if self.images > 1 {
+            return Task { images: task * self.images..((task + 1) * self.images).min(batch), rows: 0..h };
         }
-    });
-    swap_outer(&dx, [cin, batch], hw)
+        let per_image = h.div_ceil(self.rows);
+        let (b, band) = (task / per_image, task % per_image);
+        Task { images: b..b + 1, rows: band * self.rows..((band + 1) * self.rows).min(h) }
+    }
+
+    /// The task's neighbourhood matrix `[cin·k², pixels]` (images side by side), zero past the borders, and its
+    /// row stride: gathered into `cols`, or for one image's 1×1 kernel the input itself (planes `h·w` apart).
+    fn gather<'a>(&self, x: &'a [f32], task: &Task, cols: &'a mut [f32]) -> (&'a [f32], usize) {
+        let Conv { cin, h, w, k, .. } = self.c;
+        let (hw, kk) = (h * w, k * k);
+        if k == 1 && task.images.len() == 1 {
+            return (&x[task.images.start * cin * hw + task.rows.start * w..], hw);
+        }
+        let (n, per_image) = (task.pixels(w), task.rows.len() * w);
+        let cols = &mut cols[..cin * kk * n];
+        cols.fill(0.0);
+        for (r, row) in cols.chunks_exact_mut(n).enumerate() {
+            for (j, b) in task.images.clone().enumerate() {
+                let plane = &x[(b * cin + r / kk) * hw..][..hw];
+                let row = &mut row[j * per_image..][..per_image];
+                tap_runs(self.c, r % kk, task.rows.clone(), |col, pixel, len| {
+                    row[col..][..len].copy_from_slice(&plane[pixel..][..len]);
+                });
+            }
+        }
+        (cols, n)
+    }
 }
 
-/// Calls `f(b, col, pixel, len)` for every run of kernel tap `t` (of k², row-major) in [`Im2col`]'s matrix
-/// that falls inside the image: for image `b`, the `len` output pixels from `col` on take the input plane's
-/// `len` values from `pixel` on (one output row's columns whose tap lies inside the plane; the others stay
-/// zero).
-fn tap_runs(c: Conv, t: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
-    let Conv { batch, h, w, k, .. } = c;
+/// Calls `f(col, pixel, len)` for every run of kernel tap `t` (of k², row-major) that falls inside the plane,
+/// for the output rows `rows`: the `len` output pixels from `col` on (counted from the first of `rows`) take
+/// the input plane's `len` values from `pixel` on (one output row's columns whose tap lies inside the plane;
+/// the others stay zero).
+fn tap_runs(c: Conv, t: usize, rows: Range<usize>, mut f: impl FnMut(usize, usize, usize)) {
+    let Conv { h, w, k, .. } = c;
     let p = k / 2;
     let (dy, dx) = (t / k, t % k);
     // Output columns xo whose source column xo + dx - p lies in 0..w.
@@ -353,51 +290,24 @@ fn tap_runs(c: Conv, t: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
     if first >= last {
         return;
     }
-    for b in 0..batch {
-        for yo in 0..h {
-            if let Some(y) = (yo + dy).checked_sub(p).filter(|&y| y < h) {
-                f(b, yo * w + first, y * w + first + dx - p, last - first);
-            }
+    for yo in rows.clone() {
+        if let Some(y) = (yo + dy).checked_sub(p).filter(|&y| y < h) {
+            f((yo - rows.start) * w + first, y * w + first + dx - p, last - first);
         }
     }
 }
 
-/// `dst = a · b` for `[m, n, k]`, on every core: `dst` m×n row-major, `a` m×k and `b` k×n by their `[row,
-/// column]` strides.
-///
-/// # Safety
-/// `a` and `b` must hold every element their strides reach for those sizes.
-unsafe fn product(
-    dst: &mut [f32],
-    (a, a_s): (&[f32], [isize; 2]),
-    (b, b_s): (&[f32], [isize; 2]),
-    [m, n, k]: [usize; 3],
-) {
-    assert_eq!(dst.len(), m * n);
-    // SAFETY: dst is m×n row-major; a and b as the caller promises.
-    unsafe {
-        matmul(
-            [m, n, k],
-            (dst.as_mut_ptr(), [n as isize, 1]),
-            false,
-            (a.as_ptr(), a_s),
-            (b.as_ptr(), b_s),
-            1.0,
-            Parallelism::Rayon(0),
-        )
-    };
-}
+/// The output buffer of [`conv_banded`], written by its parallel tasks at disjoint places.
+struct Shared(*mut f32);
 
-/// `x` `[a, b, pixels]` → `[b, a, pixels]`: between the batch-major layout of tensors and
-/// the channel-major one of [`Im2col`]'s products.
-fn swap_outer(x: &[f32], [a, b]: [usize; 2], pixels: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    out.par_chunks_mut((a * pixels).max(1)).enumerate().for_each(|(j, rows)| {
-        for (i, dst) in rows.chunks_exact_mut(pixels.max(1)).enumerate() {
-            dst.copy_from_slice(&x[(i * b + j) * pixels..][..pixels]);
-        }
-    });
-    out
+// SAFETY: the tasks write disjoint parts of the buffer, which outlives them.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The buffer's start (a method, so that closures capture the `Sync` wrapper rather than the pointer).
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
 }
 
 #[cfg(test)]
@@ -439,8 +349,8 @@ mod tests {
             let got = conv_same(&x, &weight, Some(&bias), c);
             let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(got.len() == want.len() && err < 1e-5, "{c:?}: {err}");
-            // One image per padded buffer, as for large planes: the same numbers.
-            let one = conv_same_grouped(&x, &weight, Some(&bias), c, 1);
+            // Bands of one output row (the tasks of a large plane): the same numbers.
+            let one = conv_banded(&x, &weight, Some(&bias), c, 1);
             assert!(one.len() == want.len() && one.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{c:?}");
             let unbiased = conv_same(&x, &weight, None, c);
             assert!(
@@ -490,16 +400,14 @@ mod tests {
             let (got_dx, got_dw) = conv_same_backward(&x, &weight, &dy, c, (true, true));
             let (got_dx, got_dw) = (got_dx.unwrap(), got_dw.unwrap());
             assert!(err(&got_dx, &dx) < 1e-5 && err(&got_dw, &dw) < 1e-5, "{c:?}");
-            // One image per padded buffer, as for large planes: the same numbers.
-            let (one_dx, one_dw) = conv_same_backward_grouped(&x, &weight, &dy, c, (true, true), 1);
-            assert!(err(&one_dx.unwrap(), &dx) < 1e-5 && err(&one_dw.unwrap(), &dw) < 1e-5, "{c:?}");
-            // The im2col path of small planes: its output equals conv_same's, its gradients the sums.
-            let cols = Im2col::new(&x, c);
-            let forward = conv_same(&x, &weight, None, c);
-            let y: Vec<f64> = forward.iter().map(|&v| v as f64).collect();
-            assert!(err(&cols.forward(&weight), &y) < 1e-5, "{c:?}");
-            assert!(err(&cols.weight_grad(&dy), &dw) < 1e-5, "{c:?}");
-            assert!(err(&im2col_input_grad(&weight, &dy, c), &dx) < 1e-5, "{c:?}");
+            // Bands of one output row: the same numbers, also on one thread, where one sum takes every band.
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
+            for (one_dx, one_dw) in [
+                conv_backward_banded(&x, &weight, &dy, c, (true, true), 1),
+                pool.install(|| conv_backward_banded(&x, &weight, &dy, c, (true, true), 1)),
+            ] {
+                assert!(err(&one_dx.unwrap(), &dx) < 1e-5 && err(&one_dw.unwrap(), &dw) < 1e-5, "{c:?}");
+            }
             assert_eq!(conv_same_backward(&x, &weight, &dy, c, (false, true)), (None, Some(got_dw)));
         }
     }

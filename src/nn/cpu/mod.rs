@@ -8,17 +8,16 @@
 //!   L2: `S = Q_b·Kᵀ` and `O_b = softmax(S)·V` are two well-shaped `gemm` calls with the softmax between
 //!   them. The scores are exact softmax (no online rescaling), so the result equals burn's within rounding.
 //! - [`geglu`]: the transformer's feed-forward gate `value · gelu(gate)` (erf GELU) in one vectorized pass.
-//! - [`group_norm_silu`] ([`group_norm`]): GroupNorm then SiLU (every ResNet block's pattern) in one pass over each group
-//!   after its statistics, where burn makes several passes and evaluates `exp` one element at a time.
-//! - [`conv_same`]: a stride-1 "same" convolution (the ResNet blocks' and the VAE's 3×3) as one `gemm` per
-//!   kernel tap over a zero-padded copy of the image, with no im2col buffer: burn-flex's tiled im2col builds
-//!   a matrix k² times the input's size, and at the VAE decoder's 128×128 planes that traffic, not the
-//!   arithmetic, sets its pace (`examples/op_profile` compares the two at several sizes). Small planes of a
-//!   batch are padded side by side and go through one product per tap together. [`conv_same_backward`]
-//!   gives its gradients in the same layout; under training, smaller planes go through [`Im2col`] (one
-//!   product each for the output and both gradients).
-//! - Training's backward passes: [`attention_backward`], [`geglu_backward`], [`group_norm_backward`] (after
-//!   [`group_norm`], which also returns the statistics), each in as few passes as the forward kernel.
+//! - [`group_norm_silu`] ([`group_norm`]): GroupNorm then SiLU (every ResNet block's pattern) in one pass over
+//!   each group after its statistics, where burn makes several passes and evaluates `exp` one element at a time.
+//! - [`conv_same`]: a stride-1 "same" convolution (the ResNet blocks' and the VAE's 3×3, and the 1×1
+//!   projections) by bands of output rows: each band's neighbourhood matrix (im2col) is sized to a core's L2
+//!   and multiplied by the weights straight into the output, the bands of all images in parallel. burn-flex
+//!   builds the whole batch's matrix, k² times the input, and at the VAE decoder's 128×128 planes that
+//!   traffic, not the arithmetic, sets its pace (`examples/op_profile` compares the two at several sizes).
+//!   [`conv_same_backward`] gives both gradients by the same bands.
+//! - Training's other backward passes: [`attention_backward`], [`geglu_backward`], [`group_norm_backward`]
+//!   (after [`group_norm`], which also returns the statistics), each in as few passes as the forward kernel.
 //!
 //! The row loops are written in 16 fixed lanes and compiled three times (AVX-512, AVX2+FMA, baseline), the
 //! CPU choosing at run time, so the same binary vectorizes wherever it runs.
@@ -60,7 +59,7 @@ mod geglu;
 mod group_norm;
 
 pub use attention::{Shape, attention, attention_backward};
-pub use conv::{CONV_MIN_PIXELS, Conv, Im2col, conv_same, conv_same_backward, im2col_input_grad};
+pub use conv::{Conv, conv_same, conv_same_backward};
 pub use geglu::{geglu, geglu_backward};
 pub use group_norm::{Groups, group_norm, group_norm_backward, group_norm_silu};
 
