@@ -5,6 +5,7 @@
 # another at the lowest CPU priority (nice 19), each shard file written when it is done; a shard already
 # written is skipped, so the run resumes wherever it was stopped (kill it at any time). When every shard of a
 # family is there, the merge writes public/model/table2-KIND.json and .md (tables, cost, t-SNE plot).
+# SHARD_DIR/provenance lists the source tree (git hash of src/) that measured each shard.
 #
 #   bash scripts/table2.sh [KIND ...]        # default: chest derm
 #
@@ -21,12 +22,17 @@ cargo build --locked --release --bin traverse
 BIN="$CARGO_TARGET_DIR/release/traverse"
 kinds=("$@")
 (( ${#kinds[@]} )) || kinds=(chest derm)
+# Which code measured which shard: the source tree's git hash (a change that touches only docs keeps it).
+code="$(git rev-parse HEAD:src 2>/dev/null || echo unknown)"
 for kind in "${kinds[@]}"; do
   dir="$CACHE/table2/$kind"
   mkdir -p "$dir"
   for ((k = 0; k < SHARDS; k++)); do
+    name="$(printf '%s-%04d-of-%04d.json' "$kind" "$k" "$SHARDS")"
+    [[ -e $dir/$name ]] && continue
     nice -n 19 "$BIN" evaluate --model public/model --kind "$kind" --subjects "$SUBJECTS" \
       --shard "$k/$SHARDS" --shard-dir "$dir"
+    echo "$name src $code" >> "$dir/provenance"
   done
   "$BIN" evaluate merge --kind "$kind" --shard-dir "$dir" --out "public/model/table2-$kind.json" \
     --tsne-svg "public/model/table2-tsne-$kind.svg"
