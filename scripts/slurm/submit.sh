@@ -5,12 +5,13 @@
 #
 #   bash scripts/slurm/submit.sh KIND N SHARD_DIR OUT [sbatch options --] EVALUATE ARGS...
 #
-# e.g. Table 2 at the paper's scale, 100 shards of 25 subjects, each task on one GPU:
-#   bash scripts/slurm/submit.sh derm 100 shards/derm evaluation-derm.json --gres=gpu:1 --time=4:00:00 -- \
-#     --device wgpu --model public/model --subjects 2500
+# e.g. Table 2 at the paper's scale (278 subjects × 9 swap points = 2502 samples per row), 139 shards of 2
+# subjects, each task on one GPU:
+#   bash scripts/slurm/submit.sh derm 139 shards/derm evaluation-derm.json --gres=gpu:1 --time=1:00:00 -- \
+#     --device wgpu --model public/model --subjects 278
 # TRAVERSE names the binary (default: target/release/traverse).
 set -euo pipefail
-if (( $# < 4 )); then sed -n '2,12p' "$0" >&2; exit 2; fi
+if (( $# < 4 )); then sed -n '2,13p' "$0" >&2; exit 2; fi
 KIND=$1 SHARDS=$2 SHARD_DIR=$3 OUT=$4
 shift 4
 sbatch_opts=()
