@@ -11,7 +11,7 @@
 #     --device wgpu --model public/model --subjects 278
 # TRAVERSE names the binary (default: target/release/traverse).
 set -euo pipefail
-if (( $# < 4 )); then sed -n '2,13p' "$0" >&2; exit 2; fi
+if (( $# < 4 )); then sed -n '2,12p' "$0" >&2; exit 2; fi
 KIND=$1 SHARDS=$2 SHARD_DIR=$3 OUT=$4
 shift 4
 sbatch_opts=()
