@@ -30,9 +30,10 @@ pub struct Conv {
 const BAND_VALUES: usize = 256 * 1024;
 
 /// A stride-1 convolution of NCHW `x` `[batch, cin, h, w]` with `weight` `[cout, cin, k, k]` (PyTorch's
-/// layout), padding `k / 2` with zeros, plus `bias`: `[batch, cout, h, w]`. Each band of output rows gathers
-/// its `[cin·k², rows·w]` neighbourhood matrix (a 1×1 convolution reads the input in place) and multiplies
-/// it by the weights straight into the output; bands of every image run in parallel.
+/// layout), padding `k / 2` with zeros, plus `bias`: `[batch, cout, h, w]`. Each task, a band of one image's
+/// output rows or several small images whole ([`Bands`]), gathers its `[cin·k², pixels]` neighbourhood
+/// matrix (one image's 1×1 convolution reads the input in place) and multiplies it by the weights into the
+/// output; the tasks run in parallel.
 ///
 /// # Panics
 /// If a buffer's length does not match `c`, or `k` is even.
