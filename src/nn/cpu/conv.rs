@@ -31,7 +31,7 @@ const BAND_VALUES: usize = 256 * 1024;
 
 /// A stride-1 convolution of NCHW `x` `[batch, cin, h, w]` with `weight` `[cout, cin, k, k]` (PyTorch's
 /// layout), padding `k / 2` with zeros, plus `bias`: `[batch, cout, h, w]`. Each task, a band of one image's
-/// output rows or several small images whole ([`Bands`]), gathers its `[cin·k², pixels]` neighbourhood
+/// output rows or several small images whole (see `Bands`), gathers its `[cin·k², pixels]` neighbourhood
 /// matrix (one image's 1×1 convolution reads the input in place) and multiplies it by the weights into the
 /// output; the tasks run in parallel.
 ///
