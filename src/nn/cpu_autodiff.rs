@@ -9,28 +9,23 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::{Autodiff, BackendTypes, Flex};
+use burn::backend::{Autodiff, Flex};
 use burn::nn::GroupNorm;
 use burn::prelude::*;
 
 use super::cpu::{self, Conv};
+use super::primitive_values;
 
 /// burn's CPU backend under autodiff, as `Device::flex().autodiff()` runs it.
 type Ad = Autodiff<Flex>;
-type Primitive = <Flex as BackendTypes>::FloatTensorPrimitive;
-
-/// The f32 values of a CPU primitive in row-major order (without a copy where it is the buffer's only handle
-/// and already in that order).
-fn values(t: Primitive) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().expect("this crate's autodiff ops take f32 tensors")
-}
+type Primitive = super::CpuPrimitive;
 
 /// A CPU primitive's f32 values in row-major order: borrowed where its data are already in that order (the
 /// saved inputs of the backward passes, mostly), copied otherwise.
 fn view(t: &Primitive) -> Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(values) => Cow::Borrowed(values),
-        None => Cow::Owned(values(t.clone())),
+        None => Cow::Owned(primitive_values(t.clone())),
     }
 }
 
@@ -50,7 +45,7 @@ impl Backward<Flex, 2> for ConvSame {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
-        let grad = values(grads.consume::<Flex>(&ops.node));
+        let grad = primitive_values(grads.consume::<Flex>(&ops.node));
         let (x, weight, c) = ops.state;
         let x = checkpointer.retrieve_node_output::<Primitive>(x);
         let weight = checkpointer.retrieve_node_output::<Primitive>(weight);
@@ -95,7 +90,7 @@ impl Backward<Flex, 3> for Normalize {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let grad = values(grads.consume::<Flex>(&ops.node));
+        let grad = primitive_values(grads.consume::<Flex>(&ops.node));
         let (x, [gamma, beta], stats, groups, silu, shape) = ops.state;
         let x = checkpointer.retrieve_node_output::<Primitive>(x);
         let (dx, dgamma, dbeta) = cpu::group_norm_backward(&view(&x), &grad, &stats, groups, (&gamma, &beta), silu);
@@ -148,7 +143,7 @@ impl Backward<Flex, 3> for Attention {
     type State = ([NodeId; 3], Vec<f32>, cpu::Shape, [usize; 2], f32);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let grad = values(grads.consume::<Flex>(&ops.node));
+        let grad = primitive_values(grads.consume::<Flex>(&ops.node));
         let (inputs, out, shape, [b, heads], scale) = ops.state;
         let [q, k, v] = inputs.map(|node| checkpointer.retrieve_node_output::<Primitive>(node));
         let [q, k, v] = [&q, &k, &v].map(view);
@@ -200,7 +195,7 @@ impl Backward<Flex, 1> for Geglu {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_h] = ops.parents;
-        let grad = values(grads.consume::<Flex>(&ops.node));
+        let grad = primitive_values(grads.consume::<Flex>(&ops.node));
         let (h, shape) = ops.state;
         if let Some(node) = node_h {
             let h = checkpointer.retrieve_node_output::<Primitive>(h);
