@@ -19,11 +19,15 @@ CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 SUBJECTS=278 SHARDS=139
 export CARGO_TARGET_DIR="$CACHE/target"
 cargo build --locked --release --bin traverse
-BIN="$CARGO_TARGET_DIR/release/traverse"
+# Which code measured which shard: the source tree's git hash (a change that touches only docs keeps it). The
+# run uses its own copy of the binary, so that a build of other code into the shared target dir meanwhile
+# (a test run, CI) does not change the code under the remaining shards.
+code="$(git rev-parse HEAD:src 2>/dev/null || echo unknown)"
+BIN="$CACHE/table2/traverse-$code"
+mkdir -p "$CACHE/table2"
+cp "$CARGO_TARGET_DIR/release/traverse" "$BIN"
 kinds=("$@")
 (( ${#kinds[@]} )) || kinds=(chest derm)
-# Which code measured which shard: the source tree's git hash (a change that touches only docs keeps it).
-code="$(git rev-parse HEAD:src 2>/dev/null || echo unknown)"
 for kind in "${kinds[@]}"; do
   dir="$CACHE/table2/$kind"
   mkdir -p "$dir"
