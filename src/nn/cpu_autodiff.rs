@@ -2,8 +2,6 @@
 //! each op takes its tensors down to burn-autodiff's `Autodiff<Flex>` primitives, runs the kernel forward and
 //! registers a backward pass of its own kernels (burn-autodiff's `Backward`), as burn's own ops do.
 
-use std::borrow::Cow;
-
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -14,20 +12,11 @@ use burn::nn::GroupNorm;
 use burn::prelude::*;
 
 use super::cpu::{self, Conv};
-use super::primitive_values;
+use super::{primitive_values, primitive_view};
 
 /// burn's CPU backend under autodiff, as `Device::flex().autodiff()` runs it.
 type Ad = Autodiff<Flex>;
 type Primitive = super::CpuPrimitive;
-
-/// A CPU primitive's f32 values in row-major order: borrowed where its data are already in that order (the
-/// saved inputs of the backward passes, mostly), copied otherwise.
-fn view(t: &Primitive) -> Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(values) => Cow::Borrowed(values),
-        None => Cow::Owned(primitive_values(t.clone())),
-    }
-}
 
 /// A CPU primitive of `values` in `shape`.
 fn primitive<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Primitive {
@@ -50,7 +39,7 @@ impl Backward<Flex, 2> for ConvSame {
         let x = checkpointer.retrieve_node_output::<Primitive>(x);
         let weight = checkpointer.retrieve_node_output::<Primitive>(weight);
         let want = (node_x.is_some(), node_weight.is_some());
-        let (dx, dweight) = cpu::conv_same_backward(&view(&x), &view(&weight), &grad, c, want);
+        let (dx, dweight) = cpu::conv_same_backward(&primitive_view(&x), &primitive_view(&weight), &grad, c, want);
         if let (Some(node), Some(dx)) = (node_x, dx) {
             grads.register::<Flex>(node.id, primitive(dx, [c.batch, c.cin, c.h, c.w]));
         }
@@ -67,7 +56,7 @@ pub(crate) fn conv_same(x: Tensor<4>, weight: Tensor<4>, c: Conv) -> Option<Tens
     let (Ok(xa), Ok(wa)) = (x.try_into_primitive::<Ad>(), weight.try_into_primitive::<Ad>()) else {
         return None;
     };
-    let out = cpu::conv_same(&view(xa.primitive()), &view(wa.primitive()), None, c);
+    let out = cpu::conv_same(&primitive_view(xa.primitive()), &primitive_view(wa.primitive()), None, c);
     let out = primitive(out, [c.batch, c.cout, c.h, c.w]);
     let out = match ConvSame.prepare::<NoCheckpointing>([xa.node(), wa.node()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
@@ -93,7 +82,8 @@ impl Backward<Flex, 3> for Normalize {
         let grad = primitive_values(grads.consume::<Flex>(&ops.node));
         let (x, [gamma, beta], stats, groups, silu, shape) = ops.state;
         let x = checkpointer.retrieve_node_output::<Primitive>(x);
-        let (dx, dgamma, dbeta) = cpu::group_norm_backward(&view(&x), &grad, &stats, groups, (&gamma, &beta), silu);
+        let (dx, dgamma, dbeta) =
+            cpu::group_norm_backward(&primitive_view(&x), &grad, &stats, groups, (&gamma, &beta), silu);
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, primitive(dx, shape));
         }
@@ -119,9 +109,9 @@ pub(crate) fn group_norm(norm: &GroupNorm, x: Tensor<4>, silu: bool) -> Option<T
     else {
         return None;
     };
-    let (gv, bv) = (view(ga.primitive()).into_owned(), view(ba.primitive()).into_owned());
+    let (gv, bv) = (primitive_view(ga.primitive()).into_owned(), primitive_view(ba.primitive()).into_owned());
     let groups = cpu::Groups { batch, channels, pixels: h * w, groups: norm.num_groups };
-    let mut out = view(xa.primitive()).into_owned();
+    let mut out = primitive_view(xa.primitive()).into_owned();
     let stats = cpu::group_norm(&mut out, groups, &gv, &bv, norm.epsilon as f32, silu);
     let out = primitive(out, shape);
     let out = match Normalize.prepare::<NoCheckpointing>([xa.node(), ga.node(), ba.node()]).compute_bound().stateful() {
@@ -146,7 +136,7 @@ impl Backward<Flex, 3> for Attention {
         let grad = primitive_values(grads.consume::<Flex>(&ops.node));
         let (inputs, out, shape, [b, heads], scale) = ops.state;
         let [q, k, v] = inputs.map(|node| checkpointer.retrieve_node_output::<Primitive>(node));
-        let [q, k, v] = [&q, &k, &v].map(view);
+        let [q, k, v] = [&q, &k, &v].map(primitive_view);
         let (dq, dk, dv) = cpu::attention_backward(&q, &k, &v, &out, &grad, shape, scale);
         let cpu::Shape { queries, keys, dim, value_dim, .. } = shape;
         let dims = [[queries, dim], [keys, dim], [keys, value_dim]];
@@ -172,7 +162,7 @@ pub(crate) fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tens
         return None;
     };
     let scale = 1.0 / (dim as f32).sqrt();
-    let [qv, kv, vv] = [&qa, &ka, &va].map(|t| view(t.primitive()));
+    let [qv, kv, vv] = [&qa, &ka, &va].map(|t| primitive_view(t.primitive()));
     let out = cpu::attention(&qv, &kv, &vv, shape, scale);
     let result = primitive(out.clone(), [b, heads, queries, value_dim]);
     let result =
@@ -199,7 +189,10 @@ impl Backward<Flex, 1> for Geglu {
         let (h, shape) = ops.state;
         if let Some(node) = node_h {
             let h = checkpointer.retrieve_node_output::<Primitive>(h);
-            grads.register::<Flex>(node.id, primitive(cpu::geglu_backward(&view(&h), &grad, shape[2] / 2), shape));
+            grads.register::<Flex>(
+                node.id,
+                primitive(cpu::geglu_backward(&primitive_view(&h), &grad, shape[2] / 2), shape),
+            );
         }
     }
 }
@@ -211,7 +204,7 @@ pub(crate) fn geglu(h: Tensor<3>) -> Option<Tensor<3>> {
     let shape = h.dims();
     let ha = h.try_into_primitive::<Ad>().ok()?;
     let [b, n, width] = shape;
-    let out = primitive(cpu::geglu(&view(ha.primitive()), width / 2), [b, n, width / 2]);
+    let out = primitive(cpu::geglu(&primitive_view(ha.primitive()), width / 2), [b, n, width / 2]);
     let out = match Geglu.prepare::<NoCheckpointing>([ha.node()]).compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
             let state = (prep.checkpoint(&ha), shape);

@@ -292,16 +292,26 @@ pub(crate) fn primitive_values(p: CpuPrimitive) -> Vec<f32> {
     p.into_data().try_into_vec::<f32>().expect("an f32 tensor")
 }
 
-/// Calls `f` with the values of a tensor for which [`on_cpu_backend`] holds, read in place where they are
-/// already in row-major order (an input that other handles keep, as the U-Net's skip connections are), else
-/// copied into that order.
+/// A CPU primitive's f32 values in row-major order: borrowed where its data are already in that order (an
+/// input that other handles keep, as the U-Net's skip connections and autodiff's saved tensors are), else
+/// copied into that order by [`primitive_values`].
+#[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
+pub(crate) fn primitive_view(p: &CpuPrimitive) -> std::borrow::Cow<'_, [f32]> {
+    match p.as_slice::<f32>() {
+        Some(values) => std::borrow::Cow::Borrowed(values),
+        None => std::borrow::Cow::Owned(primitive_values(p.clone())),
+    }
+}
+
+/// Calls `f` with the values of a tensor for which [`on_cpu_backend`] holds, read in place where they can be
+/// (see [`primitive_view`]).
+///
+/// # Panics
+/// Never for such a tensor: it is an f32 tensor of burn's CPU backend.
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
 fn with_cpu_values<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
-    let primitive = t.clone().try_into_primitive::<burn::backend::Flex>().ok();
-    match primitive.as_ref().and_then(|p| p.as_slice::<f32>()) {
-        Some(values) => f(values),
-        None => f(&cpu_values(t.clone())),
-    }
+    let primitive = t.clone().try_into_primitive::<burn::backend::Flex>();
+    f(&primitive_view(&primitive.unwrap_or_else(|_| panic!("a tensor of burn's CPU backend"))))
 }
 
 /// diffusers' `act_fn` of the U-Net and the VAE: SiLU, under either of its names (the only one SD uses).
