@@ -134,7 +134,11 @@ fn training_refuses_bad_recipes_before_any_stage() {
         Recipe { unet_caption_balance: 1.5, ..recipe.clone() },
         Recipe { unet_chest_share: Some(-0.1), ..recipe.clone() },
     ] {
-        assert!(traverse::train::train(&bad, &device(), &out.0.join("run"), |_, _, _| {}).is_err(), "{bad:?}");
+        assert!(
+            traverse::train::train(&bad, &device(), &out.0.join("run"), traverse::train::Deadline::NEVER, |_, _, _| {})
+                .is_err(),
+            "{bad:?}"
+        );
         assert!(!out.0.join("run").exists(), "nothing is written for {bad:?}");
     }
 }

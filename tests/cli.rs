@@ -469,12 +469,34 @@ fn bad_input_is_a_message() {
         assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
     }
 
+    // A time limit or U-Net batch of zero is refused too.
+    for (flag, value) in [("--time-limit", "0"), ("--time-limit", "inf"), ("--unet-batch", "0")] {
+        let out = traverse(&["train-mini", "--out", "/definitely/not/here", flag, value]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(flag) && !err.contains("panicked"), "{flag} {value}: {err}");
+    }
+
     // Training in f16 is refused (it would need loss scaling), as is a precision that does not exist.
     let out = traverse(&["--precision", "f16", "train-mini", "--out", "/definitely/not/here"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("training runs in f32"), "{err}");
     let out = traverse(&["--precision", "bf16", "generate", "--model", "x"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("f16"));
+}
+
+#[test]
+fn train_mini_stops_at_its_time_limit_with_a_save() {
+    let tmp = TempDir::new("time-limit");
+    let out = tmp.0.join("run");
+    let args = ["train-mini", "--out", out.to_str().unwrap(), "--size", "32", "--images", "4", "--vae-crop", "32"];
+    let run = traverse(&[&args[..], &["--checkpoint-every", "100", "--time-limit", "1e-6"]].concat());
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(said.contains("stopped by --time-limit in the text_encoder stage"), "{said}");
+    // The one step it trained was saved, though the checkpoint interval was far off.
+    let state = std::fs::read_to_string(out.join("text_encoder/train_state.json")).unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&state).unwrap()["step"], 1, "{state}");
+    assert!(out.join("text_encoder/model.safetensors").is_file() && !out.join("vae").exists());
 }
 
 #[test]

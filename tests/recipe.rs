@@ -7,12 +7,11 @@ use common::*;
 use traverse::pipeline::StableDiffusion;
 use traverse::quantize::quantize;
 use traverse::swap::{SwapSampler, SwapSettings};
-use traverse::train::{Preset, Recipe, seed_from, train};
+use traverse::train::{Deadline, Preset, Recipe, Trained, seed_from, train};
 
-#[test]
-fn tiny_recipe_produces_a_loadable_pipeline() {
-    let dir = TempDir::new("recipe");
-    let mut recipe = Recipe {
+/// Every stage at toy size: two steps each, a checkpoint after every step.
+fn tiny_recipe() -> Recipe {
+    Recipe {
         preset: Preset::Tiny,
         size: 16,
         images: 8,
@@ -29,13 +28,19 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
         unet_chest_share: None,
         batches: [4, 2, 2],
         checkpoint_every: 1,
-    };
+    }
+}
+
+#[test]
+fn tiny_recipe_produces_a_loadable_pipeline() {
+    let dir = TempDir::new("recipe");
+    let mut recipe = tiny_recipe();
     let mut seen = vec![];
-    train(&recipe, &device(), &dir.0, |stage, step, loss| {
+    let trained = train(&recipe, &device(), &dir.0, Deadline::NEVER, |stage, step, loss| {
         assert!(loss.is_finite(), "{stage} step {step}");
         seen.push((stage.to_string(), step));
-    })
-    .unwrap();
+    });
+    assert_eq!(trained.unwrap(), Trained::Complete);
     assert_eq!(seen.len(), 6);
     let scaling = |dir: &std::path::Path| -> f64 {
         let text = std::fs::read_to_string(dir.join("vae/config.json")).unwrap();
@@ -51,7 +56,7 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
     recipe.unet_caption_balance = 0.5;
     recipe.unet_chest_share = Some(0.7);
     let mut again = vec![];
-    train(&recipe, &device(), &dir.0, |stage, step, _| again.push((stage.to_string(), step))).unwrap();
+    train(&recipe, &device(), &dir.0, Deadline::NEVER, |stage, step, _| again.push((stage.to_string(), step))).unwrap();
     assert_eq!(again, vec![("unet".to_string(), 2)]);
     assert_eq!(scaling(&dir.0), trained_scaling);
     for stage in ["text_encoder", "vae", "unet"] {
@@ -85,7 +90,8 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
     seed_from(&shipped.0, &fresh.0).unwrap();
     let mut resumed = vec![];
     recipe.unet_steps = 4;
-    train(&recipe, &device(), &fresh.0, |stage, step, _| resumed.push((stage.to_string(), step))).unwrap();
+    train(&recipe, &device(), &fresh.0, Deadline::NEVER, |stage, step, _| resumed.push((stage.to_string(), step)))
+        .unwrap();
     assert_eq!(resumed, vec![("unet".to_string(), 3)]);
     // The int8 encoder's latents would give another factor; the shipped U-Net's is kept.
     assert_eq!(scaling(&fresh.0), trained_scaling);
@@ -101,4 +107,35 @@ fn tiny_recipe_produces_a_loadable_pipeline() {
         .unwrap();
     let img = sd.vae.decode(res.trajectories[0].latents[0].clone());
     assert_eq!(img.dims(), [1, 3, 16, 16]);
+}
+
+#[test]
+fn a_deadline_stops_at_a_save_and_the_next_run_resumes_there() {
+    let dir = TempDir::new("deadline");
+    // Saves only at each stage's end, unless a deadline stops it first.
+    let recipe = Recipe { checkpoint_every: 100, ..tiny_recipe() };
+    let passed = || Deadline::after(std::time::Duration::ZERO);
+    let run = |deadline: Deadline| {
+        let mut seen = vec![];
+        let trained =
+            train(&recipe, &device(), &dir.0, deadline, |stage, step, _| seen.push((stage.to_string(), step)));
+        (trained.unwrap(), seen)
+    };
+    let step = |stage: &str| -> u64 {
+        let text = std::fs::read_to_string(dir.0.join(stage).join("train_state.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["step"].as_u64().unwrap()
+    };
+    let at = |pairs: &[(&str, usize)]| pairs.iter().map(|&(s, n)| (s.to_string(), n)).collect::<Vec<_>>();
+    // A passed deadline: one step, saved, then the run stops.
+    assert_eq!(run(passed()), (Trained::Stopped { stage: "text_encoder" }, at(&[("text_encoder", 0)])));
+    assert_eq!(step("text_encoder"), 1);
+    // The next run resumes at step 1, the stage's last, so it finishes it and stops in the next stage.
+    assert_eq!(run(passed()), (Trained::Stopped { stage: "vae" }, at(&[("text_encoder", 1), ("vae", 0)])));
+    assert_eq!((step("text_encoder"), step("vae")), (2, 1));
+    assert!(!dir.0.join("unet").exists(), "no later stage was begun");
+    // Without a deadline the rest trains, each step once.
+    assert_eq!(run(Deadline::NEVER), (Trained::Complete, at(&[("vae", 1), ("unet", 0), ("unet", 1)])));
+    assert_eq!(step("unet"), 2);
+    let csv = std::fs::read_to_string(dir.0.join("vae/loss.csv")).unwrap();
+    assert_eq!(csv.lines().map(|l| l.split(',').next().unwrap()).collect::<Vec<_>>(), ["0", "1"]);
 }

@@ -5,6 +5,7 @@
 //! how to go on, never a silent restart.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use burn_store::ModuleSnapshot;
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,58 @@ impl TrainState {
             ),
         })
     }
+}
+
+/// When a run stops early, saving first, so that a machine lent for a fixed time keeps what it trained: the
+/// next run resumes from that save.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No deadline: every stage runs to its last step.
+    pub const NEVER: Self = Self(None);
+
+    /// `limit` from now.
+    pub fn after(limit: Duration) -> Self {
+        Self(Instant::now().checked_add(limit))
+    }
+
+    /// Whether the deadline has passed.
+    pub fn passed(self) -> bool {
+        self.0.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
+/// Where a stage saves its checkpoints (and resumes from), and when it stops early.
+#[derive(Debug, Clone, Copy)]
+pub struct Saves<'a> {
+    /// The stage's folder.
+    pub dir: &'a Path,
+    /// When to stop, at a save.
+    pub deadline: Deadline,
+}
+
+impl<'a> Saves<'a> {
+    /// Saves in `dir`, with no deadline.
+    pub fn to(dir: &'a Path) -> Self {
+        Self { dir, deadline: Deadline::NEVER }
+    }
+
+    /// The same, stopping once `deadline` has passed.
+    pub fn until(self, deadline: Deadline) -> Self {
+        Self { deadline, ..self }
+    }
+}
+
+/// What [`Checkpoint::after_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Logged the step; the next one follows.
+    Next,
+    /// Saved; the next step follows (unless this was the last).
+    Saved,
+    /// Saved because the deadline passed: the stage stops here.
+    Stop,
 }
 
 /// The open checkpoint of one stage.
@@ -134,8 +187,8 @@ impl Checkpoint {
         Self::open(dir, "diffusion_pytorch_model.safetensors", &json, model, names, export, settings)
     }
 
-    /// Logs step `step`'s loss and saves when `every` steps have passed or the run (`steps` in all) is done;
-    /// says whether it saved.
+    /// Logs step `step`'s loss and saves when `every` steps have passed, the run (`steps` in all) is done or
+    /// `deadline` has passed; says which.
     pub fn after_step<M: ModuleSnapshot>(
         &mut self,
         model: &M,
@@ -143,13 +196,15 @@ impl Checkpoint {
         loss: f32,
         steps: usize,
         every: usize,
-    ) -> Result<bool> {
+        deadline: Deadline,
+    ) -> Result<After> {
         self.losses.push_str(&format!("{step},{loss}\n"));
-        let due = (step + 1).is_multiple_of(every.max(1)) || step + 1 == steps;
-        if due {
-            self.save(model, step + 1)?;
+        let stop = deadline.passed() && step + 1 < steps;
+        if !(stop || (step + 1).is_multiple_of(every.max(1)) || step + 1 == steps) {
+            return Ok(After::Next);
         }
-        Ok(due)
+        self.save(model, step + 1)?;
+        Ok(if stop { After::Stop } else { After::Saved })
     }
 
     /// Saves the weights and the loss log, then the state that names their step (last, so a crash in between
@@ -206,7 +261,7 @@ mod tests {
         let (mut ckpt, start) = open(&dir, &mut tiny(1.0), 0.1).unwrap();
         assert_eq!(start, 0);
         for step in 0..3 {
-            ckpt.after_step(&tiny(2.0), step, 0.5, 3, 2).unwrap();
+            ckpt.after_step(&tiny(2.0), step, 0.5, 3, 2, Deadline::NEVER).unwrap();
         }
         // Step 3 was logged but never saved: a resumed run starts at the save (step 3 of the file) and drops
         // nothing; a row past the save would be dropped.
@@ -216,7 +271,7 @@ mod tests {
         assert_eq!(start, 3);
         assert_eq!(crate::readback::values(model.w.val()).unwrap(), vec![2.0; 4], "weights loaded");
         assert_eq!(files::read_text(&dir.join("loss.csv")).unwrap().lines().count(), 4, "nothing rewritten yet");
-        ckpt.after_step(&tiny(3.0), 3, 0.4, 4, 10).unwrap();
+        ckpt.after_step(&tiny(3.0), 3, 0.4, 4, 10, Deadline::NEVER).unwrap();
         assert_eq!(files::read_text(&dir.join("loss.csv")).unwrap(), "0,0.5\n1,0.5\n2,0.5\n3,0.4\n");
         let state = TrainState::read(&dir.join("train_state.json")).unwrap();
         assert_eq!(state.step, 4);

@@ -17,9 +17,10 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 pub use blend::blend_unet;
+pub use checkpoint::{Deadline, Saves};
 pub use classifier::{ClassifierTraining, LabelScore, agreement, score, train_classifier};
 pub use data::{CaptionedImages, LabeledImages, LatentDataset, Source};
-pub use recipe::{Preset, Recipe, seed_from, train};
+pub use recipe::{Preset, Recipe, Trained, seed_from, train};
 pub use text_encoder::{TextEncoderTraining, train_text_encoder};
 pub use unet::{UnetTraining, train_unet};
 pub use vae::{VaeTraining, autoencoder_loss, train_vae};

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::checkpoint::{RunRecord, TrainState};
+use super::checkpoint::{Deadline, RunRecord, Saves, TrainState};
 use super::data::{CaptionedImages, LatentDataset};
 use super::{TextEncoderTraining, UnetTraining, VaeTraining, train_text_encoder, train_unet, train_vae};
 use crate::clip::ClipTextConfig;
@@ -249,8 +249,33 @@ fn trained_scaling_factor(out: &Path) -> Result<Option<f64>> {
     }
 }
 
-/// Runs (or resumes) every stage into the diffusers folder `out`. `progress(stage, step, loss)` sees each step.
-pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl FnMut(&str, usize, f32)) -> Result<()> {
+/// How a [`train`] run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trained {
+    /// Every stage reached its last step.
+    Complete,
+    /// The deadline passed: `stage` saved where it was, and the same call again resumes there.
+    Stopped {
+        /// The stage that was training.
+        stage: &'static str,
+    },
+}
+
+/// Whether the stage folder `dir` has saved `steps` steps (a stage of no steps has nothing to save).
+fn finished(dir: &Path, steps: usize) -> Result<bool> {
+    let state = dir.join("train_state.json");
+    Ok(steps == 0 || (state.is_file() && TrainState::read(&state)?.step >= steps))
+}
+
+/// Runs (or resumes) every stage into the diffusers folder `out`, stopping at a save once `deadline` has
+/// passed. `progress(stage, step, loss)` sees each step.
+pub fn train(
+    recipe: &Recipe,
+    device: &Device,
+    out: &Path,
+    deadline: Deadline,
+    mut progress: impl FnMut(&str, usize, f32),
+) -> Result<Trained> {
     let r = recipe;
     r.validate()?;
     let f = r.preset.vae(r.size).downsampling();
@@ -283,9 +308,12 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
         &pool,
         &text_settings,
         device,
-        &out.join("text_encoder"),
+        Saves::to(&out.join("text_encoder")).until(deadline),
         |s, l| progress("text_encoder", s, l),
     )?;
+    if !finished(&out.join("text_encoder"), r.text_steps)? {
+        return Ok(Trained::Stopped { stage: "text_encoder" });
+    }
 
     let mut vae_config = r.preset.vae(r.size);
     let vae_settings = VaeTraining::new(
@@ -298,7 +326,13 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
         r.seed,
         r.checkpoint_every,
     );
-    let vae = train_vae(&vae_config, &pool, &vae_settings, device, &out.join("vae"), |s, l| progress("vae", s, l))?;
+    let vae_dir = out.join("vae");
+    let vae = train_vae(&vae_config, &pool, &vae_settings, device, Saves::to(&vae_dir).until(deadline), |s, l| {
+        progress("vae", s, l)
+    })?;
+    if !finished(&vae_dir, r.vae_steps + r.vae_decoder_steps)? {
+        return Ok(Trained::Stopped { stage: "vae" });
+    }
 
     // Latents of the pool, and the scaling factor that gives them unit variance (as SD's 0.18215 does).
     let (h, c) = (r.size / f, vae_config.latent_channels);
@@ -349,9 +383,16 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
     let unet_settings = UnetTraining::new(r.unet_steps, r.batches[2], r.unet_learning_rate, r.seed, r.checkpoint_every)
         .with_caption_balance(r.unet_caption_balance)
         .with_group_shares(group_shares);
-    train_unet(&unet_config, &scheduler, &data, &unet_settings, device, &out.join("unet"), |s, l| {
-        progress("unet", s, l)
-    })?;
+    let unet_dir = out.join("unet");
+    train_unet(
+        &unet_config,
+        &scheduler,
+        &data,
+        &unet_settings,
+        device,
+        Saves::to(&unet_dir).until(deadline),
+        |s, l| progress("unet", s, l),
+    )?;
 
     files::write_json(
         &out.join("scheduler/scheduler_config.json"),
@@ -364,7 +405,9 @@ pub fn train(recipe: &Recipe, device: &Device, out: &Path, mut progress: impl Fn
                 "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
                 "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [null, null],
                 "feature_extractor": [null, null], "requires_safety_checker": false}),
-    )
+    )?;
+    // A stopped U-Net leaves a loadable folder too, so a run can be sampled mid-way.
+    Ok(if finished(&unet_dir, r.unet_steps)? { Trained::Complete } else { Trained::Stopped { stage: "unet" } })
 }
 
 #[cfg(test)]

@@ -1,14 +1,12 @@
 //! The text encoder's stage: CLIP's contrastive objective on the phantoms' images and captions, as SD's
 //! text encoder was trained, exported as a transformers `CLIPTextModel` folder.
 
-use std::path::Path;
-
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{After, Checkpoint, Saves};
 use super::data::CaptionedImages;
 use crate::classifier::{AttributeClassifier, ClassifierConfig};
 // burn's `Config` derive expands to bare `Result`/`Error`, so ours are named by path here.
@@ -78,14 +76,15 @@ fn normalize(x: Tensor<2>) -> Tensor<2> {
 
 /// Trains the text encoder contrastively against an image tower on `data`, checkpointing the whole
 /// contrastive model (`contrastive.safetensors`, for resuming) and exporting the text encoder as a
-/// transformers `text_encoder/` folder (`config.json`, `model.safetensors`) in `dir`.
+/// transformers `text_encoder/` folder (`config.json`, `model.safetensors`) in `saves.dir`; stops at a save once
+/// `saves.deadline` has passed.
 pub fn train_text_encoder(
     config: &crate::clip::ClipTextConfig,
     tokenizer: &crate::tokenizer::ClipTokenizer,
     data: &CaptionedImages,
     settings: &TextEncoderTraining,
     device: &Device,
-    dir: &Path,
+    saves: Saves<'_>,
     mut log: impl FnMut(usize, f32),
 ) -> crate::Result<crate::clip::ClipTextModel> {
     let token = |t: &str| tokenizer.token_id(t).ok_or_else(|| crate::Error::Tokenizer(format!("no {t} token")));
@@ -122,7 +121,7 @@ pub fn train_text_encoder(
         obj.insert("pad_token_id".into(), eos.into());
     }
     let (mut ckpt, start) =
-        Checkpoint::open(dir, "contrastive.safetensors", &json, &mut model, &CONTRASTIVE_NAMES, &[], settings)?;
+        Checkpoint::open(saves.dir, "contrastive.safetensors", &json, &mut model, &CONTRASTIVE_NAMES, &[], settings)?;
     let mut optim = settings.optimizer.init();
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
     let (b, size, images) = (settings.batch, data.size(), data.images());
@@ -150,8 +149,12 @@ pub fn train_text_encoder(
         let value = loss.clone().into_scalar::<f32>();
         model = super::descend(model, &mut optim, loss, settings.learning_rate);
         log(step, value);
-        if ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every)? {
-            crate::weights::save_pytorch(&model.text, &dir.join("model.safetensors"), crate::clip::EXPORT_NAMES)?;
+        let after = ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every, saves.deadline)?;
+        if after != After::Next {
+            crate::weights::save_pytorch(&model.text, &saves.dir.join("model.safetensors"), crate::clip::EXPORT_NAMES)?;
+        }
+        if after == After::Stop {
+            break;
         }
     }
     Ok(model.valid().text)
@@ -185,7 +188,8 @@ mod tests {
         let settings = TextEncoderTraining::new(3, 4, 1, 2).with_learning_rate(1e-3).with_projection_dim(8);
         let mut losses = vec![];
         let text =
-            train_text_encoder(&config, &tokenizer, &data, &settings, &device, &dir, |_, l| losses.push(l)).unwrap();
+            train_text_encoder(&config, &tokenizer, &data, &settings, &device, Saves::to(&dir), |_, l| losses.push(l))
+                .unwrap();
         assert_eq!(losses.len(), 3);
         assert!(losses.iter().all(|l| l.is_finite()));
         // The exported text encoder loads through the diffusers-folder loader and matches.

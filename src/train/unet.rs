@@ -1,8 +1,6 @@
 //! The U-Net's stage, the paper's: the U-Net learns the diffusion loss on the frozen autoencoder's latents
 //! and the frozen text encoder's embeddings.
 
-use std::path::Path;
-
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use rand::distr::Distribution as _;
@@ -10,7 +8,7 @@ use rand::distr::weighted::WeightedIndex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{After, Checkpoint, Saves};
 use super::data::LatentDataset;
 // burn's `Config` derive expands to bare `Result`/`Error`, so ours are named by path here.
 
@@ -45,14 +43,15 @@ pub struct UnetTraining {
 
 /// Trains the U-Net with the standard diffusion loss (noise a latent to a random training timestep with the
 /// scheduler's ᾱ, predict the noise, or v, from the caption's embedding, mean squared error),
-/// checkpointing to (and resuming from) the diffusers folder `dir`.
+/// checkpointing to (and resuming from) the diffusers folder `saves.dir`; stops at a save once
+/// `saves.deadline` has passed.
 pub fn train_unet(
     config: &crate::unet::UNet2DConditionConfig,
     scheduler: &crate::scheduler::DdimConfig,
     data: &LatentDataset,
     settings: &UnetTraining,
     device: &Device,
-    dir: &Path,
+    saves: Saves<'_>,
     mut log: impl FnMut(usize, f32),
 ) -> crate::Result<crate::unet::UNet2DConditionModel> {
     use crate::scheduler::PredictionType;
@@ -71,7 +70,7 @@ pub fn train_unet(
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
     let (mut ckpt, start) = Checkpoint::diffusers(
-        dir,
+        saves.dir,
         "UNet2DConditionModel",
         config,
         &mut model,
@@ -108,7 +107,11 @@ pub fn train_unet(
         let value = loss.clone().into_scalar::<f32>();
         model = super::descend(model, &mut optim, loss, super::decayed(settings.learning_rate, step, settings.steps));
         log(step, value);
-        ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every)?;
+        if ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every, saves.deadline)?
+            == After::Stop
+        {
+            break;
+        }
     }
     Ok(model.valid())
 }
@@ -133,11 +136,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let scheduler = crate::scheduler::DdimConfig::default();
         let mut settings = UnetTraining::new(2, 2, 1e-3, 1, 1);
-        train_unet(&config, &scheduler, &data, &settings, &device, &dir, |_, _| {}).unwrap();
+        train_unet(&config, &scheduler, &data, &settings, &device, Saves::to(&dir), |_, _| {}).unwrap();
         settings.steps = 3;
         let mut steps = vec![];
         settings.caption_balance = 0.5;
-        let model = train_unet(&config, &scheduler, &data, &settings, &device, &dir, |s, _| steps.push(s)).unwrap();
+        let model =
+            train_unet(&config, &scheduler, &data, &settings, &device, Saves::to(&dir), |s, _| steps.push(s)).unwrap();
         assert_eq!(steps, vec![2], "the second run resumes at step 2, and may change the caption balance");
         let json = std::fs::read_to_string(dir.join("config.json")).unwrap();
         let mut loaded = crate::unet::UNet2DConditionConfig::from_json(&json).unwrap().init(&device).unwrap();

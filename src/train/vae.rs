@@ -1,14 +1,12 @@
 //! The autoencoder's stage: an AutoencoderKL trained on random crops of the phantoms with an L1 + MSE
 //! reconstruction loss, an edge loss and a small KL term, then optionally its decoder alone (the latents stay).
 
-use std::path::Path;
-
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{After, Checkpoint, Saves};
 use super::data::CaptionedImages;
 // burn's `Config` derive expands to bare `Result`/`Error`, so ours are named by path here.
 
@@ -47,13 +45,14 @@ pub struct VaeTraining {
 }
 
 /// Trains an AutoencoderKL on `pool` (`[3, size, size]` images) with an L1 + MSE reconstruction loss and a
-/// small KL term, checkpointing to (and resuming from) the diffusers folder `dir`.
+/// small KL term, checkpointing to (and resuming from) the diffusers folder `saves.dir`; stops at a save once
+/// `saves.deadline` has passed.
 pub fn train_vae(
     config: &crate::vae::AutoencoderKLConfig,
     pool: &CaptionedImages,
     settings: &VaeTraining,
     device: &Device,
-    dir: &Path,
+    saves: Saves<'_>,
     mut log: impl FnMut(usize, f32),
 ) -> crate::Result<crate::vae::AutoencoderKL> {
     let (size, images) = (pool.size(), pool.images());
@@ -69,7 +68,7 @@ pub fn train_vae(
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
     let (mut ckpt, start) = Checkpoint::diffusers(
-        dir,
+        saves.dir,
         "AutoencoderKL",
         config,
         &mut model,
@@ -126,7 +125,9 @@ pub fn train_vae(
         };
         model = super::descend(model, &mut optim, loss, lr);
         log(step, value);
-        ckpt.after_step(&model, step, value, total, settings.checkpoint_every)?;
+        if ckpt.after_step(&model, step, value, total, settings.checkpoint_every, saves.deadline)? == After::Stop {
+            break;
+        }
     }
     Ok(model.valid())
 }
@@ -196,10 +197,10 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("traverse-vae-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut settings = VaeTraining::new(2, 2, 8, 1.0, 0, 10.0, 1, 1).with_learning_rate(1e-3);
-        train_vae(&config, &pool, &settings, &device, &dir, |_, _| {}).unwrap();
+        train_vae(&config, &pool, &settings, &device, Saves::to(&dir), |_, _| {}).unwrap();
         settings.steps = 3;
         let mut steps = vec![];
-        let model = train_vae(&config, &pool, &settings, &device, &dir, |s, _| steps.push(s)).unwrap();
+        let model = train_vae(&config, &pool, &settings, &device, Saves::to(&dir), |s, _| steps.push(s)).unwrap();
         assert_eq!(steps, vec![2], "the second run resumes at step 2");
         // The checkpoint loads through the diffusers-folder loader and decodes like the returned model.
         let json = std::fs::read_to_string(dir.join("config.json")).unwrap();
@@ -218,7 +219,7 @@ pub(crate) mod tests {
         };
         settings.decoder_steps = 2;
         let mut steps = vec![];
-        let tuned = train_vae(&config, &pool, &settings, &device, &dir, |s, _| steps.push(s)).unwrap();
+        let tuned = train_vae(&config, &pool, &settings, &device, Saves::to(&dir), |s, _| steps.push(s)).unwrap();
         assert_eq!(steps, vec![3, 4]);
         assert_eq!(latents(&tuned), latents(&model));
         let c = tuned.decode_raw(Tensor::<4>::ones([1, 4, 4, 4], &device));
@@ -232,10 +233,10 @@ pub(crate) mod tests {
         let dir = std::env::temp_dir().join(format!("traverse-vae-bad-{}", std::process::id()));
         let pool = CaptionedImages::render(0, 3, 16, |_| {});
         let settings = VaeTraining::new(2, 2, 8, 1.0, 0, 10.0, 1, 1);
-        assert!(train_vae(&tiny_vae(), &pool, &settings, &device, &dir, |_, _| {}).is_err());
+        assert!(train_vae(&tiny_vae(), &pool, &settings, &device, Saves::to(&dir), |_, _| {}).is_err());
         let pool = CaptionedImages::render(2, 3, 16, |_| {});
         let wide = VaeTraining { crop: 24, ..settings };
-        assert!(train_vae(&tiny_vae(), &pool, &wide, &device, &dir, |_, _| {}).is_err());
+        assert!(train_vae(&tiny_vae(), &pool, &wide, &device, Saves::to(&dir), |_, _| {}).is_err());
         assert!(!dir.exists(), "nothing is written before the settings are checked");
     }
 }

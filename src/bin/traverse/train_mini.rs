@@ -1,11 +1,11 @@
 //! `traverse train-mini`: train (or resume) the embedded model on the phantoms, stage by stage.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::prelude::*;
-use traverse::Result;
-use traverse::train::{Preset, Recipe, seed_from, train};
+use traverse::train::{Deadline, Preset, Recipe, Trained, seed_from, train};
+use traverse::{Error, Result};
 
 use crate::common::{positive, unit_interval};
 
@@ -41,9 +41,12 @@ pub struct Args {
     /// In the decoder-only steps, extra loss weight of the pixels an attribute draws (0: unweighted).
     #[arg(long, default_value_t = 10.0)]
     vae_attribute_weight: f64,
-    /// U-Net steps, batch 16.
+    /// U-Net steps, of --unet-batch latents each.
     #[arg(long, default_value_t = 20000)]
     unet_steps: usize,
+    /// Latents per U-Net step (a GPU keeps busy with 64 or more; the shipped model trained with 16).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    unet_batch: u64,
     /// U-Net learning rate, decaying to a tenth over the last quarter of --unet-steps (the schedule is a
     /// function of the step, so a resumed run follows it; lower it to fine-tune a finished U-Net further).
     #[arg(long, default_value_t = 2e-4, value_parser = positive)]
@@ -63,6 +66,10 @@ pub struct Args {
     /// A shipped model folder (e.g. public/model) to resume from when --out has lost its checkpoints.
     #[arg(long)]
     resume_from: Option<PathBuf>,
+    /// Stop after this many seconds, at a save of the stage in training: the same command again resumes
+    /// there (for a machine lent for a fixed time).
+    #[arg(long, value_parser = positive)]
+    time_limit: Option<f64>,
 }
 
 pub fn run(a: Args, device: &Device) -> Result<()> {
@@ -81,15 +88,21 @@ pub fn run(a: Args, device: &Device) -> Result<()> {
         unet_learning_rate: a.unet_lr,
         unet_caption_balance: a.unet_caption_balance,
         unet_chest_share: a.unet_chest_share,
-        batches: [32, 8, 16],
+        batches: [32, 8, a.unet_batch as usize],
         checkpoint_every: a.checkpoint_every,
     };
     if let Some(shipped) = &a.resume_from {
         seed_from(shipped, &a.out)?;
     }
+    let deadline = match a.time_limit {
+        Some(secs) => {
+            Deadline::after(Duration::try_from_secs_f64(secs).map_err(|e| Error::arg(format!("--time-limit: {e}")))?)
+        }
+        None => Deadline::NEVER,
+    };
     // Per stage: when its first step ended, and which step that was (timing starts after the warm-up step).
     let mut first = (String::new(), Instant::now(), 0usize);
-    train(&recipe, device, &a.out, |stage, step, loss| {
+    let trained = train(&recipe, device, &a.out, deadline, |stage, step, loss| {
         if first.0 != stage {
             first = (stage.to_string(), Instant::now(), step);
         } else if (step + 1) % 10 == 0 {
@@ -97,6 +110,14 @@ pub fn run(a: Args, device: &Device) -> Result<()> {
             eprintln!("{stage} step {} loss {loss:.5} ({per:.2} s/step)", step + 1);
         }
     })?;
-    println!("trained model in {} (load it with --model {})", a.out.display(), a.out.display());
+    match trained {
+        Trained::Complete => {
+            println!("trained model in {} (load it with --model {})", a.out.display(), a.out.display());
+        }
+        Trained::Stopped { stage } => println!(
+            "stopped by --time-limit in the {stage} stage, saved in {}; the same command again resumes there",
+            a.out.join(stage).display()
+        ),
+    }
     Ok(())
 }
