@@ -6,17 +6,13 @@
 # markdown tables and writes them to $OUT/gpu-bench.md. About 5 minutes on an H100/H200.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-KIT=gpu-kit
+source scripts/gpu/device.sh
 OUT="${OUT:-/tmp/gpu-bench-out}"
 WORK=/tmp/gpu-bench
 mkdir -p "$OUT" "$WORK"
-for f in "$KIT"/gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$KIT"/whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$KIT/bench.xz'), open('$WORK/bench', 'wb'))"
-chmod +x "$WORK/bench"
+unpack bench "$WORK"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 ref() { python3 scripts/bench_reference.py "$@" >/dev/null || echo "reference failed: $*"; }
 ours() { "$WORK/bench" "$@" 2>&1 | grep -v XDG_RUNTIME_DIR; echo; }

@@ -157,11 +157,13 @@ pub struct CaptionedImages {
 }
 
 impl CaptionedImages {
-    /// Renders `n` phantoms, alternating chest and dermoscopy (dataset `seed`); `progress(i)` sees each.
-    pub fn render(n: usize, seed: u64, size: usize, mut progress: impl FnMut(usize)) -> Self {
-        let mut texts: Vec<(String, Kind)> = Vec::new();
+    /// Renders `n` phantoms, alternating chest and dermoscopy (dataset `seed`), on every core; the result
+    /// does not depend on how many there are.
+    pub fn render(n: usize, seed: u64, size: usize) -> Self {
+        use rayon::prelude::*;
         let plane = size * size;
-        let images = (0..n)
+        let rendered: Vec<_> = (0..n)
+            .into_par_iter()
             .map(|i| {
                 let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
                 let phantom = Phantom::sample(kind, seed, (i / 2) as u64);
@@ -173,12 +175,18 @@ impl CaptionedImages {
                         f32::from(u8::from(changed))
                     })
                     .collect();
-                let text = phantom.caption();
+                (pixels, attribute_mask, phantom.caption(), kind)
+            })
+            .collect();
+        // Captions are numbered in the order they first appear.
+        let mut texts: Vec<(String, Kind)> = Vec::new();
+        let images = rendered
+            .into_iter()
+            .map(|(pixels, attribute_mask, text, kind)| {
                 let caption = texts.iter().position(|(t, _)| *t == text).unwrap_or_else(|| {
                     texts.push((text, kind));
                     texts.len() - 1
                 });
-                progress(i + 1);
                 CaptionedImage { pixels, caption, attribute_mask }
             })
             .collect();
@@ -389,7 +397,7 @@ mod tests {
 
     #[test]
     fn attribute_masks_cover_what_the_attributes_draw() {
-        let pool = CaptionedImages::render(8, 5, 64, |_| {});
+        let pool = CaptionedImages::render(8, 5, 64);
         for (i, image) in pool.images().iter().enumerate() {
             let kind = if i % 2 == 0 { Kind::Chest } else { Kind::Derm };
             let phantom = Phantom::sample(kind, 5, (i / 2) as u64);
@@ -398,6 +406,17 @@ mod tests {
             let covered = m.iter().sum::<f32>();
             assert_eq!(covered > 0.0, any, "image {i}: mask covers {covered} pixels, attributes on: {any}");
             assert!(covered < m.len() as f32, "image {i}: an attribute never changes every pixel");
+        }
+    }
+
+    #[test]
+    fn the_pool_is_the_same_on_one_thread() {
+        let all = CaptionedImages::render(12, 9, 32);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let one = pool.install(|| CaptionedImages::render(12, 9, 32));
+        assert_eq!(all.texts(), one.texts());
+        for (a, b) in all.images().iter().zip(one.images()) {
+            assert_eq!((&a.pixels, a.caption, &a.attribute_mask), (&b.pixels, b.caption, &b.attribute_mask));
         }
     }
 

@@ -282,7 +282,7 @@ pub fn train(
     // Read before the autoencoder stage rewrites its config.
     let kept_scaling = trained_scaling_factor(out)?;
     files::write_json(&out.join("training.json"), recipe)?;
-    let pool = CaptionedImages::render(r.images, r.seed, r.size, |_| {});
+    let pool = CaptionedImages::render(r.images, r.seed, r.size);
     let texts: Vec<String> = pool.texts().iter().map(|(t, _)| t.clone()).collect();
 
     // Tokenizer: trained once, then reused.

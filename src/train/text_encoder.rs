@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn text_encoder_trains_contrastively_and_exports_for_transformers() {
         let device = Device::flex();
-        let data = CaptionedImages::render(12, 2, 32, |_| {});
+        let data = CaptionedImages::render(12, 2, 32);
         let texts: Vec<String> = data.texts().iter().map(|(t, _)| t.clone()).collect();
         let tok_json = crate::tokenizer::train_clip_bpe(&texts, 300).unwrap();
         let tokenizer = crate::tokenizer::ClipTokenizer::from_files(&crate::tokenizer::TokenizerFiles {

@@ -193,7 +193,7 @@ pub(crate) mod tests {
     fn vae_checkpoints_are_diffusers_folders_and_resume() {
         let device = Device::flex();
         let config = tiny_vae();
-        let pool = CaptionedImages::render(4, 3, 16, |_| {});
+        let pool = CaptionedImages::render(4, 3, 16);
         let dir = std::env::temp_dir().join(format!("traverse-vae-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut settings = VaeTraining::new(2, 2, 8, 1.0, 0, 10.0, 1, 1).with_learning_rate(1e-3);
@@ -231,10 +231,10 @@ pub(crate) mod tests {
     fn an_empty_pool_or_a_crop_past_the_images_is_an_error() {
         let device = Device::flex();
         let dir = std::env::temp_dir().join(format!("traverse-vae-bad-{}", std::process::id()));
-        let pool = CaptionedImages::render(0, 3, 16, |_| {});
+        let pool = CaptionedImages::render(0, 3, 16);
         let settings = VaeTraining::new(2, 2, 8, 1.0, 0, 10.0, 1, 1);
         assert!(train_vae(&tiny_vae(), &pool, &settings, &device, Saves::to(&dir), |_, _| {}).is_err());
-        let pool = CaptionedImages::render(2, 3, 16, |_| {});
+        let pool = CaptionedImages::render(2, 3, 16);
         let wide = VaeTraining { crop: 24, ..settings };
         assert!(train_vae(&tiny_vae(), &pool, &wide, &device, Saves::to(&dir), |_, _| {}).is_err());
         assert!(!dir.exists(), "nothing is written before the settings are checked");
