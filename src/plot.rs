@@ -7,8 +7,13 @@ use plotters::prelude::*;
 use crate::error::{Error, Result};
 use crate::evaluate::{LatentMap, MapPoint};
 
-/// Plots a `step,loss` CSV text as an SVG titled "`title` training loss": every step faintly, and a
-/// 1 %-of-the-run moving average on a log scale. Nothing is drawn for a log without positive losses.
+/// Points a loss plot draws per line: a 720-pixel-wide plot shows no more, and a long run's every step
+/// made files of hundreds of kB.
+const PLOT_POINTS: usize = 1000;
+
+/// Plots a `step,loss` CSV text as an SVG titled "`title` training loss": the steps' spread faintly (each
+/// stretch of the run's lowest and highest loss), and a 1 %-of-the-run moving average on a log scale.
+/// Nothing is drawn for a log without positive losses.
 pub fn loss(csv: &str, title: &str, svg: &Path) -> Result<()> {
     let points: Vec<(f32, f32)> = csv
         .lines()
@@ -22,9 +27,11 @@ pub fn loss(csv: &str, title: &str, svg: &Path) -> Result<()> {
         return Ok(());
     }
     let window = (points.len() / 100).max(1);
+    let stretch = points.len().div_ceil(PLOT_POINTS / 2);
     let smooth: Vec<(f32, f32)> = points
         .windows(window)
         .map(|w| (w[w.len() - 1].0, w.iter().map(|p| p.1).sum::<f32>() / w.len() as f32))
+        .step_by(stretch)
         .collect();
     let (lo, hi) = points.iter().fold((f32::MAX, f32::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     let last = points.iter().map(|p| p.0).fold(1.0, f32::max);
@@ -39,9 +46,21 @@ pub fn loss(csv: &str, title: &str, svg: &Path) -> Result<()> {
         .build_cartesian_2d(0f32..last, (lo * 0.9..hi * 1.1).log_scale())
         .map_err(|e| fail(&e))?;
     chart.configure_mesh().x_desc("step").y_desc("loss").draw().map_err(|e| fail(&e))?;
-    chart.draw_series(LineSeries::new(points, BLUE.mix(0.25))).map_err(|e| fail(&e))?;
+    chart.draw_series(LineSeries::new(spread(&points, stretch), BLUE.mix(0.25))).map_err(|e| fail(&e))?;
     chart.draw_series(LineSeries::new(smooth, BLUE.stroke_width(2))).map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))
+}
+
+/// Each stretch of `stretch` points as its highest value at its first step and its lowest at its last, so a
+/// line through them covers the range the steps spanned.
+fn spread(points: &[(f32, f32)], stretch: usize) -> Vec<(f32, f32)> {
+    points
+        .chunks(stretch)
+        .flat_map(|c| {
+            let (lo, hi) = c.iter().fold((f32::MAX, f32::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+            [(c[0].0, hi), (c[c.len() - 1].0, lo)]
+        })
+        .collect()
 }
 
 /// The styles of a latent map's points, in order of first appearance.
@@ -109,4 +128,32 @@ pub fn latent_maps(maps: &[LatentMap], path: &Path) -> Result<()> {
         }
     }
     root.present().map_err(|e| fail(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_log_plots_its_spread_in_few_points() {
+        let points: Vec<(f32, f32)> = (0..10).map(|i| (i as f32, [3.0, 1.0, 2.0, 5.0, 4.0][i % 5])).collect();
+        assert_eq!(spread(&points, 5), [(0.0, 5.0), (4.0, 1.0), (5.0, 5.0), (9.0, 1.0)]);
+        assert_eq!(spread(&points[..7], 5)[2..], [(5.0, 3.0), (6.0, 1.0)], "a short last stretch");
+
+        let csv: String = (0..30_000).map(|s| format!("{s},{}\n", 1.0 + (s % 7) as f32 / 10.0)).collect();
+        let svg = std::env::temp_dir().join(format!("traverse-loss-{}.svg", std::process::id()));
+        loss(&csv, "unet", &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        std::fs::remove_file(&svg).unwrap();
+        assert!(text.contains("unet training loss"));
+        // Two blue lines (the axes are polylines too) of at most PLOT_POINTS points each, where the run's
+        // every step was 30 000 of them.
+        let lines: Vec<usize> = text
+            .split("<polyline")
+            .filter(|l| l.contains("stroke=\"#0000FF\""))
+            .map(|l| l.split("points=\"").nth(1).unwrap().split('"').next().unwrap().split_whitespace().count())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines.iter().all(|n| (100..=PLOT_POINTS).contains(n)), "{lines:?}");
+    }
 }
