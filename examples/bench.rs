@@ -395,25 +395,13 @@ fn time_op(name: &str, flops: f64, mut f: impl FnMut() -> Result<Vec<f32>, Failu
     Ok(())
 }
 
-/// burn-cubecl's flash attention (`FlashUnit`) on heads `[B, H, N, D]`: softmax(QKᵀ/√D)·V in one kernel. burn
-/// without autotune runs its unfused fallback instead, which `multi_head_attention` reaches.
-fn flash_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Result<Tensor<4>, Failure> {
-    use burn::backend::Wgpu;
-    use burn_cubecl::kernel::attention::{AttentionStrategy, attention};
-    let primitive = |t: Tensor<4>| t.try_into_primitive::<Wgpu>().map_err(|e| format!("not a wgpu tensor: {e:?}"));
-    let (q, k, v) = (primitive(q)?, primitive(k)?, primitive(v)?);
-    let out = attention(q, k, v, None, None, Default::default(), AttentionStrategy::FlashUnit)
-        .map_err(|e| format!("flash attention: {e:?}"))?;
-    Ok(Tensor::from_primitive::<Wgpu>(out))
-}
-
 /// The U-Net's operations at SD 1.5's sizes (batch 2, latent 64×64) on the GPU, as the model calls them: the rows
 /// of `scripts/op_profile.py --device cuda`, and on the GPU the kernels this crate's choices replaced or may adopt.
 fn ops(o: &Options) -> Result<(), Failure> {
     use burn::nn::conv::Conv2dConfig;
     use burn::nn::{GroupNormConfig, LinearConfig, PaddingConfig2d};
     use burn::tensor::Distribution;
-    use traverse::nn::attention::multi_head_attention;
+    use traverse::nn::attention::{burn_attention, multi_head_attention};
     use traverse::nn::{conv2d, geglu, group_norm_silu};
     use traverse::readback::values;
 
@@ -439,33 +427,22 @@ fn ops(o: &Options) -> Result<(), Failure> {
     let tokens = Tensor::<3>::random([2, 4096, 320], normal, &d);
     let context = Tensor::<3>::random([2, 77, 320], normal, &d);
     let attention_flops = |keys: usize| 2.0 * 2.0 * (2 * 4096 * keys * 320) as f64;
-    for (max_binding, what) in [(0u64, "unsliced"), (128 << 20, "sliced for 128 MiB")] {
-        let max_scores = if max_binding == 0 { 0 } else { Plan::max_values(max_binding, o.precision) };
-        time_op(&format!("self-attention 8x4096x40, {what}"), attention_flops(4096), || {
-            Ok(values(multi_head_attention(tokens.clone(), tokens.clone(), tokens.clone(), 8, false, max_scores))?)
-        })?;
-    }
-    time_op("cross-attention 8x4096x77", attention_flops(77), || {
-        Ok(values(multi_head_attention(tokens.clone(), context.clone(), context.clone(), 8, false, 0))?)
-    })?;
-    if o.gpu {
-        // The candidate to replace both: one kernel that never writes the scores (not adopted yet, see README),
-        // first checked against the model's attention (sliced, as the CLI runs it): a fast wrong kernel is none.
-        let sliced = Plan::max_values(128 << 20, o.precision);
-        let heads = |t: &Tensor<3>| t.clone().reshape([2, t.dims()[1], 8, 40]).swap_dims(1, 2);
-        let flash = |kv: &Tensor<3>| -> Result<Vec<f32>, Failure> {
-            let out = flash_attention(heads(&tokens), heads(kv), heads(kv))?;
-            Ok(values(out.swap_dims(1, 2).reshape([2, 4096, 320]))?)
+    let sliced = Plan::max_values(128 << 20, o.precision);
+    for (name, kv) in [("self-attention 8x4096x40", &tokens), ("cross-attention 8x4096x77", &context)] {
+        let flops = attention_flops(kv.dims()[1]);
+        // The model's attention (on a native GPU the flash kernel), checked against burn's op as the model ran
+        // it before (sliced for 128 MiB, as the CLI plans it), then burn's op unsliced and sliced.
+        let model = || Ok(values(multi_head_attention(tokens.clone(), kv.clone(), kv.clone(), 8, false, sliced))?);
+        let burn = |max: usize| Ok(values(burn_attention(tokens.clone(), kv.clone(), kv.clone(), 8, max))?);
+        let diff = match (model(), burn(sliced)) {
+            (Ok(a), Ok(b)) => {
+                format!("{:.0e}", a.iter().zip(&b).map(|(x, y): (&f32, &f32)| (x - y).abs()).fold(0f32, f32::max))
+            }
+            _ => "–".into(),
         };
-        for (name, kv) in [("self-attention 8x4096x40", &tokens), ("cross-attention 8x4096x77", &context)] {
-            let model = values(multi_head_attention(tokens.clone(), kv.clone(), kv.clone(), 8, false, sliced));
-            let diff = match (flash(kv), model) {
-                (Ok(a), Ok(b)) => format!("{:.0e}", a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)),
-                _ => "–".into(),
-            };
-            let keys = kv.dims()[1];
-            time_op(&format!("{name}, flash (FlashUnit), max diff {diff}"), attention_flops(keys), || flash(kv))?;
-        }
+        time_op(&format!("{name}, the model's (max diff {diff})"), flops, model)?;
+        time_op(&format!("{name}, burn's op unsliced"), flops, || burn(0))?;
+        time_op(&format!("{name}, burn's op sliced for 128 MiB"), flops, || burn(sliced))?;
     }
     let lin = LinearConfig::new(320, 2560).init(&d);
     time_op("linear 320->2560 on 8192 tokens", 2.0 * (8192 * 320 * 2560usize) as f64, || {

@@ -10,11 +10,11 @@ use burn::tensor::ops::AttentionModuleOptions;
 use super::group_norm;
 
 /// Scaled dot-product attention over `[B, N, heads*d]` inputs, split into heads, with an optional causal
-/// mask (CLIP). Runs in the backend's attention kernel, which on the GPU (without burn's autotune)
-/// materializes the `[B, heads, N, M]` scores: with `max_scores` > 0 the queries go through in slices whose
-/// scores hold at most that many elements (at least one query row per slice), so one buffer stays under the
-/// adapter's binding limit. Each query row's softmax sees every key either way, so slicing changes nothing
-/// but the order of the work.
+/// mask (CLIP): this crate's kernels on the CPU, a flash kernel on a native GPU for heads up to 64 wide
+/// ([`flash`]), else burn's op, which on the GPU (without burn's autotune) materializes the `[B, heads, N, M]`
+/// scores: with `max_scores` > 0 the queries then go through in slices whose scores hold at most that many
+/// elements (at least one query row per slice), so one buffer stays under the adapter's binding limit. Each
+/// query row's softmax sees every key either way, so slicing changes nothing but the order of the work.
 pub fn multi_head_attention(
     q: Tensor<3>,
     k: Tensor<3>,
@@ -23,16 +23,33 @@ pub fn multi_head_attention(
     causal: bool,
     max_scores: usize,
 ) -> Tensor<3> {
+    in_heads(q, k, v, heads, |q, k, v| heads_attention(q, k, v, causal, max_scores))
+}
+
+/// [`multi_head_attention`] by burn's op alone (sliced as there), as the model ran it before [`flash`]: what
+/// `examples/bench` compares the flash kernel with.
+pub fn burn_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, max_scores: usize) -> Tensor<3> {
+    in_heads(q, k, v, heads, |q, k, v| sliced_attention(q, k, v, false, max_scores))
+}
+
+/// `attention` of `[B, N, heads*d]` inputs split into heads `[B, heads, N, d]`, joined back.
+fn in_heads(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    attention: impl FnOnce(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>,
+) -> Tensor<3> {
     let [b, n, c] = q.dims();
     let m = k.dims()[1];
     let d = c / heads;
     let split = |t: Tensor<3>, len: usize| t.reshape([b, len, heads, d]).swap_dims(1, 2);
-    let (q, k, v) = (split(q, n), split(k, m), split(v, m));
-    heads_attention(q, k, v, causal, max_scores).swap_dims(1, 2).reshape([b, n, c])
+    attention(split(q, n), split(k, m), split(v, m)).swap_dims(1, 2).reshape([b, n, c])
 }
 
 /// Attention of `[B, heads, N, d]` queries over `[B, heads, M, d]` keys and values: this crate's kernels on
-/// burn's CPU backend (outside and, for training, inside autodiff), else burn's op ([`sliced_attention`]).
+/// burn's CPU backend (outside and, for training, inside autodiff), burn-cubecl's flash kernel on a native GPU
+/// where it applies ([`flash`]), else burn's op ([`sliced_attention`]).
 fn heads_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_scores: usize) -> Tensor<4> {
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
     if !causal && q.dims()[3] > 0 && k.dims()[2] > 0 {
@@ -46,7 +63,38 @@ fn heads_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_s
             return out;
         }
     }
+    #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+    if !causal
+        && k.dims()[2] > 0
+        && let Some(out) = flash(&q, &k, &v)
+    {
+        return out;
+    }
     sliced_attention(q, k, v, causal, max_scores)
+}
+
+/// Widest head that takes [`flash`]. FlashUnit keeps a head's values per unit, and its compilation grows
+/// steeply with the width (lavapipe, first call: 1.5 s at 40, 6 s at 80, 19 s at 128, 35 s at 160, 137 s at
+/// 256); SD 1.5's heads at its 4096-token level, where the scores are largest, are 40 wide.
+#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+const FLASH_MAX_HEAD_DIM: usize = 64;
+
+/// `[B, heads, N, d]` attention through burn-cubecl's flash kernel (`FlashUnit`: softmax(QKᵀ/√d)·V in one
+/// kernel that never writes the scores, so it needs no slicing; it accumulates in f32 also for f16 inputs),
+/// where it applies: a native wgpu tensor outside autodiff, heads of at most [`FLASH_MAX_HEAD_DIM`]. burn
+/// without autotune never picks it. `None` elsewhere, or where the kernel refuses the shape. The page keeps
+/// burn's op: WebGPU's limits and its software adapter's compile times are not measured yet.
+#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+fn flash(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tensor<4>> {
+    use burn::backend::Wgpu;
+    use burn_cubecl::kernel::attention::{AttentionStrategy, attention};
+    if q.dims()[3].max(v.dims()[3]) > FLASH_MAX_HEAD_DIM {
+        return None;
+    }
+    let primitive = |t: &Tensor<4>| t.clone().try_into_primitive::<Wgpu>().ok();
+    let (q, k, v) = (primitive(q)?, primitive(k)?, primitive(v)?);
+    let out = attention(q, k, v, None, None, Default::default(), AttentionStrategy::FlashUnit).ok()?;
+    Some(Tensor::from_primitive::<Wgpu>(out))
 }
 
 /// burn's attention op, in slices of queries whose scores hold at most `max_scores` elements (see
@@ -179,6 +227,30 @@ mod tests {
         assert_eq!(query_rows(84, 37, 84 * 3), 3);
         assert_eq!(query_rows(84, 37, 0), 37);
         assert_eq!(query_rows(84, 37, 10), 1, "never less than a row");
+    }
+
+    /// On a native GPU, heads up to 64 wide take the flash kernel, with burn's op's numbers.
+    #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+    #[test]
+    fn gpu_attention_is_flash_with_burns_numbers() {
+        let device = crate::nn::tests::gpu();
+        // Queries and keys that fill no tile evenly, SD 1.5's widest-level heads (40) with its 77 text tokens,
+        // the widest flash head, and one past it.
+        for (n, m, d) in [(37, 21, 8), (100, 77, 40), (64, 64, 64), (16, 16, 80)] {
+            let t = |len: usize| Tensor::<4>::random([2, 3, len, d], Distribution::Normal(0.0, 1.0), &device);
+            let (q, k, v) = (t(n), t(m), t(m));
+            assert_eq!(flash(&q, &k, &v).is_some(), d <= FLASH_MAX_HEAD_DIM, "{d}");
+            let ours = heads_attention(q.clone(), k.clone(), v.clone(), false, 0);
+            let burns = sliced_attention(q, k, v, false, 0);
+            let diff = (ours - burns).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-5, "{n}×{m}, heads of {d}: {diff}");
+        }
+        // Not under autodiff (training keeps burn's differentiable op) nor on the CPU.
+        let t = |device: &Device| Tensor::<4>::random([1, 1, 4, 8], Distribution::Normal(0.0, 1.0), device);
+        let ad = device.clone().autodiff();
+        assert!(flash(&t(&ad), &t(&ad), &t(&ad)).is_none());
+        let cpu = Device::flex();
+        assert!(flash(&t(&cpu), &t(&cpu), &t(&cpu)).is_none());
     }
 
     /// Training's attention on the CPU (this crate's kernels both ways) against burn's op under autodiff:

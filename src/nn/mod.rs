@@ -329,11 +329,20 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
+    /// The library tests' wgpu device, started once (burn starts its wgpu runtime once per process).
+    #[cfg(feature = "wgpu")]
+    pub(crate) fn gpu() -> Device {
+        static GPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+        GPU.get_or_init(|| {
+            Device::wgpu_options().init().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)")
+        })
+        .clone()
+    }
+
     #[cfg(feature = "wgpu")]
     #[test]
     fn gpu_convolutions_are_banded_matrix_products_with_burns_numbers() {
-        // The only wgpu device of the library's tests (burn starts its wgpu runtime once per process).
-        let d = Device::wgpu_options().init().expect("a wgpu adapter (lavapipe: apt install mesa-vulkan-drivers)");
+        let d = gpu();
         let x = Tensor::<4>::random([2, 5, 33, 17], Distribution::Normal(0.0, 1.0), &d);
         let pad = |p| PaddingConfig2d::Explicit(p, p, p, p);
         let cases = [
