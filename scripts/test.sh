@@ -13,6 +13,16 @@ export CARGO_TERM_COLOR=never
 source scripts/setup.sh
 apt_install libclang-dev mesa-vulkan-drivers
 
+# Each source version leaves its own test binaries (about 1 GB each with debug info) and incremental state in the
+# reused target dir, and on a long-lived machine they fill the disk (a run failed so here once). Below 30 GB free
+# they go; the compiled dependencies stay, so this costs only compiling this crate's tests again.
+free_kb=$(df -Pk "$CACHE" | awk 'NR == 2 {print $4}')
+if ((free_kb < 30 << 20)); then
+  echo "== $((free_kb >> 20)) GB free: pruning old test binaries and incremental state from $CACHE/target/debug"
+  rm -rf "$CACHE/target/debug/incremental" "$CACHE/target/debug/examples"
+  find "$CACHE/target/debug/deps" -maxdepth 1 -type f -executable ! -name '*.so' -delete 2>/dev/null || true
+fi
+
 # Every native step uses the default features (the CLI with both backends), so a fresh machine compiles burn
 # once for the lints and once for the tests, not once per feature set.
 echo "== formatting and lints"
