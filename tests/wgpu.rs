@@ -1,5 +1,6 @@
 //! The CLI's GPU path (`--device wgpu`: burn's wgpu backend, WGSL on Vulkan/Metal) gives the CPU's numbers on
-//! the parity fixture, with attention slicing on as on a small GPU. On machines without a GPU, Vulkan is
+//! the parity fixture, planned as on a small GPU (its heads are narrow enough for the flash kernel, so nothing is
+//! sliced; `nn::attention`'s unit test slices burn's op on the GPU). On machines without a GPU, Vulkan is
 //! Mesa's lavapipe (scripts/test.sh installs it). Built with the `wgpu` feature (a default one).
 #![cfg(feature = "wgpu")]
 
