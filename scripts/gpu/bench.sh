@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The GPU benchmark (#31) in one run on a lent GPU machine, from the kit `scripts/gpu/pack.sh bench` made here
-# (carry gpu-kit): diffusers on CUDA and this engine through burn-wgpu (the page's WGSL kernels, on Vulkan) on
-# identical random weights and inputs, for the small U-Net and SD 1.5's (batch 2, latents 16×16 and 64×64), in
-# f32 and f16, then the small U-Net's training step at batch 64 and the per-operation table of both sides (ours
-# with burn's direct convolution and burn's attention op beside the model's kernels). Prints markdown tables and
-# writes them to $OUT/gpu-bench.md. About 5 minutes on an H100/H200.
+# (carry gpu-kit-bench): diffusers on CUDA and this engine through burn-wgpu (the page's WGSL kernels, on
+# Vulkan) on identical random weights and inputs, for the small U-Net and SD 1.5's (batch 2, latents 16×16 and
+# 64×64), in f32 and f16, then the small U-Net's training step at batch 64 and the per-operation table of both
+# sides (ours with burn's direct convolution and burn's attention op beside the model's kernels). Prints
+# markdown tables and writes them to $OUT/gpu-bench.md. About 5 minutes on an H100/H200.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+KIT=gpu-kit-bench
 source scripts/gpu/device.sh
 OUT="${OUT:-/tmp/gpu-bench-out}"
 WORK=/tmp/gpu-bench

@@ -1,8 +1,9 @@
-# Sourced by the scripts that run on a lent GPU machine, in the repository root: installs the kit's Vulkan
+# Sourced by the scripts that run on a lent GPU machine, in the repository root, with KIT naming their kit
+# (scripts/gpu/pack.sh): installs the kit's Vulkan
 # loader where the machine has none, points Vulkan at NVIDIA's driver, and defines `py_unxz FILE.xz`, which
 # unpacks a file beside itself with Python's lzma (the machine may lack xz), and `unpack NAME DIR`, which
 # unpacks the kit's NAME.xz program (scripts/gpu/pack.sh) to DIR/NAME.
-KIT=gpu-kit
+KIT="${KIT:?the kit folder}"
 if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
   for f in "$KIT"/gl/*.deb; do dpkg -x "$f" /; done
   ldconfig

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Packs gpu-kit/ for a lent GPU machine (x86-64, no network; python3 with torch, not diffusers; no Vulkan
-# loader). The device tool sends the working tree and the kit together (carry ["gpu-kit"]), at most 64 MiB.
+# Packs a kit for a lent GPU machine (x86-64, no network; python3 with torch, not diffusers; no Vulkan
+# loader): gpu-kit-bench/ or gpu-kit-train/, both ignored by git, so both can wait here and one lease can run
+# one after the other. The device tool sends the working tree and the carried kit together, at most 64 MiB.
 #
-#   bash scripts/gpu/pack.sh bench   # then run `bash scripts/gpu/bench.sh` there (#31)
-#   bash scripts/gpu/pack.sh train   # then run `bash scripts/gpu/train.sh` there (#32)
+#   bash scripts/gpu/pack.sh bench   # then, carrying gpu-kit-bench, run `bash scripts/gpu/bench.sh` there (#31)
+#   bash scripts/gpu/pack.sh train   # then, carrying gpu-kit-train, run `bash scripts/gpu/train.sh` there (#32)
 #
 # Both kits hold the Vulkan loader's Debian packages (gl/). bench: the benchmark binary (`examples/bench`,
 # release, stripped, xz) and diffusers' wheel. train: the `traverse` binary the same way, and the U-Net run
@@ -17,7 +18,7 @@ MODE="${1:-bench}"
 case "$MODE" in bench | train) ;; *) echo "usage: $0 bench|train" >&2; exit 2 ;; esac
 source scripts/setup.sh
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
-KIT=gpu-kit
+KIT="gpu-kit-$MODE"
 LIMIT=$((64 << 20))
 rm -rf "$KIT" && mkdir -p "$KIT/gl"
 export CARGO_TARGET_DIR="$CACHE/target"
