@@ -1,7 +1,9 @@
 //! Building blocks shared by the U-Net and the VAE, one file each, named as in diffusers
 //! (`resnet.py`, `attention_processor.py`, `downsampling.py`/`upsampling.py`), and `cpu/`: faster kernels
 //! for burn's CPU backend behind the same functions (attention, GroupNorm + SiLU, GEGLU, convolution), with
-//! `cpu_autodiff.rs` taking each of them into burn's autodiff, backward passes included, for training.
+//! `cpu_autodiff.rs` taking each of them into burn's autodiff, backward passes included, for training. On a
+//! native GPU, stride-1 convolutions are matrix products (`conv2d`) and narrow attention heads take a flash
+//! kernel (`attention`).
 
 pub mod attention;
 #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
