@@ -25,9 +25,11 @@ fi
 
 # Every native step uses the default features (the CLI with both backends), so a fresh machine compiles burn
 # once for the lints and once for the tests, not once per feature set.
-echo "== formatting and lints"
+echo "== formatting, lints and doc links"
 cargo fmt --check
 CARGO_TARGET_DIR="$CACHE/target" cargo clippy --locked --all-targets -- -D warnings 2>&1
+# The API docs' links resolve (public docs naming private items, ambiguous names).
+RUSTDOCFLAGS="-D warnings" CARGO_TARGET_DIR="$CACHE/target" cargo doc --locked --no-deps 2>&1
 
 echo "== native tests (library, parity with diffusers, error handling, CLI; tests/wgpu.rs: the GPU backend gives"
 echo "   the CPU's numbers, on Vulkan, which is lavapipe without a GPU)"

@@ -1,7 +1,7 @@
 //! What a run leaves behind, so it can be looked at, shared and repeated: one PNG per image, a contact sheet,
 //! `latents.safetensors` (`init`, `neutral`, `style{k}.t{t}`: any such file seeds a rerun or a Bézier
 //! traversal) and `manifest.json` ([`RunManifest`]: every setting, the seed, the U-Net cost and timings).
-//! The CLI writes them into a folder ([`write_run`]); the page puts the same files into one zip ([`zip`]).
+//! The CLI writes them into a folder ([`write_run`]); the page puts the same files into one zip ([`zip()`]).
 
 use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]

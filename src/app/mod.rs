@@ -1,6 +1,6 @@
 //! The browser app: a Leptos page (built with Trunk, see `web/` and `Trunk.toml`) that runs the prompt-swap
 //! sampler on the visitor's GPU through WebGPU and shows trajectories, a Bézier traversal and metric
-//! readouts, or times a model ([`bench`], `?bench=1`). What a link says and how the form edits it
+//! readouts, or times a model ([`bench`](mod@bench), `?bench=1`). What a link says and how the form edits it
 //! ([`params`]), the built-in examples ([`examples`]), the readouts ([`readout`]), the swap's timeline
 //! ([`timeline`]), the images of a run as they form ([`live`]), the newest-run slot ([`slot`]) and when a
 //! cached download may stand for a file ([`download`]) are plain Rust, tested natively; the downloads

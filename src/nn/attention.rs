@@ -11,7 +11,7 @@ use super::group_norm;
 
 /// Scaled dot-product attention over `[B, N, heads*d]` inputs, split into heads, with an optional causal
 /// mask (CLIP): this crate's kernels on the CPU, a flash kernel on a native GPU for heads up to 64 wide
-/// ([`flash`]), else burn's op, which on the GPU (without burn's autotune) materializes the `[B, heads, N, M]`
+/// (`flash`), else burn's op, which on the GPU (without burn's autotune) materializes the `[B, heads, N, M]`
 /// scores: with `max_scores` > 0 the queries then go through in slices whose scores hold at most that many
 /// elements (at least one query row per slice), so one buffer stays under the adapter's binding limit. Each
 /// query row's softmax sees every key either way, so slicing changes nothing but the order of the work.
@@ -26,7 +26,7 @@ pub fn multi_head_attention(
     in_heads(q, k, v, heads, |q, k, v| heads_attention(q, k, v, causal, max_scores))
 }
 
-/// [`multi_head_attention`] by burn's op alone (sliced as there), as the model ran it before [`flash`]: what
+/// [`multi_head_attention`] by burn's op alone (sliced as there), as the model ran it before the flash kernel: what
 /// `examples/bench` compares the flash kernel with.
 pub fn burn_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, max_scores: usize) -> Tensor<3> {
     in_heads(q, k, v, heads, |q, k, v| sliced_attention(q, k, v, false, max_scores))

@@ -29,8 +29,8 @@ pub(crate) fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d
 
 /// `conv.forward(x)`, through which every convolution of the models goes. On burn's CPU backend a stride-1
 /// "same" convolution takes [`cpu::conv_same`] instead (im2col by bands sized to the cache); under autodiff
-/// there, with its own backward pass (`cpu_autodiff.rs`). On a native GPU a stride-1 "same" convolution is a matrix product ([`conv_gemm`]); any
-/// other GPU convolution in f16 takes f32 operands ([`conv2d_f32`]). The page keeps burn's direct kernel in f32:
+/// there, with its own backward pass (`cpu_autodiff.rs`). On a native GPU a stride-1 "same" convolution is a matrix product (`conv_gemm`); any
+/// other GPU convolution in f16 takes f32 operands (`conv2d_f32`). The page keeps burn's direct kernel in f32:
 /// on SwiftShader, the page's software WebGPU in the e2e test, the im2col gather made the shipped model's decode
 /// about 4× slower (`?bench=1`), where on lavapipe the product is 2× faster.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
@@ -99,7 +99,7 @@ fn gemm_kernel(conv: &Conv2d, x: &Tensor<4>) -> Option<usize> {
     fits.then_some(kh)
 }
 
-/// Most bytes of one im2col matrix of [`conv_gemm`]: half of WebGPU's default 128 MiB buffer binding.
+/// Most bytes of one im2col matrix of `conv_gemm`: half of WebGPU's default 128 MiB buffer binding.
 #[cfg(not(target_arch = "wasm32"))]
 pub const GEMM_COLS_BYTES: usize = 64 << 20;
 
