@@ -3,18 +3,21 @@
 # family, so 278 × 9 = 2502 swap samples per row (the paper's "2500 samples per sub-class"), 50 DDIM steps,
 # guidance 7.5, 50 Bézier samples per trajectory, LPIPS. The subjects go in SHARDS shards run one after
 # another at the lowest CPU priority (nice 19), each shard file written when it is done; a shard already
-# written is skipped, so the run resumes wherever it was stopped (kill it at any time). When every shard of a
+# done is skipped, so the run resumes wherever it was stopped (kill it at any time). When every shard of a
 # family is there, the merge writes public/model/table2-KIND.json and .md (tables, cost, t-SNE plot).
-# SHARD_DIR/provenance lists the source tree (git hash of src/) that measured each shard.
 #
 #   bash scripts/table2.sh [KIND ...]        # default: chest derm
 #
-# Shards go to $TRAVERSE_CACHE/table2/KIND (default ~/.cache/traverse). Measured here (2-core EPYC, f32):
-# about 15 s per chest subject and 60 s per dermoscopy subject, so about 1.2 h and 4.6 h of CPU.
+# Finished shards are kept in the repository, xz-compressed, in evaluation/table2/KIND/ (commit them), so
+# that a run spread over several machines or sessions resumes from the last one; evaluation/table2/KIND/
+# provenance lists the source tree (git hash of src/) that measured each shard. The merge reads them from
+# $TRAVERSE_CACHE/table2/KIND (default ~/.cache/traverse). Measured here (2-core EPYC, f32): about 19 s per
+# chest subject and 42 s per dermoscopy subject, so about 1.5 h and 3.3 h of CPU.
 # On a cluster, scripts/slurm/submit.sh runs the same shards in parallel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+command -v xz >/dev/null || apt_install xz-utils
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 SUBJECTS=278 SHARDS=139
 export CARGO_TARGET_DIR="$CACHE/target"
@@ -29,14 +32,18 @@ cp "$CARGO_TARGET_DIR/release/traverse" "$BIN"
 kinds=("$@")
 (( ${#kinds[@]} )) || kinds=(chest derm)
 for kind in "${kinds[@]}"; do
-  dir="$CACHE/table2/$kind"
-  mkdir -p "$dir"
+  dir="$CACHE/table2/$kind" store="evaluation/table2/$kind"
+  mkdir -p "$dir" "$store"
   for ((k = 0; k < SHARDS; k++)); do
     name="$(printf '%s-%04d-of-%04d.json' "$kind" "$k" "$SHARDS")"
-    [[ -e $dir/$name ]] && continue
+    if [[ -e $store/$name.xz ]]; then
+      [[ -e $dir/$name ]] || xz -dc "$store/$name.xz" > "$dir/$name"
+      continue
+    fi
     nice -n 19 "$BIN" evaluate --model public/model --kind "$kind" --subjects "$SUBJECTS" \
       --shard "$k/$SHARDS" --shard-dir "$dir"
-    echo "$name src $code" >> "$dir/provenance"
+    xz -9 -c "$dir/$name" > "$store/$name.xz.part" && mv "$store/$name.xz.part" "$store/$name.xz"
+    echo "$name src $code" >> "$store/provenance"
   done
   "$BIN" evaluate merge --kind "$kind" --shard-dir "$dir" --out "public/model/table2-$kind.json" \
     --tsne-svg "public/model/table2-tsne-$kind.svg"
