@@ -10,7 +10,9 @@
 #
 # Finished shards are kept in the repository, xz-compressed, in evaluation/table2/KIND/ (commit them), so
 # that a run spread over several machines or sessions resumes from the last one; evaluation/table2/KIND/
-# provenance lists the source tree (git hash of src/) that measured each shard. The merge reads them from
+# provenance lists the source tree (git hash of src/) that measured each shard. The shards holding the first
+# MAP_SUBJECTS subjects also keep their latents for the t-SNE map (about 1.2 MB compressed each, against 50 KB),
+# so they run last, just before the merge. The merge reads them from
 # $TRAVERSE_CACHE/table2/KIND (default ~/.cache/traverse). Measured here (2-core EPYC, f32): about 19 s per
 # chest subject and 42 s per dermoscopy subject, so about 1.5 h and 3.3 h of CPU.
 # On a cluster, scripts/slurm/submit.sh runs the same shards in parallel.
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 command -v xz >/dev/null || apt_install xz-utils
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
-SUBJECTS=278 SHARDS=139
+SUBJECTS=278 SHARDS=139 MAP_SUBJECTS=30
 export CARGO_TARGET_DIR="$CACHE/target"
 cargo build --locked --release --bin traverse
 # Which code measured which shard: the source tree's git hash (a change that touches only docs keeps it). The
@@ -34,14 +36,18 @@ kinds=("$@")
 for kind in "${kinds[@]}"; do
   dir="$CACHE/table2/$kind" store="evaluation/table2/$kind"
   mkdir -p "$dir" "$store"
-  for ((k = 0; k < SHARDS; k++)); do
+  # Shards without map subjects first (k·S/N is a shard's first subject), then the others.
+  order=()
+  for ((k = 0; k < SHARDS; k++)); do ((k * SUBJECTS / SHARDS >= MAP_SUBJECTS)) && order+=("$k"); done
+  for ((k = 0; k < SHARDS; k++)); do ((k * SUBJECTS / SHARDS < MAP_SUBJECTS)) && order+=("$k"); done
+  for k in "${order[@]}"; do
     name="$(printf '%s-%04d-of-%04d.json' "$kind" "$k" "$SHARDS")"
     if [[ -e $store/$name.xz ]]; then
       [[ -e $dir/$name ]] || xz -dc "$store/$name.xz" > "$dir/$name"
       continue
     fi
     nice -n 19 "$BIN" evaluate --model public/model --kind "$kind" --subjects "$SUBJECTS" \
-      --shard "$k/$SHARDS" --shard-dir "$dir"
+      --map-subjects "$MAP_SUBJECTS" --shard "$k/$SHARDS" --shard-dir "$dir"
     xz -9 -c "$dir/$name" > "$store/$name.xz.part" && mv "$store/$name.xz.part" "$store/$name.xz"
     echo "$name src $code" >> "$store/provenance"
   done
