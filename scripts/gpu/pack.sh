@@ -58,6 +58,7 @@ kit=$(find "$KIT" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
 du -sh "$KIT"/*
 echo "tree $((tree >> 10)) KiB + kit $((kit >> 10)) KiB = $(((tree + kit) >> 10)) KiB of $((LIMIT >> 10)) KiB"
 if ((tree + kit > LIMIT)); then
-  echo "too large for the device tool's 64 MiB: shrink the kit or the tree" >&2
+  echo "too large for the device tool's 64 MiB: shrink the kit or the tree (the device needs no" >&2
+  echo "evaluation/table2 shards: move that folder out of the checkout for the run, and back after)" >&2
   exit 1
 fi
