@@ -10,11 +10,12 @@
 #
 # Finished shards are kept in the repository, xz-compressed, in evaluation/table2/KIND/ (commit them), so
 # that a run spread over several machines or sessions resumes from the last one; evaluation/table2/KIND/
-# provenance lists the source tree (git hash of src/) that measured each shard. The shards holding the first
-# MAP_SUBJECTS subjects also keep their latents for the t-SNE map (about 1.2 MB compressed each, against 50 KB),
-# so they run last, just before the merge. The merge reads them from
-# $TRAVERSE_CACHE/table2/KIND (default ~/.cache/traverse). Measured here (2-core EPYC, f32): about 19 s per
-# chest subject and 42 s per dermoscopy subject, so about 1.5 h and 3.3 h of CPU.
+# provenance lists the source tree (git hash of src/) and the CPU that measured each shard. The shards holding
+# the first MAP_SUBJECTS subjects also keep their latents for the t-SNE map (about 1.2 MB compressed each,
+# against 50 KB), so they run last, just before the merge. The merge reads them from
+# $TRAVERSE_CACHE/table2/KIND (default ~/.cache/traverse). Measured on this project's 2-core machines (f32):
+# about 19 s per chest subject and 42 s per dermoscopy subject on an AMD EPYC (Zen 5), 57 s per dermoscopy
+# subject on an Intel Xeon; so 1.5 h and 3.3-4.4 h of CPU.
 # On a cluster, scripts/slurm/submit.sh runs the same shards in parallel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ cargo build --locked --release --bin traverse
 # run uses its own copy of the binary, so that a build of other code into the shared target dir meanwhile
 # (a test run, CI) does not change the code under the remaining shards.
 code="$(git rev-parse HEAD:src 2>/dev/null || echo unknown)"
+cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
 BIN="$CACHE/table2/traverse-$code"
 mkdir -p "$CACHE/table2"
 cp "$CARGO_TARGET_DIR/release/traverse" "$BIN"
@@ -49,7 +51,7 @@ for kind in "${kinds[@]}"; do
     nice -n 19 "$BIN" evaluate --model public/model --kind "$kind" --subjects "$SUBJECTS" \
       --map-subjects "$MAP_SUBJECTS" --shard "$k/$SHARDS" --shard-dir "$dir"
     xz -9 -c "$dir/$name" > "$store/$name.xz.part" && mv "$store/$name.xz.part" "$store/$name.xz"
-    echo "$name src $code" >> "$store/provenance"
+    echo "$name src $code cpu $cpu" >> "$store/provenance"
   done
   "$BIN" evaluate merge --kind "$kind" --shard-dir "$dir" --out "public/model/table2-$kind.json" \
     --tsne-svg "public/model/table2-tsne-$kind.svg"
