@@ -118,6 +118,8 @@ impl ClipTextConfig {
                 format!("hidden_size {} does not split into {} heads", c.hidden_size, c.num_attention_heads),
             ));
         }
+        crate::error::check_layers("text_encoder/config.json", "num_hidden_layers", c.num_hidden_layers)?;
+        crate::error::check_eps("text_encoder/config.json", "layer_norm_eps", c.layer_norm_eps)?;
         let quick_gelu = c.hidden_act == HiddenAct::QuickGelu;
         let d = c.hidden_size;
         let lin = |i, o| LinearConfig::new(i, o).init(device);

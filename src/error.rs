@@ -97,6 +97,31 @@ impl Error {
 /// The library's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The most layers a model config may ask for, counted as its `init` builds them (resnets, transformer
+/// layers, encoder layers). Far above any Stable Diffusion model (SD 1.5's U-Net counts under a hundred, CLIP
+/// ViT-bigG has 32 layers), and low enough that a hostile config cannot make the lazy model's bookkeeping
+/// allocate without bound before its weights are even read.
+pub(crate) const MAX_LAYERS: usize = 4096;
+
+/// Refuses a config that asks for more than [`MAX_LAYERS`] layers (`count` computed saturating).
+pub(crate) fn check_layers(what: &str, field: &str, count: usize) -> Result<()> {
+    if count > MAX_LAYERS {
+        return Err(Error::config(
+            what,
+            format!("{field} asks for {count} layers, more than the {MAX_LAYERS} supported"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a normalization epsilon that is negative or not finite (it would turn every image into NaN).
+pub(crate) fn check_eps(what: &str, field: &str, eps: f64) -> Result<()> {
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(Error::config(what, format!("{field} {eps} must be a finite number ≥ 0")));
+    }
+    Ok(())
+}
+
 /// Parses a JSON config, naming the field that is wrong (`down_block_types[2]: unknown variant …`).
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T> {
     let de = &mut serde_json::Deserializer::from_str(json);

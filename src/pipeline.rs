@@ -282,6 +282,8 @@ impl Configs {
         if unet.in_channels != vae.latent_channels {
             return Err(Error::config("unet/config.json", "in_channels differs from the VAE's latent_channels"));
         }
+        // A schedule that cannot be built fails here, at load, rather than at the first sampling.
+        scheduler.alphas_cumprod()?;
         Ok(Self { text, unet, vae, scheduler })
     }
 

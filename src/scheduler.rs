@@ -43,6 +43,12 @@ pub enum TimestepSpacing {
     Linspace,
 }
 
+/// Where a diffusers model folder keeps the scheduler's config (named in errors).
+const FILE: &str = "scheduler/scheduler_config.json";
+
+/// The most training timesteps a scheduler config may ask for (SD uses 1000; the ᾱ table is allocated from it).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 /// The fields of diffusers' scheduler configs that define DDIM; other schedulers' configs (PNDM, as SD 1.5
 /// ships) share them, which is how diffusers' `DDIMScheduler.from_config` reuses them.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -101,25 +107,26 @@ pub struct Ddim {
 impl DdimConfig {
     /// Parses `scheduler/scheduler_config.json`.
     pub fn from_json(json: &str) -> Result<Self> {
-        crate::error::parse_json("scheduler/scheduler_config.json", json)
+        crate::error::parse_json(FILE, json)
     }
 
     /// ᾱ_t for every training timestep (what training noises with, and what DDIM steps between).
     pub fn alphas_cumprod(&self) -> Result<Vec<f64>> {
         let n = self.num_train_timesteps;
+        if n > MAX_TRAIN_TIMESTEPS {
+            return Err(Error::config(
+                FILE,
+                format!("num_train_timesteps {n} is more than the {MAX_TRAIN_TIMESTEPS} supported"),
+            ));
+        }
         // diffusers builds betas in float32; we do too so that ᾱ matches bit for bit as far as possible.
         if self.thresholding {
-            return Err(Error::config("scheduler", "thresholding (for pixel-space models) is not supported"));
+            return Err(Error::config(FILE, "thresholding (for pixel-space models) is not supported"));
         }
         let betas: Vec<f32> = match (&self.trained_betas, self.beta_schedule) {
-            (Some(b), _) if b.len() == n && b.iter().all(|x| (0.0..1.0).contains(x)) => {
-                b.iter().map(|&x| x as f32).collect()
-            }
+            (Some(b), _) if b.len() == n => b.iter().map(|&x| x as f32).collect(),
             (Some(b), _) => {
-                return Err(Error::config(
-                    "scheduler",
-                    format!("trained_betas needs {n} values in [0, 1), got {}", b.len()),
-                ));
+                return Err(Error::config(FILE, format!("trained_betas needs {n} values, got {}", b.len())));
             }
             (None, BetaSchedule::ScaledLinear) => {
                 linspace(self.beta_start.sqrt(), self.beta_end.sqrt(), n).map(|b| b * b).collect()
@@ -135,9 +142,21 @@ impl DdimConfig {
                     .collect()
             }
         };
+        if let Some(b) = betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
+            return Err(Error::config(
+                FILE,
+                match self.trained_betas {
+                    Some(_) => format!("trained_betas holds β = {b}, outside [0, 1)"),
+                    None => format!(
+                        "beta_start {} and beta_end {} give β = {b}, outside [0, 1)",
+                        self.beta_start, self.beta_end
+                    ),
+                },
+            ));
+        }
         let betas = if self.rescale_betas_zero_snr {
             if n < 2 {
-                return Err(Error::config("scheduler", "rescale_betas_zero_snr needs num_train_timesteps ≥ 2"));
+                return Err(Error::config(FILE, "rescale_betas_zero_snr needs num_train_timesteps ≥ 2"));
             }
             rescale_zero_terminal_snr(&betas)
         } else {
@@ -171,7 +190,7 @@ impl DdimConfig {
             }
         };
         if timesteps.iter().any(|&t| t >= n) {
-            return Err(Error::config("scheduler", "steps_offset pushes timesteps past num_train_timesteps"));
+            return Err(Error::config(FILE, "steps_offset pushes timesteps past num_train_timesteps"));
         }
         Ok(Ddim { config: self.clone(), alphas_cumprod, timesteps, step_ratio })
     }
@@ -465,5 +484,10 @@ mod tests {
         assert!(err.contains("beta_schedule") && err.contains("sigmoid"), "{err}");
         let err = DdimConfig::from_json(r#"{"timestep_spacing": 3}"#).unwrap_err().to_string();
         assert!(err.contains("timestep_spacing"), "{err}");
+        // A hostile count must not size an allocation; a β ≥ 1 would make ᾱ negative and every image NaN.
+        let huge = DdimConfig { num_train_timesteps: 1 << 40, ..Default::default() };
+        assert!(huge.build(10).unwrap_err().to_string().contains("num_train_timesteps"));
+        let steep = DdimConfig { beta_end: 5.0, ..Default::default() };
+        assert!(steep.build(10).unwrap_err().to_string().contains("outside [0, 1)"));
     }
 }

@@ -252,6 +252,16 @@ impl AutoencoderKLConfig {
         {
             return bad(format!("channels {ch:?} do not split into {g} groups, or zero layers/latent channels"));
         }
+        // The encoder builds `layers_per_block` resnets a block, the decoder one more.
+        let layers = n.saturating_mul(self.layers_per_block.saturating_mul(2).saturating_add(1));
+        crate::error::check_layers("vae/config.json", "layers_per_block × block_out_channels", layers)?;
+        let shift = self.shift_factor.unwrap_or(0.0);
+        if !(self.scaling_factor.is_finite() && self.scaling_factor != 0.0 && shift.is_finite()) {
+            return bad(format!(
+                "scaling_factor {} and shift_factor {:?} must be finite, the scale non-zero",
+                self.scaling_factor, self.shift_factor
+            ));
+        }
         let lc = self.latent_channels;
         let mut out = ch[0];
         let down_blocks = (0..n)

@@ -93,6 +93,30 @@ fn malformed_configs_and_tokenizers_are_reported() {
     std::fs::write(&cfg, good.replace("\"CrossAttnDownBlock2D\"", "\"KDownBlock2D\"")).unwrap();
     assert!(load(&dir.0).to_string().contains("KDownBlock2D"));
     std::fs::write(&cfg, &good).unwrap();
+    // Counts that would size allocations without bound, and values that would make every image NaN.
+    for (file, field, value) in [
+        ("unet/config.json", "transformer_layers_per_block", "1000000000"),
+        ("unet/config.json", "layers_per_block", "1000000000"),
+        ("unet/config.json", "norm_eps", "-1"),
+        ("text_encoder/config.json", "num_hidden_layers", "1000000000"),
+        ("text_encoder/config.json", "layer_norm_eps", "-1"),
+        ("vae/config.json", "layers_per_block", "1000000000"),
+        ("vae/config.json", "scaling_factor", "0"),
+        ("scheduler/scheduler_config.json", "num_train_timesteps", "1000000000000"),
+        ("scheduler/scheduler_config.json", "beta_end", "5.0"),
+    ] {
+        let path = dir.0.join(file);
+        let original = std::fs::read_to_string(&path).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&original).unwrap();
+        json[field] = serde_json::from_str(value).unwrap();
+        std::fs::write(&path, json.to_string()).unwrap();
+        let err = load(&dir.0);
+        assert!(
+            matches!(err, Error::Config { .. }) && err.to_string().contains(field),
+            "{file} {field}={value}: {err}"
+        );
+        std::fs::write(&path, original).unwrap();
+    }
 
     std::fs::write(dir.0.join("tokenizer/merges.txt"), "#version: 0.2\na b c\n").unwrap();
     assert!(matches!(load(&dir.0), Error::Tokenizer(_)));

@@ -261,6 +261,12 @@ impl UNet2DConditionConfig {
         if r.layers.contains(&0) || self.in_channels == 0 || self.out_channels == 0 {
             return bad("zero layers or channels".into());
         }
+        // Down and up blocks build up to layers + 1 resnets, each with up to `depth` transformer layers after it.
+        let layers = (0..n)
+            .map(|i| r.layers[i].saturating_add(1).saturating_mul(r.depth[i].saturating_add(1)).saturating_mul(2))
+            .fold(0, usize::saturating_add);
+        crate::error::check_layers("unet/config.json", "layers_per_block × transformer_layers_per_block", layers)?;
+        crate::error::check_eps("unet/config.json", "norm_eps", self.norm_eps)?;
         Ok(r)
     }
 
