@@ -34,7 +34,9 @@ impl<T: Clone> PerBlock<T> {
         match self {
             Self::All(v) => Ok(vec![v.clone(); n]),
             Self::Each(v) if v.len() == n => Ok(v.clone()),
-            Self::Each(v) => Err(Error::config("unet", format!("{name} has {} entries for {n} blocks", v.len()))),
+            Self::Each(v) => {
+                Err(Error::config("unet/config.json", format!("{name} has {} entries for {n} blocks", v.len())))
+            }
         }
     }
 }
