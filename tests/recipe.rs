@@ -139,3 +139,22 @@ fn a_deadline_stops_at_a_save_and_the_next_run_resumes_there() {
     let csv = std::fs::read_to_string(dir.0.join("vae/loss.csv")).unwrap();
     assert_eq!(csv.lines().map(|l| l.split(',').next().unwrap()).collect::<Vec<_>>(), ["0", "1"]);
 }
+
+#[test]
+fn training_refuses_bad_recipes_before_any_stage() {
+    let recipe = tiny_recipe();
+    assert!(recipe.validate().is_ok());
+    let out = TempDir::new("bad-recipe");
+    for bad in [
+        Recipe { size: 13, ..recipe.clone() },
+        Recipe { vae_crop: 24, ..recipe.clone() },
+        Recipe { images: 0, ..recipe.clone() },
+        Recipe { batches: [4, 0, 2], ..recipe.clone() },
+        Recipe { unet_learning_rate: f64::NAN, ..recipe.clone() },
+        Recipe { unet_caption_balance: 1.5, ..recipe.clone() },
+        Recipe { unet_chest_share: Some(-0.1), ..recipe.clone() },
+    ] {
+        assert!(train(&bad, &device(), &out.0.join("run"), Deadline::NEVER, |_, _, _| {}).is_err(), "{bad:?}");
+        assert!(!out.0.join("run").exists(), "nothing is written for {bad:?}");
+    }
+}
