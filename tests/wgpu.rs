@@ -21,6 +21,21 @@ fn gpu() -> Device {
     .clone()
 }
 
+/// One guided prompt swap on the parity fixture (4 steps, swap at step 2): the neutral latent, the swap's
+/// latent and its decoded image, read back.
+fn swap_once(sd: &StableDiffusion, device: &Device) -> [Vec<f32>; 3] {
+    let init = traverse::rng::initial_latents(5, 4, 8, 8, device);
+    let settings = SwapSettings { steps: 4, guidance: 7.5, swap_points: vec![2], max_batch: 4 };
+    let styles = ["Chest x-ray showing Support Devices".to_string()];
+    let res = SwapSampler::new(sd, init, "Chest x-ray with no significant findings", &styles, "", &settings)
+        .unwrap()
+        .run()
+        .unwrap();
+    let swap = res.trajectories[0].latents[0].clone();
+    let image = sd.vae.decode(swap.clone());
+    [res.neutral, swap, image].map(|t| traverse::readback::values(t).unwrap())
+}
+
 #[test]
 fn a_guided_prompt_swap_on_wgpu_matches_the_cpu() {
     let gpu = gpu();
@@ -28,23 +43,11 @@ fn a_guided_prompt_swap_on_wgpu_matches_the_cpu() {
     let run = |device: &Device, max_scores: usize| {
         let sd =
             StableDiffusion::from_source(&src, device, &LoadOptions { max_scores, ..LoadOptions::default() }).unwrap();
-        let init = traverse::rng::initial_latents(5, 4, 8, 8, device);
-        let settings = SwapSettings { steps: 4, guidance: 7.5, swap_points: vec![2], max_batch: 4 };
-        let styles = ["Chest x-ray showing Support Devices".to_string()];
-        let res = SwapSampler::new(&sd, init, "Chest x-ray with no significant findings", &styles, "", &settings)
-            .unwrap()
-            .run()
-            .unwrap();
-        let image = sd.vae.decode(res.trajectories[0].latents[0].clone());
-        [res.neutral, res.trajectories[0].latents[0].clone()]
-            .map(|t| traverse::readback::values(t).unwrap())
-            .into_iter()
-            .chain([traverse::readback::values(image).unwrap()])
-            .collect::<Vec<_>>()
+        swap_once(&sd, device)
     };
     let (cpu, wgpu) = (run(&device(), 0), run(&gpu, 64));
     for (what, (a, b)) in ["neutral latent", "swap latent", "decoded image"].iter().zip(cpu.iter().zip(&wgpu)) {
-        let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let err = max_diff(a, b);
         eprintln!("{what}: max abs error {err:.2e}");
         assert!(err < 1e-4, "{what}: {err}");
     }
@@ -60,20 +63,12 @@ fn int8_weights_kept_int8_on_wgpu_give_the_dequantized_numbers() {
         let options = LoadOptions { max_scores: 64, storage, ..LoadOptions::default() };
         let sd = StableDiffusion::from_source(&src, &gpu, &options).unwrap();
         let bytes = [device_bytes(&sd.text_encoder), device_bytes(&sd.unet), device_bytes(&sd.vae)];
-        let init = traverse::rng::initial_latents(5, 4, 8, 8, &gpu);
-        let settings = SwapSettings { steps: 4, guidance: 7.5, swap_points: vec![2], max_batch: 4 };
-        let styles = ["Chest x-ray showing Support Devices".to_string()];
-        let res = SwapSampler::new(&sd, init, "Chest x-ray with no significant findings", &styles, "", &settings)
-            .unwrap()
-            .run()
-            .unwrap();
-        let image = sd.vae.decode(res.trajectories[0].latents[0].clone());
-        let values = [res.trajectories[0].latents[0].clone(), image].map(|t| traverse::readback::values(t).unwrap());
-        (values, bytes)
+        let [_, swap, image] = swap_once(&sd, &gpu);
+        ([swap, image], bytes)
     };
     let ((f32_values, f32_bytes), (int8_values, int8_bytes)) = (run(Storage::Float), run(Storage::Int8));
     for (what, (a, b)) in ["swap latent", "decoded image"].iter().zip(f32_values.iter().zip(&int8_values)) {
-        let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let err = max_diff(a, b);
         eprintln!("{what}: int8 on the GPU vs dequantized f32, max abs error {err:.2e}");
         assert!(err < 1e-4, "{what}: {err}");
     }

@@ -30,7 +30,7 @@ fn swap(device: &Device, options: &LoadOptions, dir: &std::path::Path) -> (Vec<V
 }
 
 fn max_err(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    a.iter().zip(b).map(|(x, y)| max_diff(x, y)).fold(0.0, f32::max)
 }
 
 #[test]

@@ -48,11 +48,16 @@ impl Ref {
     }
 }
 
+/// Largest absolute difference between two equally long lists of values.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
 /// Largest absolute difference between a tensor and reference values of the same shape.
 pub fn max_abs_err<const D: usize>(got: Tensor<D>, want: &Ref) -> f32 {
     assert_eq!(got.dims().to_vec(), want.shape, "shape");
-    let got = got.into_data().convert::<f32>();
-    got.as_slice::<f32>().unwrap().iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    max_diff(got.into_data().convert::<f32>().as_slice::<f32>().unwrap(), &want.data)
 }
 
 pub fn assert_close<const D: usize>(what: &str, got: Tensor<D>, want: &Ref, tol: f32) {
