@@ -48,8 +48,8 @@ fn in_heads(
 }
 
 /// Attention of `[B, heads, N, d]` queries over `[B, heads, M, d]` keys and values: this crate's kernels on
-/// burn's CPU backend (outside and, for training, inside autodiff), burn-cubecl's flash kernel on a native GPU
-/// where it applies ([`flash`]), else burn's op ([`sliced_attention`]).
+/// burn's CPU backend (outside and, for training, inside autodiff), burn-cubecl's flash kernel on a GPU (native
+/// or the page's WebGPU) where it applies ([`flash`]), else burn's op ([`sliced_attention`]).
 fn heads_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_scores: usize) -> Tensor<4> {
     #[cfg(all(feature = "cpu", not(target_arch = "wasm32")))]
     if !causal && q.dims()[3] > 0 && k.dims()[2] > 0 {
@@ -63,7 +63,7 @@ fn heads_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_s
             return out;
         }
     }
-    #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+    #[cfg(any(feature = "wgpu", target_arch = "wasm32"))]
     if !causal
         && k.dims()[2] > 0
         && let Some(out) = flash(&q, &k, &v)
@@ -76,15 +76,15 @@ fn heads_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, causal: bool, max_s
 /// Widest head that takes [`flash`]. FlashUnit keeps a head's values per unit, and its compilation grows
 /// steeply with the width (lavapipe, first call: 1.5 s at 40, 6 s at 80, 19 s at 128, 35 s at 160, 137 s at
 /// 256); SD 1.5's heads at its 4096-token level, where the scores are largest, are 40 wide.
-#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+#[cfg(any(feature = "wgpu", target_arch = "wasm32"))]
 const FLASH_MAX_HEAD_DIM: usize = 64;
 
 /// `[B, heads, N, d]` attention through burn-cubecl's flash kernel (`FlashUnit`: softmax(QKᵀ/√d)·V in one
 /// kernel that never writes the scores, so it needs no slicing; it accumulates in f32 also for f16 inputs),
-/// where it applies: a native wgpu tensor outside autodiff, heads of at most [`FLASH_MAX_HEAD_DIM`]. burn
-/// without autotune never picks it. `None` elsewhere, or where the kernel refuses the shape. The page keeps
-/// burn's op: WebGPU's limits and its software adapter's compile times are not measured yet.
-#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+/// where it applies: a wgpu tensor (Vulkan/Metal/DX12, or WebGPU on the page) outside autodiff, heads of at
+/// most [`FLASH_MAX_HEAD_DIM`]. burn without autotune never picks it. `None` elsewhere, or where the kernel
+/// refuses the shape.
+#[cfg(any(feature = "wgpu", target_arch = "wasm32"))]
 fn flash(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<Tensor<4>> {
     use burn::backend::Wgpu;
     use burn_cubecl::kernel::attention::{AttentionStrategy, attention};
