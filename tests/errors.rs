@@ -98,6 +98,13 @@ fn malformed_configs_and_tokenizers_are_reported() {
         ("unet/config.json", "transformer_layers_per_block", "1000000000"),
         ("unet/config.json", "layers_per_block", "1000000000"),
         ("unet/config.json", "norm_eps", "-1"),
+        // Fields that change the blocks' computation beyond SD 1.x/2.x: refused, never ignored.
+        ("unet/config.json", "num_class_embeds", "10"),
+        ("unet/config.json", "encoder_hid_dim_type", "\"text_proj\""),
+        ("unet/config.json", "time_embedding_act_fn", "\"silu\""),
+        ("unet/config.json", "timestep_post_act", "\"silu\""),
+        ("unet/config.json", "cross_attention_norm", "\"group_norm\""),
+        ("unet/config.json", "reverse_transformer_layers_per_block", "[2, 1, 1]"),
         ("text_encoder/config.json", "num_hidden_layers", "1000000000"),
         ("text_encoder/config.json", "layer_norm_eps", "-1"),
         ("vae/config.json", "layers_per_block", "1000000000"),
@@ -117,6 +124,13 @@ fn malformed_configs_and_tokenizers_are_reported() {
         );
         std::fs::write(&path, original).unwrap();
     }
+    // Up-block depths stated as the mirror of the down blocks' are what the model builds anyway.
+    let (null, mirror) =
+        ("\"reverse_transformer_layers_per_block\": null", "\"reverse_transformer_layers_per_block\": [1, 1, 1]");
+    assert!(good.contains(null));
+    std::fs::write(&cfg, good.replace(null, mirror)).unwrap();
+    assert!(StableDiffusion::load(&dir.0, None, &device()).is_ok());
+    std::fs::write(&cfg, &good).unwrap();
 
     std::fs::write(dir.0.join("tokenizer/merges.txt"), "#version: 0.2\na b c\n").unwrap();
     assert!(matches!(load(&dir.0), Error::Tokenizer(_)));

@@ -139,6 +139,14 @@ pub struct UNet2DConditionConfig {
     pub time_cond_proj_dim: Option<usize>,
     pub dual_cross_attention: bool,
     pub attention_type: AttentionType,
+    // Read only to refuse them: each changes the computation of SD 1.x/2.x's blocks.
+    pub num_class_embeds: Option<usize>,
+    pub encoder_hid_dim_type: Option<String>,
+    pub time_embedding_act_fn: Option<String>,
+    pub timestep_post_act: Option<String>,
+    pub cross_attention_norm: Option<String>,
+    /// The up blocks' transformer depths, if not the down blocks' reversed (accepted only when they are).
+    pub reverse_transformer_layers_per_block: Option<serde_json::Value>,
 }
 
 impl Default for UNet2DConditionConfig {
@@ -178,6 +186,12 @@ impl Default for UNet2DConditionConfig {
             time_cond_proj_dim: None,
             dual_cross_attention: false,
             attention_type: AttentionType::Default,
+            num_class_embeds: None,
+            encoder_hid_dim_type: None,
+            time_embedding_act_fn: None,
+            timestep_post_act: None,
+            cross_attention_norm: None,
+            reverse_transformer_layers_per_block: None,
         }
     }
 }
@@ -229,10 +243,16 @@ impl UNet2DConditionConfig {
             ));
         }
         let unsupported = [
-            (self.class_embed_type.is_some(), "class_embed_type"),
+            (self.class_embed_type.is_some() || self.num_class_embeds.is_some(), "class_embed_type/num_class_embeds"),
             (self.addition_embed_type.is_some(), "addition_embed_type"),
-            (self.encoder_hid_dim.is_some(), "encoder_hid_dim"),
+            (
+                self.encoder_hid_dim.is_some() || self.encoder_hid_dim_type.is_some(),
+                "encoder_hid_dim/encoder_hid_dim_type",
+            ),
             (self.time_cond_proj_dim.is_some(), "time_cond_proj_dim"),
+            (self.time_embedding_act_fn.is_some(), "time_embedding_act_fn"),
+            (self.timestep_post_act.is_some(), "timestep_post_act"),
+            (self.cross_attention_norm.is_some(), "cross_attention_norm"),
             (self.dual_cross_attention, "dual_cross_attention"),
             (self.mid_block_type.is_none(), "a U-Net without a mid block (mid_block_type null)"),
             (self.conv_in_kernel.is_multiple_of(2) || self.conv_out_kernel.is_multiple_of(2), "even conv kernels"),
@@ -262,6 +282,15 @@ impl UNet2DConditionConfig {
         }
         if r.layers.contains(&0) || self.in_channels == 0 || self.out_channels == 0 {
             return bad("zero layers or channels".into());
+        }
+        if let Some(given) = &self.reverse_transformer_layers_per_block {
+            let reversed: Vec<usize> = r.depth.iter().rev().copied().collect();
+            if *given != serde_json::json!(reversed) {
+                return bad(format!(
+                    "reverse_transformer_layers_per_block {given} is not supported: up blocks mirror the down \
+                     blocks' depths {reversed:?}"
+                ));
+            }
         }
         // Down and up blocks build up to layers + 1 resnets, each with up to `depth` transformer layers after it.
         let layers = (0..n)
