@@ -178,13 +178,18 @@ impl ClipTokenizer {
             }
             _ => return Err(Error::Tokenizer("need tokenizer.json, or vocab.json and merges.txt".into())),
         };
-        let mut inner: Tokenizer = json.parse().map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
-        // transformers stores a huge sentinel when there is no limit; SD's is 77.
-        let max_length = if config.model_max_length.is_finite() && (1.0..=4096.0).contains(&config.model_max_length) {
-            config.model_max_length as usize
-        } else {
-            77
-        };
+        // Built from vocab.json and merges.txt when there is no tokenizer.json: name what the user gave.
+        let source = if files.tokenizer_json.is_some() { "tokenizer.json" } else { "vocab.json/merges.txt" };
+        let mut inner: Tokenizer = json.parse().map_err(|e| Error::Tokenizer(format!("{source}: {e}")))?;
+        // transformers stores a huge sentinel when there is no limit; SD's is 77. Below 2 there is no room
+        // for the start and end tokens.
+        let length = config.model_max_length;
+        if length.is_nan() || length < 2.0 {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer_config.json: model_max_length {length} leaves no room for the start and end tokens"
+            )));
+        }
+        let max_length = if length <= 4096.0 { length as usize } else { 77 };
         let pad = token_text(&config.pad_token).unwrap_or_else(|| eos.clone());
         let pad_id = inner
             .token_to_id(&pad)

@@ -132,6 +132,12 @@ fn malformed_configs_and_tokenizers_are_reported() {
     assert!(StableDiffusion::load(&dir.0, None, &device()).is_ok());
     std::fs::write(&cfg, &good).unwrap();
 
+    let tokenizer_config = dir.0.join("tokenizer/tokenizer_config.json");
+    let original = std::fs::read_to_string(&tokenizer_config).unwrap();
+    std::fs::write(&tokenizer_config, r#"{"model_max_length": 1}"#).unwrap();
+    assert!(matches!(load(&dir.0), Error::Tokenizer(m) if m.contains("model_max_length")));
+    std::fs::write(&tokenizer_config, original).unwrap();
+
     std::fs::write(dir.0.join("tokenizer/merges.txt"), "#version: 0.2\na b c\n").unwrap();
     assert!(matches!(load(&dir.0), Error::Tokenizer(_)));
     std::fs::remove_file(dir.0.join("tokenizer/merges.txt")).unwrap();
