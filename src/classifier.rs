@@ -47,6 +47,18 @@ impl ClassifierConfig {
         if self.widths.is_empty() || self.labels.is_empty() || self.widths.iter().any(|w| *w == 0 || w % 8 != 0) {
             return Err(Error::config("classifier", "need stage widths (multiples of 8) and at least one label"));
         }
+        // Images are resized to image_size² before they are judged: bound it as every image size is bounded.
+        if self.in_channels == 0 || !(1..=crate::pipeline::MAX_IMAGE_SIZE).contains(&self.image_size) {
+            return Err(Error::config(
+                "classifier",
+                format!(
+                    "image_size {} must be in 1..={}, with at least one input channel",
+                    self.image_size,
+                    crate::pipeline::MAX_IMAGE_SIZE
+                ),
+            ));
+        }
+        crate::error::check_layers("classifier", "widths", self.widths.len())?;
         let mut cin = self.in_channels;
         let stages = self
             .widths

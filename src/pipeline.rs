@@ -23,6 +23,9 @@ const MAX_JSON_BYTES: u64 = 16 << 20;
 pub const CONFIG_FILES: [&str; 4] =
     ["text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"];
 
+/// The largest image side, in pixels, that anything here generates or resizes to (8× SD 1.5's 512).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+
 /// Tokenizer files, of which a folder has `tokenizer.json` or `vocab.json` + `merges.txt`.
 pub const TOKENIZER_FILES: [&str; 5] = [
     "tokenizer/tokenizer.json",
@@ -439,10 +442,12 @@ impl StableDiffusion {
             || width == 0
             || !height.is_multiple_of(f)
             || !width.is_multiple_of(f)
-            || height > 4096
-            || width > 4096
+            || height > MAX_IMAGE_SIZE
+            || width > MAX_IMAGE_SIZE
         {
-            return Err(Error::arg(format!("image size {width}×{height} must be a multiple of {f}, at most 4096")));
+            return Err(Error::arg(format!(
+                "image size {width}×{height} must be a multiple of {f}, at most {MAX_IMAGE_SIZE}"
+            )));
         }
         Ok([height / f, width / f])
     }

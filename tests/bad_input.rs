@@ -71,7 +71,11 @@ fn images_and_classifiers_refuse_wrong_shapes() {
     for bad in [
         ClassifierConfig { widths: vec![], ..config.clone() },
         ClassifierConfig { widths: vec![12], ..config.clone() },
-        ClassifierConfig { labels: vec![], ..config },
+        ClassifierConfig { labels: vec![], ..config.clone() },
+        // Images are resized to image_size² before they are judged; stages are built one per width.
+        ClassifierConfig { image_size: 1 << 20, ..config.clone() },
+        ClassifierConfig { in_channels: 0, ..config.clone() },
+        ClassifierConfig { widths: vec![8; 1 << 20], ..config },
     ] {
         assert!(bad.init(&device()).is_err(), "{bad:?}");
     }
