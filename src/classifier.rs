@@ -12,6 +12,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::image::MAX_IMAGE_SIZE;
 use crate::nn::{group_norm, group_norm_silu};
 use crate::weights::{NameMap, WeightFile};
 
@@ -48,13 +49,12 @@ impl ClassifierConfig {
             return Err(Error::config("classifier", "need stage widths (multiples of 8) and at least one label"));
         }
         // Images are resized to image_size² before they are judged: bound it as every image size is bounded.
-        if self.in_channels == 0 || !(1..=crate::pipeline::MAX_IMAGE_SIZE).contains(&self.image_size) {
+        if self.in_channels == 0 || !(1..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err(Error::config(
                 "classifier",
                 format!(
                     "image_size {} must be in 1..={}, with at least one input channel",
-                    self.image_size,
-                    crate::pipeline::MAX_IMAGE_SIZE
+                    self.image_size, MAX_IMAGE_SIZE
                 ),
             ));
         }

@@ -5,6 +5,9 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 
+/// The largest image side, in pixels, that anything here generates or resizes to (8× SD 1.5's 512).
+pub const MAX_IMAGE_SIZE: usize = 4096;
+
 /// `[1, 3, H, W]` floats in [-1, 1] (any batch row 0) → 8-bit RGB, as diffusers' `numpy_to_pil` rounds.
 pub fn to_rgb(data: &[f32], height: usize, width: usize) -> Result<RgbImage> {
     let plane = height * width;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::clip::{self, ClipTextConfig, ClipTextModel};
 use crate::codec::WeightFile;
 use crate::error::{Error, Result};
+use crate::image::MAX_IMAGE_SIZE;
 use crate::scheduler::DdimConfig;
 use crate::tokenizer::{ClipTokenizer, TokenizerFiles};
 use crate::unet::{self, UNet2DConditionConfig, UNet2DConditionModel};
@@ -22,9 +23,6 @@ const MAX_JSON_BYTES: u64 = 16 << 20;
 /// The config files every folder has, relative to its root.
 pub const CONFIG_FILES: [&str; 4] =
     ["text_encoder/config.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"];
-
-/// The largest image side, in pixels, that anything here generates or resizes to (8× SD 1.5's 512).
-pub const MAX_IMAGE_SIZE: usize = 4096;
 
 /// Tokenizer files, of which a folder has `tokenizer.json` or `vocab.json` + `merges.txt`.
 pub const TOKENIZER_FILES: [&str; 5] = [
