@@ -300,7 +300,7 @@ impl AutoencoderKLConfig {
             post_quant_conv: self.use_post_quant_conv.then(|| conv(lc, lc, 1, device)),
             latent_channels: lc,
             scaling_factor: self.scaling_factor,
-            shift_factor: self.shift_factor.unwrap_or(0.0),
+            shift_factor: shift,
         })
     }
 }
