@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One piece of the v8 U-Net run (#32) on this machine's CPU, for when no GPU is lent: `traverse train-mini` with
+# the flags of training/v8/recipe.sh, seeded from the shipped model and resumed from $TRAVERSE_CACHE/gpu-train/run
+# (the run that scripts/gpu/train.sh's pieces resume too), stopped at the first save after SECONDS. Then the loss
+# log and plot, the training state (every piece's settings) and the recipe go to training/v8/, and the piece's
+# log to training/v8/logs/: commit them. Kill it at any time; the next piece resumes from the last save (every
+# 200 steps, about 6 minutes on this project's 2-core CPUs).
+#
+#   nohup bash scripts/train_cpu.sh SECONDS > train.log 2>&1 &
+set -euo pipefail
+[ $# -eq 1 ] || { echo "usage: $0 SECONDS" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
+RUN="$CACHE/gpu-train/run"
+LOGS=training/v8
+export CARGO_TARGET_DIR="$CACHE/target"
+cargo build --locked --release --bin traverse
+# The run's own copy of the binary: a build of other code into the shared target dir meanwhile (tests, CI)
+# leaves the running piece alone.
+BIN="$CACHE/gpu-train/traverse"
+mkdir -p "$CACHE/gpu-train" "$LOGS/logs"
+cp "$CARGO_TARGET_DIR/release/traverse" "$BIN"
+source training/v8/recipe.sh
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+echo "CPU piece on $cpu ($(nproc) cores), src $(git rev-parse HEAD:src)" | tee "$log"
+start=$(date +%s)
+set +e
+"$BIN" train-mini --out "$RUN" --resume-from public/model "${FLAGS[@]}" --time-limit "$1" 2>&1 | tee -a "$log"
+status=${PIPESTATUS[0]}
+set -e
+echo "train-mini exited $status after $(($(date +%s) - start)) s" | tee -a "$log"
+if [ -f "$RUN/unet/train_state.json" ]; then
+  step="$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['step'])" "$RUN/unet/train_state.json")"
+  cp "$log" "$LOGS/logs/$(date -u +%Y-%m-%dT%H%M)-cpu-step-$step.log"
+  cp "$RUN"/unet/{loss.csv,loss.svg,train_state.json} "$RUN/training.json" "$LOGS/"
+fi
+exit "$status"
