@@ -13,9 +13,10 @@
 # provenance lists the source tree (git hash of src/) and the CPU that measured each shard. The shards holding
 # the first MAP_SUBJECTS subjects also keep their latents for the t-SNE map (about 1.2 MB compressed each,
 # against 50 KB), so they run last, just before the merge. The merge reads them from
-# $TRAVERSE_CACHE/table2/KIND (default ~/.cache/traverse). Measured on this project's 2-core machines (f32):
-# about 19 s per chest subject and 42 s per dermoscopy subject on an AMD EPYC (Zen 5), 57 s per dermoscopy
-# subject on an Intel Xeon; so 1.5 h and 3.3-4.4 h of CPU.
+# $TRAVERSE_CACHE/table2/KIND (default ~/.cache/traverse). Measured for the shipped model on this project's
+# 2-core Intel Xeon (f32, nice 19 beside other work): chest 5159 s (18.6 s per subject and setting), dermoscopy
+# 19896 s (35.8 s per subject and setting, two settings); so 1.5 h and 5.5 h of CPU. Once merged, the shards
+# can go (`git rm -r evaluation/table2`): history keeps them.
 # On a cluster, scripts/slurm/submit.sh runs the same shards in parallel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
