@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One piece of the v8 U-Net run (#32) on this machine's CPU, for when no GPU is lent: `traverse train-mini` with
 # the flags of training/v8/recipe.sh, seeded from the shipped model and resumed from $TRAVERSE_CACHE/gpu-train/run
-# (the run that scripts/gpu/train.sh's pieces resume too), stopped at the first save after SECONDS. Then the loss
+# (the run that scripts/gpu/train.sh's pieces resume too), stopped and saved at the first step after SECONDS. Then the loss
 # log and plot, the training state (every piece's settings) and the recipe go to training/v8/, and the piece's
 # log to training/v8/logs/: commit them. Kill it at any time; the next piece resumes from the last save (every
 # 200 steps, about 6 minutes on this project's 2-core CPUs).
