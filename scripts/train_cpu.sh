@@ -33,7 +33,8 @@ status=${PIPESTATUS[0]}
 set -e
 echo "train-mini exited $status after $(($(date +%s) - start)) s" | tee -a "$log"
 if [ -f "$RUN/unet/train_state.json" ]; then
-  step="$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['step'])" "$RUN/unet/train_state.json")"
+  source scripts/run_step.sh
+  step="$(run_step "$RUN/unet/train_state.json")"
   cp "$log" "$LOGS/logs/$(date -u +%Y-%m-%dT%H%M)-cpu-step-$step.log"
   cp "$RUN"/unet/{loss.csv,loss.svg,train_state.json} "$RUN/training.json" "$LOGS/"
 fi

@@ -246,11 +246,11 @@ pub struct QuantizedFile {
 }
 
 /// Copies the model folder `from` to `to`, quantizing every safetensors file and copying the JSON and text
-/// files (not a training run's `train_state.json`); returns every quantized file, in path order.
+/// files (not a training run's `train_state.json`, nor its optimizer state: a folder with nothing to copy is
+/// left out); returns every quantized file, in path order.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn quantize_folder(from: &std::path::Path, to: &std::path::Path) -> Result<Vec<QuantizedFile>> {
     fn walk(from: &std::path::Path, to: &std::path::Path, prefix: &str, out: &mut Vec<QuantizedFile>) -> Result<()> {
-        std::fs::create_dir_all(to).map_err(Error::io(to))?;
         let mut entries: Vec<_> =
             std::fs::read_dir(from).and_then(|d| d.collect::<std::io::Result<Vec<_>>>()).map_err(Error::io(from))?;
         entries.sort_by_key(|e| e.file_name());
@@ -259,6 +259,7 @@ pub fn quantize_folder(from: &std::path::Path, to: &std::path::Path) -> Result<V
             if src.is_dir() {
                 walk(&src, &to.join(&name), &format!("{prefix}{name}/"), out)?;
             } else if name.ends_with(".safetensors") {
+                std::fs::create_dir_all(to).map_err(Error::io(to))?;
                 let bytes = std::fs::read(&src).map_err(Error::io(&src))?;
                 let q = quantize(&src.display().to_string(), &bytes)?;
                 let path = to.join(&name);
@@ -269,6 +270,7 @@ pub fn quantize_folder(from: &std::path::Path, to: &std::path::Path) -> Result<V
                     bytes_int8: q.len() as u64,
                 });
             } else if (name.ends_with(".json") && name != "train_state.json") || name.ends_with(".txt") {
+                std::fs::create_dir_all(to).map_err(Error::io(to))?;
                 std::fs::copy(&src, to.join(&name)).map_err(Error::io(&src))?;
             }
         }
@@ -358,5 +360,31 @@ mod tests {
             [Some(40), Some(160), Some(160), Some(160), Some(192), None, None]
         );
         assert!(device_data("t", &q, &table, "l", Layer::Conv2d).unwrap().is_none(), "wrong rank");
+    }
+
+    #[test]
+    fn a_quantized_folder_keeps_the_model_and_leaves_the_training_state() {
+        let root = std::env::temp_dir().join(format!("traverse-qfolder-{}", std::process::id()));
+        let (from, to) = (root.join("run"), root.join("shipped"));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(from.join("unet/optimizer-4")).unwrap();
+        let w: Vec<f32> = (0..64).map(|i| i as f32 / 7.0).collect();
+        std::fs::write(from.join("unet/diffusion_pytorch_model.safetensors"), file(vec![("w", vec![4, 16], w)]))
+            .unwrap();
+        std::fs::write(from.join("unet/config.json"), "{}").unwrap();
+        std::fs::write(from.join("unet/train_state.json"), r#"{"step": 4}"#).unwrap();
+        std::fs::write(from.join("unet/optimizer-4/state.bpk"), b"moments").unwrap();
+        let files = quantize_folder(&from, &to).unwrap();
+        assert_eq!(
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["unet/diffusion_pytorch_model.safetensors"]
+        );
+        let mut shipped: Vec<_> = std::fs::read_dir(to.join("unet"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        shipped.sort();
+        assert_eq!(shipped, ["config.json", "diffusion_pytorch_model.safetensors"]);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -11,16 +11,16 @@ cd "$(dirname "$0")/../.."
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 RUN="$CACHE/gpu-train/run"
 LOGS=training/v8
-step() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['step'])" "$1"; }
+source scripts/run_step.sh
 new="$(mktemp -d)"
 trap 'rm -rf "$new"' EXIT
 cat "$FILES_AT"/run.tar.* | tar -x -C "$new"
-got="$(step "$new/unet/train_state.json")"
+got="$(run_step "$new/unet/train_state.json")"
 mkdir -p "$RUN/vae" "$LOGS/logs"
 cp "$FILES_AT/train.log" "$LOGS/logs/$(date -u +%Y-%m-%dT%H%M)-step-$got.log"
 # A run that trained no step returns the int8 weights it was sent: the f32 ones here stay.
-if [ -f "$RUN/unet/train_state.json" ] && (( got <= $(step "$RUN/unet/train_state.json") )); then
-  echo "the returned run is at U-Net step $got, not past $RUN's $(step "$RUN/unet/train_state.json"): kept the latter" >&2
+if [ -f "$RUN/unet/train_state.json" ] && (( got <= $(run_step "$RUN/unet/train_state.json") )); then
+  echo "the returned run is at U-Net step $got, not past $RUN's $(run_step "$RUN/unet/train_state.json"): kept the latter" >&2
   exit 1
 fi
 rm -rf "$RUN/unet"

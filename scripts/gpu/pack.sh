@@ -46,7 +46,8 @@ else
     # The latent scaling factor the U-Net learnt with.
     cp "$RUN/vae/config.json" "$KIT/resume/vae/"
     cp "$RUN/training.json" "$KIT/resume/"
-    echo "resuming from U-Net step $(python3 -c "import json; print(json.load(open('$RUN/unet/train_state.json'))['step'])")"
+    source scripts/run_step.sh
+    echo "resuming from U-Net step $(run_step "$RUN/unet/train_state.json")"
   else
     echo "no run in $RUN: the GPU run starts from the shipped model (public/model)"
   fi

@@ -28,6 +28,7 @@ set +e
 status=${PIPESTATUS[0]}
 set -e
 echo "train-mini exited $status after $(($(date +%s) - start)) s" | tee -a "$OUT/train.log"
-tar -C "$RUN" -cf - unet vae/config.json training.json | split -b 15M -d - "$OUT/run.tar."
+# The optimizer state (three times the weights) stays here: the next piece restarts AdamW from the weights.
+tar -C "$RUN" --exclude='unet/optimizer-*' -cf - unet vae/config.json training.json | split -b 15M -d - "$OUT/run.tar."
 ls -la "$OUT"
 exit "$status"

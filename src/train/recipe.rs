@@ -228,7 +228,7 @@ pub fn seed_from(shipped: &Path, out: &Path) -> Result<()> {
         };
         copy(&source, &out.join(stage).join(weights))?;
         copy(&log, &out.join(stage).join("loss.csv"))?;
-        files::write_json(&out.join(stage).join("train_state.json"), &TrainState { step, runs })?;
+        files::write_json(&out.join(stage).join("train_state.json"), &TrainState { step, runs, optimizer: None })?;
     }
     Ok(())
 }

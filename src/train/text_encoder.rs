@@ -120,9 +120,17 @@ pub fn train_text_encoder(
         obj.insert("eos_token_id".into(), eos.into());
         obj.insert("pad_token_id".into(), eos.into());
     }
-    let (mut ckpt, start) =
-        Checkpoint::open(saves.dir, "contrastive.safetensors", &json, &mut model, &CONTRASTIVE_NAMES, &[], settings)?;
     let mut optim = settings.optimizer.init();
+    let (mut ckpt, start) = Checkpoint::open(
+        saves.dir,
+        "contrastive.safetensors",
+        &json,
+        &mut model,
+        &mut optim,
+        &CONTRASTIVE_NAMES,
+        &[],
+        settings,
+    )?;
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
     let (b, size, images) = (settings.batch, data.size(), data.images());
     for step in start..settings.steps {
@@ -149,7 +157,8 @@ pub fn train_text_encoder(
         let value = loss.clone().into_scalar::<f32>();
         model = super::descend(model, &mut optim, loss, settings.learning_rate);
         log(step, value);
-        let after = ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every, saves.deadline)?;
+        let after =
+            ckpt.after_step(&model, &optim, step, value, settings.steps, settings.checkpoint_every, saves.deadline)?;
         if after != After::Next {
             crate::weights::save_pytorch(&model.text, &saves.dir.join("model.safetensors"), crate::clip::EXPORT_NAMES)?;
         }

@@ -69,16 +69,17 @@ pub fn train_unet(
     let train_device = device.clone().autodiff();
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
+    let mut optim = settings.optimizer.init();
     let (mut ckpt, start) = Checkpoint::diffusers(
         saves.dir,
         "UNet2DConditionModel",
         config,
         &mut model,
+        &mut optim,
         &crate::unet::NAMES,
         crate::unet::EXPORT_NAMES,
         settings,
     )?;
-    let mut optim = settings.optimizer.init();
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
     let b = settings.batch;
     for step in start..settings.steps {
@@ -107,7 +108,7 @@ pub fn train_unet(
         let value = loss.clone().into_scalar::<f32>();
         model = super::descend(model, &mut optim, loss, super::decayed(settings.learning_rate, step, settings.steps));
         log(step, value);
-        if ckpt.after_step(&model, step, value, settings.steps, settings.checkpoint_every, saves.deadline)?
+        if ckpt.after_step(&model, &optim, step, value, settings.steps, settings.checkpoint_every, saves.deadline)?
             == After::Stop
         {
             break;

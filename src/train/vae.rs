@@ -67,16 +67,17 @@ pub fn train_vae(
     let train_device = device.clone().autodiff();
     train_device.seed(settings.seed);
     let mut model = config.init(&train_device)?;
+    let mut optim = settings.optimizer.init();
     let (mut ckpt, start) = Checkpoint::diffusers(
         saves.dir,
         "AutoencoderKL",
         config,
         &mut model,
+        &mut optim,
         &crate::vae::NAMES,
         crate::vae::EXPORT_NAMES,
         settings,
     )?;
-    let mut optim = settings.optimizer.init();
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ start as u64);
     let crop = settings.crop;
     let plane = 3 * crop * crop;
@@ -125,7 +126,9 @@ pub fn train_vae(
         };
         model = super::descend(model, &mut optim, loss, lr);
         log(step, value);
-        if ckpt.after_step(&model, step, value, total, settings.checkpoint_every, saves.deadline)? == After::Stop {
+        if ckpt.after_step(&model, &optim, step, value, total, settings.checkpoint_every, saves.deadline)?
+            == After::Stop
+        {
             break;
         }
     }
