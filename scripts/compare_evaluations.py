@@ -3,10 +3,11 @@
 
     python3 scripts/compare_evaluations.py OLD.json NEW.json [MORE.json ...]
 
-Prints CFRT (swap images, then interpolations) and the classifier's positive rate on the neutral images (where
-the report has it) and at the first and last swap point of each report, then each report's mean CFRT, as a Markdown
-table; then, where the reports have them, the side effects (per style, the share of swap images in which another
-label's decision differs from the neutral image's) and their mean. Standard library only.
+Prints CFRT (swap images, with its 95% interval where the report has one, then interpolations) and the
+classifier's positive rate on the neutral images (where the report has it) and at the first and last swap point
+of each report, then each report's mean CFRT, as a Markdown table; then, where the reports have them, the side
+effects (per style, the share of swap images in which another label's decision differs from the neutral
+image's) and their mean. Standard library only.
 """
 import json
 import sys
@@ -24,7 +25,9 @@ def cell(score):
     start = "" if neutral is None else f"{neutral:.2f}, "
     interpolated = score["cfrt_interpolated"]
     interpolated = "–" if interpolated is None else f"{interpolated:.2f}"
-    return f'{score["cfrt"]:.2f} / {interpolated} ({start}{rate[0]:.2f}→{rate[-1]:.2f})'
+    interval = score.get("cfrt_interval")
+    interval = "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return f'{score["cfrt"]:.2f}{interval} / {interpolated} ({start}{rate[0]:.2f}→{rate[-1]:.2f})'
 
 
 def main(paths):
@@ -38,7 +41,8 @@ def main(paths):
         print(f"| {key[0]} | {key[1]} | " + " | ".join(cell(r.get(key)) for r in reports) + " |")
     means = [sum(s["cfrt"] for s in r.values()) / max(len(r), 1) for r in reports]
     print("| mean CFRT | | " + " | ".join(f"{m:.3f}" for m in means) + " |")
-    print("\ncells: CFRT of swap images / of interpolations (positive rate [on the neutral images,] at the first → last swap point)")
+    print("\ncells: CFRT of swap images [95% interval] / of interpolations (positive rate [on the neutral images,] at the "
+          "first → last swap point)")
     side_effects(paths, reports, keys)
 
 
