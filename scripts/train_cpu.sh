@@ -4,7 +4,7 @@
 # (the run that scripts/gpu/train.sh's pieces resume too), stopped and saved at the first step after SECONDS. Then the loss
 # log and plot, the training state (every piece's settings) and the recipe go to training/v8/, and the piece's
 # log to training/v8/logs/: commit them. Kill it at any time; the next piece resumes from the last save (every
-# 200 steps, about 6 minutes on this project's 2-core CPUs).
+# 200 steps, about 6-7 minutes on this project's 2-core CPUs), AdamW's state included.
 #
 #   nohup bash scripts/train_cpu.sh SECONDS > train.log 2>&1 &
 set -euo pipefail
