@@ -19,6 +19,9 @@
 # can go (`git rm -r evaluation/table2`): history keeps them.
 # On a cluster, scripts/slurm/submit.sh runs the same shards in parallel.
 set -euo pipefail
+# One block, run only once bash has read all of it: these scripts run for hours, and bash reads a script as it
+# goes, so an edit to the file meanwhile (a commit, a checkout) would otherwise be read from a shifted offset.
+{
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 command -v xz >/dev/null || apt_install xz-utils
@@ -57,3 +60,5 @@ for kind in "${kinds[@]}"; do
   "$BIN" evaluate merge --kind "$kind" --shard-dir "$dir" --out "public/model/table2-$kind.json" \
     --tsne-svg "public/model/table2-tsne-$kind.svg"
 done
+exit
+}

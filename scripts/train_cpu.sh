@@ -8,6 +8,9 @@
 #
 #   nohup bash scripts/train_cpu.sh SECONDS > train.log 2>&1 &
 set -euo pipefail
+# One block, run only once bash has read all of it: these scripts run for hours, and bash reads a script as it
+# goes, so an edit to the file meanwhile (a commit, a checkout) would otherwise be read from a shifted offset.
+{
 [ $# -eq 1 ] || { echo "usage: $0 SECONDS" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -39,3 +42,4 @@ if [ -f "$RUN/unet/train_state.json" ]; then
   cp "$RUN"/unet/{loss.csv,loss.svg,train_state.json} "$RUN/training.json" "$LOGS/"
 fi
 exit "$status"
+}
