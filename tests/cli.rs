@@ -386,16 +386,16 @@ fn evaluate_scores_every_style_of_a_family() {
 }
 
 /// A run split into 3 shards and merged gives the report of the same run in one shard, byte for byte (its
-/// cost aside); a finished shard is skipped, another run's file is never overwritten, and a missing shard is
-/// named.
+/// cost aside), and its first subjects merged alone give the report of a smaller run; a finished shard is
+/// skipped, another run's file is never overwritten, and a missing shard is named.
 #[test]
 fn evaluate_shards_merge_into_the_one_process_report() {
     let tmp = TempDir::new("eval-shards");
     let model = fixtures().join("tiny-sd");
     let classifier = classifiers().join("chest");
-    let run = |seed: &str, args: &[&str]| {
+    let run_of = |subjects: &str, seed: &str, args: &[&str]| {
         let mut all = vec!["evaluate", "--model", model.to_str().unwrap(), "--kind", "chest"];
-        all.extend(["--classifier", classifier.to_str().unwrap(), "--subjects", "4", "--seed", seed]);
+        all.extend(["--classifier", classifier.to_str().unwrap(), "--subjects", subjects, "--seed", seed]);
         all.extend(["--steps", "4", "--swap-points", "2,4", "--controls", "3", "--interpolations", "3"]);
         all.extend(["--ceiling-subjects", "2", "--map-subjects", "3"]);
         all.extend(args);
@@ -403,10 +403,16 @@ fn evaluate_shards_merge_into_the_one_process_report() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let run = |seed: &str, args: &[&str]| run_of("4", seed, args);
     let dir = |name: &str| tmp.0.join(name).to_str().unwrap().to_string();
-    let merge = |shards: &str, out: &str| {
-        traverse(&["evaluate", "merge", "--kind", "chest", "--shard-dir", &dir(shards), "--out", &dir(out)])
+    let merge_first = |shards: &str, out: &str, first: &[&str]| {
+        let mut all = vec!["evaluate", "merge", "--kind", "chest"];
+        let (shards, out) = (dir(shards), dir(out));
+        all.extend(["--shard-dir", &shards, "--out", &out]);
+        all.extend(first);
+        traverse(&all)
     };
+    let merge = |shards: &str, out: &str| merge_first(shards, out, &[]);
     run("1000", &["--shard", "0/1", "--shard-dir", &dir("one")]);
     for k in 0..3 {
         run("1000", &["--shard", &format!("{k}/3"), "--shard-dir", &dir("three")]);
@@ -430,6 +436,23 @@ fn evaluate_shards_merge_into_the_one_process_report() {
     assert_eq!(one["latent_maps"][0]["points"].as_array().unwrap().len(), 15);
     assert!(one_cost["unet_evaluations_per_trajectory"].as_f64().unwrap() > 0.0);
     assert!(one["autoencoder_ceiling"]["attributes"].as_array().unwrap().len() == 2, "shard 0 measures it");
+    // The first 2 subjects of the 3-shard run (shards 0 and 1 hold them) report as a run of 2 does.
+    run_of("2", "1000", &["--shard", "0/1", "--shard-dir", &dir("two")]);
+    let first_two = ["--first-subjects", "2"];
+    for (shards, out, first) in [("two", "two.json", &[][..]), ("three", "first-two.json", &first_two[..])] {
+        let m = merge_first(shards, out, first);
+        assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    }
+    assert_eq!(md("two.md"), md("first-two.md"), "the first subjects' tables are a smaller run's");
+    let ((two, _), (first_two, first_cost)) = (results("two.json"), results("first-two.json"));
+    assert_eq!(two, first_two, "every figure of the first subjects' report is the smaller run's");
+    assert_eq!(first_cost["shards"].as_u64(), Some(2), "the shard holding subjects 2 and 3 is left out");
+    assert_eq!(two["scores"][0]["samples"], 4);
+    for bad in ["0", "5"] {
+        let m = merge_first("three", "bad.json", &["--first-subjects", bad]);
+        let err = String::from_utf8_lossy(&m.stderr);
+        assert!(!m.status.success() && err.contains("--first-subjects"), "{err}");
+    }
     // Resumed: a finished shard is skipped; another run's file in its place is refused, not overwritten.
     let again = run("1000", &["--shard", "1/3", "--shard-dir", &dir("three")]);
     assert!(again.contains("already done"), "{again}");
@@ -445,6 +468,12 @@ fn evaluate_shards_merge_into_the_one_process_report() {
     let err = String::from_utf8_lossy(&m.stderr);
     assert!(!m.status.success() && err.contains("shard 1 is missing"), "{err}");
     assert!(!tmp.0.join("partial.json").exists());
+    // Only the shards holding the first subjects are needed: the first one is in shard 0; the second is not.
+    let m = merge_first("three", "first-one.json", &["--first-subjects", "1"]);
+    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    let m = merge_first("three", "first-two-again.json", &["--first-subjects", "2"]);
+    let err = String::from_utf8_lossy(&m.stderr);
+    assert!(!m.status.success() && err.contains("1 of 2 shards given"), "{err}");
 }
 
 #[test]

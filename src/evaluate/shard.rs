@@ -195,12 +195,28 @@ pub fn already_done(path: &Path, shard: Shard, run: &RunSettings) -> Result<bool
 }
 
 /// The report of a whole run from its shards (any order): every figure equal to the one-process run's.
-pub fn merge(mut shards: Vec<ShardResult>) -> Result<EvaluationReport> {
+///
+/// With `first_subjects`, the report of only the run's first subjects, equal to a one-process run of that
+/// many (its cost aside, which counts the whole shards that held them): the shards holding them must be
+/// there, the others may not be. It compares a large run with a smaller one on the same seeds.
+pub fn merge(mut shards: Vec<ShardResult>, first_subjects: Option<usize>) -> Result<EvaluationReport> {
     let first = shards.first().ok_or_else(|| Error::arg("no shard files to merge"))?;
-    let (run, config, count) = (first.run.clone(), first.classifier_config.clone(), first.shard.count);
+    let (whole, config, count) = (first.run.clone(), first.classifier_config.clone(), first.shard.count);
+    let mut run = whole.clone();
+    // The shards holding the subjects to report: all of them, or those that start below `first_subjects`.
+    let mut expected = count;
+    if let Some(n) = first_subjects {
+        if n == 0 || n > run.subjects {
+            return Err(Error::arg(format!("--first-subjects {n} of a run of {} subjects", run.subjects)));
+        }
+        let needed = |index| Shard { index, count }.subjects(run.subjects).start < n;
+        expected = (0..count).filter(|&k| needed(k)).count();
+        shards.retain(|s| needed(s.shard.index));
+        run.subjects = n;
+    }
     shards.sort_by_key(|s| s.shard.index);
     for (k, s) in shards.iter().enumerate() {
-        if s.run != run || s.classifier_config != config || s.shard.count != count {
+        if s.run != whole || s.classifier_config != config || s.shard.count != count {
             return Err(Error::arg(format!(
                 "shard {}/{} belongs to another run than shard {}/{count}",
                 s.shard.index, s.shard.count, shards[0].shard.index
@@ -211,8 +227,8 @@ pub fn merge(mut shards: Vec<ShardResult>) -> Result<EvaluationReport> {
             return Err(Error::arg(format!("{missing}: {} of {count} shard files given", shards.len())));
         }
     }
-    if shards.len() != count {
-        return Err(Error::arg(format!("{} of {count} shards given", shards.len())));
+    if shards.len() != expected {
+        return Err(Error::arg(format!("{} of {expected} shards given", shards.len())));
     }
     let eval = run.evaluation()?;
     let (mut scores, mut maps, mut evaluations, mut trajectories) = (Vec::new(), Vec::new(), 0usize, 0usize);
@@ -223,7 +239,7 @@ pub fn merge(mut shards: Vec<ShardResult>) -> Result<EvaluationReport> {
             let part = s.settings.get_mut(i).filter(|p| p.setting == setting.name).ok_or_else(|| {
                 Error::arg(format!("shard {} has no records of setting {:?}", s.shard.index, setting.name))
             })?;
-            records.append(&mut part.records);
+            records.extend(part.records.drain(..).filter(|r| r.subject < run.subjects));
         }
         if !records.iter().map(|r| r.subject).eq(0..run.subjects) {
             return Err(Error::arg(format!(
@@ -240,7 +256,7 @@ pub fn merge(mut shards: Vec<ShardResult>) -> Result<EvaluationReport> {
     let seconds: f64 = shards.iter().map(|s| s.timing.seconds).sum();
     let swap_images = (scores.iter().map(|s| s.samples).sum::<usize>()).max(1);
     let cost = Cost {
-        shards: count,
+        shards: shards.len(),
         seconds,
         ceiling_seconds: shards.iter().map(|s| s.timing.ceiling_seconds).sum(),
         unet_evaluations_per_trajectory: evaluations as f64 / trajectories.max(1) as f64,

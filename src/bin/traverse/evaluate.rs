@@ -42,6 +42,10 @@ struct MergeArgs {
     /// Folder of the shard files.
     #[arg(long, default_value = "evaluation-shards")]
     shard_dir: PathBuf,
+    /// Report only the run's first N subjects (seeds --seed … --seed + N - 1), as a run of N would: to
+    /// compare a large run with a smaller one on the same seeds. Only the shards holding them are needed.
+    #[arg(long, value_name = "N")]
+    first_subjects: Option<usize>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -214,7 +218,7 @@ fn measure(a: RunArgs, device_arg: DeviceArg, precision: Precision) -> Result<()
         println!("wrote {} (subjects {subjects:?})", shard_file.display());
         return Ok(());
     }
-    report(merge(vec![result.as_stored()?])?, &a.output)
+    report(merge(vec![result.as_stored()?], None)?, &a.output)
 }
 
 fn merge_dir(m: MergeArgs) -> Result<()> {
@@ -231,7 +235,7 @@ fn merge_dir(m: MergeArgs) -> Result<()> {
     paths.sort();
     let shards = paths.iter().map(|p| read_shard(p)).collect::<Result<Vec<_>>>()?;
     println!("merging {} shard files from {}", shards.len(), m.shard_dir.display());
-    report(merge(shards)?, &m.output)
+    report(merge(shards, m.first_subjects)?, &m.output)
 }
 
 /// Prints the tables, writes the report, its markdown and the t-SNE plot.
