@@ -13,10 +13,10 @@
 # provenance lists the source tree (git hash of src/) and the CPU that measured each shard. The shards holding
 # the first MAP_SUBJECTS subjects also keep their latents for the t-SNE map (about 1.2 MB compressed each,
 # against 50 KB), so they run last, just before the merge. The merge reads them from
-# $TRAVERSE_CACHE/table2/KIND (default ~/.cache/traverse). Measured for the shipped model on this project's
-# 2-core Intel Xeon (f32, nice 19 beside other work): chest 5159 s (18.6 s per subject and setting), dermoscopy
-# 19896 s (35.8 s per subject and setting, two settings); so 1.5 h and 5.5 h of CPU. Once merged, the shards
-# can go (`git rm -r evaluation/table2`): history keeps them.
+# $TRAVERSE_CACHE/table2/MODEL/KIND (default ~/.cache/traverse; MODEL: the start of the weights' SHA-256).
+# Measured for the v7 model on this project's 2-core Intel Xeon (f32, nice 19 beside other work): chest
+# 5159 s (18.6 s per subject and setting), dermoscopy 19896 s (35.8 s per subject and setting, two settings);
+# so 1.5 h and 5.5 h of CPU. Once merged, the shards can go (`git rm -r evaluation/table2`): history keeps them.
 # On a cluster, scripts/slurm/submit.sh runs the same shards in parallel.
 set -euo pipefail
 # One block, run only once bash has read all of it: these scripts run for hours, and bash reads a script as it
@@ -39,8 +39,12 @@ mkdir -p "$CACHE/table2"
 cp "$CARGO_TARGET_DIR/release/traverse" "$BIN"
 kinds=("$@")
 (( ${#kinds[@]} )) || kinds=(chest derm)
+# Shards are kept per model (its weights' hash), so another model's shards are never in the way; a shard of
+# another model in evaluation/table2 stops the run with a message (each shard records its inputs' SHA-256).
+model_id="$(find public/model -path public/model/training -prune -o -name '*.safetensors' -print | sort | xargs cat |
+  sha256sum | cut -c1-12)"
 for kind in "${kinds[@]}"; do
-  dir="$CACHE/table2/$kind" store="evaluation/table2/$kind"
+  dir="$CACHE/table2/$model_id/$kind" store="evaluation/table2/$kind"
   mkdir -p "$dir" "$store"
   # Shards without map subjects first (k·S/N is a shard's first subject), then the others.
   order=()

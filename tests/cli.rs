@@ -462,6 +462,25 @@ fn evaluate_shards_merge_into_the_one_process_report() {
     let other = traverse(&all);
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(!other.status.success() && err.contains("another run"), "{err}");
+    // So is a shard of another model in the same folder (a model retrained in place): the run knows its
+    // inputs by their bytes, not their path.
+    let retrained = tmp.0.join("retrained");
+    common::copy_dir(&model, &retrained);
+    let shard_in = |args: &[&str]| {
+        let mut all = vec!["evaluate", "--model", retrained.to_str().unwrap(), "--kind", "chest", "--subjects", "2"];
+        all.extend(["--classifier", classifier.to_str().unwrap(), "--steps", "2", "--swap-points", "1,2"]);
+        all.extend(["--interpolations", "0", "--ceiling-subjects", "0", "--no-lpips", "--shard", "1/2"]);
+        all.extend(args);
+        traverse(&all)
+    };
+    let retrained_dir = dir("retrained-shards");
+    assert!(shard_in(&["--shard-dir", &retrained_dir]).status.success());
+    let config = retrained.join("unet/config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replacen('{', "{\n  \"_retrained\": true,", 1)).unwrap();
+    let again = shard_in(&["--shard-dir", &retrained_dir]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("another run"), "{err}");
     // A missing shard is named rather than merged into a smaller report.
     std::fs::remove_file(tmp.0.join("three/chest-0001-of-0003.json")).unwrap();
     let m = merge("three", "partial.json");

@@ -93,6 +93,52 @@ pub struct RunSettings {
     /// The float type the models computed in (runs written before it existed were f32).
     #[serde(default)]
     pub precision: crate::weights::Precision,
+    /// SHA-256 of the files the run reads ([`inputs_sha256`]): a shard that another model (or classifier)
+    /// measured from the same folder is never taken for this run's. Empty in files written before it.
+    #[serde(default)]
+    pub inputs_sha256: String,
+}
+
+/// SHA-256 over `paths` (files, or folders walked in name order) of each file's path below its root, length
+/// and bytes, read in pieces. Folders nest at most 8 deep (a link cycle is an error, not a hang).
+pub fn inputs_sha256(paths: &[&Path]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+
+    fn add(hasher: &mut Sha256, path: &Path, name: &str, depth: usize) -> Result<()> {
+        let meta = std::fs::metadata(path).map_err(Error::io(path))?;
+        if meta.is_dir() {
+            if depth == 8 {
+                return Err(Error::arg(format!("{}: folders nest too deep", path.display())));
+            }
+            let mut entries: Vec<_> = std::fs::read_dir(path)
+                .and_then(|d| d.collect::<std::io::Result<Vec<_>>>())
+                .map_err(Error::io(path))?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let child = format!("{name}/{}", entry.file_name().to_string_lossy());
+                add(hasher, &entry.path(), &child, depth + 1)?;
+            }
+            return Ok(());
+        }
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update(meta.len().to_le_bytes());
+        let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(Error::io(path))?;
+            if n == 0 {
+                return Ok(());
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    let mut hasher = Sha256::new();
+    for (i, path) in paths.iter().enumerate() {
+        add(&mut hasher, path, &i.to_string(), 0)?;
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl RunSettings {

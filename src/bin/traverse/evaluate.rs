@@ -8,7 +8,9 @@ use std::time::Instant;
 use traverse::bezier;
 use traverse::classifier::Classifier;
 use traverse::evaluate::report::{EvaluationReport, ceiling_tables, neighbour_lines, score_tables};
-use traverse::evaluate::shard::{RunSettings, SettingRecords, Shard, ShardResult, ShardTiming, merge, read_shard};
+use traverse::evaluate::shard::{
+    RunSettings, SettingRecords, Shard, ShardResult, ShardTiming, inputs_sha256, merge, read_shard,
+};
 use traverse::evaluate::{autoencoder_ceiling, measure_subject};
 use traverse::files::{save_png, write, write_json};
 use traverse::image::{contact_sheet, tensor_to_rgb};
@@ -139,6 +141,14 @@ fn measure(a: RunArgs, device_arg: DeviceArg, precision: Precision) -> Result<()
     let model = ModelArgs { model, variant: a.variant.clone() };
     let kind = Kind::from(kind);
     let classifier_dir = a.classifier.clone().unwrap_or_else(|| PathBuf::from("public/classifiers").join(kind.name()));
+    // What the figures depend on besides the settings: the model's parts, the classifier and LPIPS.
+    let parts =
+        ["model_index.json", "scheduler", "tokenizer", "text_encoder", "unet", "vae"].map(|p| model.model.join(p));
+    let mut inputs: Vec<&Path> = parts.iter().map(PathBuf::as_path).filter(|p| p.exists()).collect();
+    inputs.push(&classifier_dir);
+    if !a.no_lpips {
+        inputs.push(&a.lpips);
+    }
     let run = RunSettings {
         kind,
         model: model.model.display().to_string(),
@@ -154,6 +164,7 @@ fn measure(a: RunArgs, device_arg: DeviceArg, precision: Precision) -> Result<()
         map_subjects: a.map_subjects,
         ceiling_subjects: a.ceiling_subjects,
         precision,
+        inputs_sha256: inputs_sha256(&inputs)?,
     };
     let eval = run.evaluation()?;
     let shard = a.shard.unwrap_or(Shard::ALL);
