@@ -40,6 +40,8 @@ if [ -f "$RUN/unet/train_state.json" ]; then
   step="$(run_step "$RUN/unet/train_state.json")"
   cp "$log" "$LOGS/logs/$(date -u +%Y-%m-%dT%H%M)-cpu-step-$step.log"
   cp "$RUN"/unet/{loss.csv,loss.svg,train_state.json} "$RUN/training.json" "$LOGS/"
+  # The recipe's reasons travel with the run, so that shipping it keeps them (ship_model.sh).
+  cp training/v8/recipe.sh "$RUN/recipe.sh"
 fi
 exit "$status"
 }

@@ -27,5 +27,7 @@ rm -rf "$RUN/unet"
 mv "$new/unet" "$RUN/unet"
 mv "$new/vae/config.json" "$RUN/vae/config.json"
 mv "$new/training.json" "$RUN/training.json"
+# The recipe's reasons travel with the run, so that shipping it keeps them (ship_model.sh).
+cp training/v8/recipe.sh "$RUN/recipe.sh"
 cp "$RUN"/unet/{loss.csv,loss.svg,train_state.json} "$RUN/training.json" "$LOGS/"
 echo "U-Net at step $got in $RUN; logs in $LOGS"
