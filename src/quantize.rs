@@ -246,8 +246,8 @@ pub struct QuantizedFile {
 }
 
 /// Copies the model folder `from` to `to`, quantizing every safetensors file and copying the JSON and text
-/// files (not a training run's `train_state.json`, nor its optimizer state: a folder with nothing to copy is
-/// left out); returns every quantized file, in path order.
+/// files (not a training run's records, its stages' `train_state.json` and its `training.json`, nor its
+/// optimizer state: a folder with nothing to copy is left out); returns every quantized file, in path order.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn quantize_folder(from: &std::path::Path, to: &std::path::Path) -> Result<Vec<QuantizedFile>> {
     fn walk(from: &std::path::Path, to: &std::path::Path, prefix: &str, out: &mut Vec<QuantizedFile>) -> Result<()> {
@@ -269,12 +269,16 @@ pub fn quantize_folder(from: &std::path::Path, to: &std::path::Path) -> Result<V
                     bytes_before: bytes.len() as u64,
                     bytes_int8: q.len() as u64,
                 });
-            } else if (name.ends_with(".json") && name != "train_state.json") || name.ends_with(".txt") {
+            } else if (name.ends_with(".json") && !is_training_record(prefix, &name)) || name.ends_with(".txt") {
                 std::fs::create_dir_all(to).map_err(Error::io(to))?;
                 std::fs::copy(&src, to.join(&name)).map_err(Error::io(&src))?;
             }
         }
         Ok(())
+    }
+    // A training run's records: each stage's state and `train-mini`'s recipe at the top.
+    fn is_training_record(prefix: &str, name: &str) -> bool {
+        name == "train_state.json" || (prefix.is_empty() && name == "training.json")
     }
     let mut out = Vec::new();
     walk(from, to, "", &mut out)?;
@@ -374,6 +378,8 @@ mod tests {
         std::fs::write(from.join("unet/config.json"), "{}").unwrap();
         std::fs::write(from.join("unet/train_state.json"), r#"{"step": 4}"#).unwrap();
         std::fs::write(from.join("unet/optimizer-4/state.bpk"), b"moments").unwrap();
+        std::fs::write(from.join("training.json"), r#"{"unet_steps": 4}"#).unwrap();
+        std::fs::write(from.join("model_index.json"), "{}").unwrap();
         let files = quantize_folder(&from, &to).unwrap();
         assert_eq!(
             files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
@@ -385,6 +391,7 @@ mod tests {
             .collect();
         shipped.sort();
         assert_eq!(shipped, ["config.json", "diffusion_pytorch_model.safetensors"]);
+        assert!(to.join("model_index.json").exists() && !to.join("training.json").exists());
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
