@@ -38,7 +38,7 @@ mv "$OUT/text_encoder/contrastive.safetensors" "$OUT/training/"
 # How it was trained: the recipe, and each stage's runs with their settings (`train-mini --resume-from` reads
 # the states back).
 [ -f "$TRAINED/training.json" ] && cp "$TRAINED/training.json" "$OUT/training/recipe.json"
-# The last run's flags with the reasons for them, where the run kept them (training/v8/recipe.sh).
+# The last run's flags with the reasons for them, where the run kept them (the run's training/vN/recipe.sh).
 [ -f "$TRAINED/recipe.sh" ] && cp "$TRAINED/recipe.sh" "$OUT/training/recipe.sh"
 for stage in text_encoder vae unet; do
   cp "$TRAINED/$stage/loss.csv" "$OUT/training/$stage-loss.csv"

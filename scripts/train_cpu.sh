@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One piece of the v8 U-Net run (#32) on this machine's CPU, for when no GPU is lent: `traverse train-mini` with
-# the flags of training/v8/recipe.sh, seeded from the shipped model and resumed from $TRAVERSE_CACHE/gpu-train/run
-# (the run that scripts/gpu/train.sh's pieces resume too), stopped and saved at the first step after SECONDS. Then the loss
-# log and plot, the training state (every piece's settings) and the recipe go to training/v8/, and the piece's
-# log to training/v8/logs/: commit them. Kill it at any time; the next piece resumes from the last save (every
-# 200 steps, about 6-7 minutes on this project's 2-core CPUs), AdamW's state included.
+# One piece of the U-Net run in progress (#32; $TRAINING of scripts/run_step.sh) on this machine's CPU, for when
+# no GPU is lent: `traverse train-mini` with the flags of $TRAINING/recipe.sh, seeded from the shipped model and
+# resumed from $TRAVERSE_CACHE/gpu-train/run (the run that scripts/gpu/train.sh's pieces resume too), stopped and
+# saved at the first step after SECONDS. Then the loss log and plot, the training state (every piece's settings)
+# and the recipe go to $TRAINING/, and the piece's log to $TRAINING/logs/: commit them. Kill it at any time; the
+# next piece resumes from the last save (every 200 steps, about 6-7 minutes on this project's 2-core CPUs),
+# AdamW's state included.
 #
 #   nohup bash scripts/train_cpu.sh SECONDS > train.log 2>&1 &
 set -euo pipefail
@@ -14,9 +15,10 @@ set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 SECONDS" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+source scripts/run_step.sh
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 RUN="$CACHE/gpu-train/run"
-LOGS=training/v8
+LOGS=$TRAINING
 export CARGO_TARGET_DIR="$CACHE/target"
 cargo build --locked --release --bin traverse
 # The run's own copy of the binary: a build of other code into the shared target dir meanwhile (tests, CI)
@@ -24,7 +26,7 @@ cargo build --locked --release --bin traverse
 BIN="$CACHE/gpu-train/traverse"
 mkdir -p "$CACHE/gpu-train" "$LOGS/logs"
 cp "$CARGO_TARGET_DIR/release/traverse" "$BIN"
-source training/v8/recipe.sh
+source "$TRAINING/recipe.sh"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
@@ -36,12 +38,11 @@ status=${PIPESTATUS[0]}
 set -e
 echo "train-mini exited $status after $(($(date +%s) - start)) s" | tee -a "$log"
 if [ -f "$RUN/unet/train_state.json" ]; then
-  source scripts/run_step.sh
   step="$(run_step "$RUN/unet/train_state.json")"
   cp "$log" "$LOGS/logs/$(date -u +%Y-%m-%dT%H%M)-cpu-step-$step.log"
   cp "$RUN"/unet/{loss.csv,loss.svg,train_state.json} "$RUN/training.json" "$LOGS/"
   # The recipe's reasons travel with the run, so that shipping it keeps them (ship_model.sh).
-  cp training/v8/recipe.sh "$RUN/recipe.sh"
+  cp "$TRAINING/recipe.sh" "$RUN/recipe.sh"
 fi
 exit "$status"
 }

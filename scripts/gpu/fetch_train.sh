@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Takes in what scripts/gpu/train.sh returned from a GPU machine (the device tool's files_at folder here):
 # the run goes to $TRAVERSE_CACHE/gpu-train/run, which `scripts/gpu/pack.sh train` resumes from next, and its
-# loss log and plot, training state (every piece's settings), recipe and the device's log to training/v8/.
+# loss log and plot, training state (every piece's settings), recipe and the device's log to $TRAINING/ (scripts/run_step.sh).
 #
 #   bash scripts/gpu/fetch_train.sh FILES_AT
 set -euo pipefail
@@ -10,8 +10,8 @@ FILES_AT="$(cd "$1" && pwd)"
 cd "$(dirname "$0")/../.."
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 RUN="$CACHE/gpu-train/run"
-LOGS=training/v8
 source scripts/run_step.sh
+LOGS=$TRAINING
 new="$(mktemp -d)"
 trap 'rm -rf "$new"' EXIT
 cat "$FILES_AT"/run.tar.* | tar -x -C "$new"
@@ -28,6 +28,6 @@ mv "$new/unet" "$RUN/unet"
 mv "$new/vae/config.json" "$RUN/vae/config.json"
 mv "$new/training.json" "$RUN/training.json"
 # The recipe's reasons travel with the run, so that shipping it keeps them (ship_model.sh).
-cp training/v8/recipe.sh "$RUN/recipe.sh"
+cp "$TRAINING/recipe.sh" "$RUN/recipe.sh"
 cp "$RUN"/unet/{loss.csv,loss.svg,train_state.json} "$RUN/training.json" "$LOGS/"
 echo "U-Net at step $got in $RUN; logs in $LOGS"

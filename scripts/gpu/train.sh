@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One piece of a U-Net training run (#32) on a lent GPU machine, from the kit `scripts/gpu/pack.sh train` made
-# here (carry gpu-kit-train): `traverse train-mini --device wgpu` with the flags of training/v8/recipe.sh, seeded
+# here (carry gpu-kit-train): `traverse train-mini --device wgpu` with the flags of $TRAINING/recipe.sh (scripts/run_step.sh), seeded
 # from the shipped model and resumed from the kit's last run, stopped at a save after TIME_LIMIT seconds
 # (default 480, so that one device call of 10 minutes holds it, with unpacking and packing). The run comes back
 # in $OUT as run.tar.* pieces of 15 MiB (the f32 U-Net, its state, loss log and plot, the VAE config with the
@@ -12,7 +12,8 @@ source scripts/gpu/device.sh
 OUT="${OUT:-/tmp/gpu-train-out}"
 WORK=/tmp/gpu-train
 RUN="$WORK/run"
-RECIPE="${RECIPE:-training/v8/recipe.sh}"
+source scripts/run_step.sh
+RECIPE="${RECIPE:-$TRAINING/recipe.sh}"
 mkdir -p "$OUT" "$RUN"
 unpack traverse "$WORK"
 source "$RECIPE"
