@@ -48,6 +48,25 @@ pub fn is_pipeline_weights(path: &str) -> bool {
     })
 }
 
+/// The files of the folder `dir` that a pipeline reads, relative to it and sorted: the [`CONFIG_FILES`], the
+/// [`TOKENIZER_FILES`] present and every [`WEIGHTS`] file (each variant, single-file or sharded). What a
+/// measurement of the model depends on, and nothing else in the folder (a page preview fit, a model card).
+pub fn pipeline_files(dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut files: Vec<String> = CONFIG_FILES.iter().chain(&TOKENIZER_FILES).map(|f| f.to_string()).collect();
+    for (sub, _) in WEIGHTS {
+        let path = dir.join(sub);
+        let entries = std::fs::read_dir(&path).and_then(|d| d.collect::<std::io::Result<Vec<_>>>());
+        for entry in entries.map_err(Error::io(&path))? {
+            files.push(format!("{sub}/{}", entry.file_name().to_string_lossy()));
+        }
+    }
+    let read = |f: &str| CONFIG_FILES.contains(&f) || TOKENIZER_FILES.contains(&f) || is_pipeline_weights(f);
+    files.retain(|f| read(f) && dir.join(f).is_file());
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
 /// Where a model folder's files come from: a directory, or files already fetched into memory (browser).
 pub trait ModelSource {
     /// Whether `path` (relative to the folder root, `/`-separated) exists.
@@ -486,6 +505,42 @@ mod tests {
             ("scheduler/scheduler_config.json", "{}"),
         ];
         Configs::read(&MemorySource(files.map(|(k, v)| (k.to_string(), v.as_bytes().to_vec().into())).into())).unwrap()
+    }
+
+    #[test]
+    fn pipeline_files_are_what_loading_reads() {
+        let dir = std::env::temp_dir().join(format!("traverse-pipeline-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let files = [
+            "model_index.json",
+            "text_encoder/config.json",
+            "text_encoder/model.fp16.safetensors",
+            "text_encoder/model.safetensors",
+            "tokenizer/merges.txt",
+            "tokenizer/vocab.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
+            "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
+            "unet/diffusion_pytorch_model.safetensors.index.json",
+            "unet/loss.csv",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+            "vae/latent_preview.json",
+            "scheduler/scheduler_config.json",
+            "MODEL_CARD.md",
+        ];
+        for f in files {
+            let path = dir.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, f).unwrap();
+        }
+        let mut read: Vec<&str> = files.into_iter().filter(|f| !f.ends_with(".md") && !f.ends_with(".csv")).collect();
+        read.retain(|f| *f != "model_index.json" && *f != "vae/latent_preview.json");
+        read.sort();
+        assert_eq!(pipeline_files(&dir).unwrap(), read);
+        std::fs::remove_dir_all(dir.join("unet")).unwrap();
+        assert!(pipeline_files(&dir).is_err(), "a folder without a U-Net is not a pipeline");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

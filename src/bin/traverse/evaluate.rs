@@ -142,9 +142,9 @@ fn measure(a: RunArgs, device_arg: DeviceArg, precision: Precision) -> Result<()
     let kind = Kind::from(kind);
     let classifier_dir = a.classifier.clone().unwrap_or_else(|| PathBuf::from("public/classifiers").join(kind.name()));
     // What the figures depend on besides the settings: the model's parts, the classifier and LPIPS.
-    let parts =
-        ["model_index.json", "scheduler", "tokenizer", "text_encoder", "unet", "vae"].map(|p| model.model.join(p));
-    let mut inputs: Vec<&Path> = parts.iter().map(PathBuf::as_path).filter(|p| p.exists()).collect();
+    let parts: Vec<PathBuf> =
+        traverse::pipeline::pipeline_files(&model.model)?.iter().map(|f| model.model.join(f)).collect();
+    let mut inputs: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
     inputs.push(&classifier_dir);
     if !a.no_lpips {
         inputs.push(&a.lpips);
