@@ -13,7 +13,8 @@
 # provenance lists the source tree (git hash of src/) and the CPU that measured each shard. The shards holding
 # the first MAP_SUBJECTS subjects also keep their latents for the t-SNE map (about 1.2 MB compressed each,
 # against 50 KB), so they run last, just before the merge. The merge reads them from
-# $TRAVERSE_CACHE/table2/MODEL/KIND (default ~/.cache/traverse; MODEL: the start of the weights' SHA-256).
+# $TRAVERSE_CACHE/table2/INPUTS/KIND (default ~/.cache/traverse; INPUTS: the start of the SHA-256 of the model,
+# classifier and LPIPS files that `evaluate --print-inputs-sha256` prints and each shard records).
 # Measured for the v7 model on this project's 2-core Intel Xeon (f32, nice 19 beside other work): chest
 # 5159 s (18.6 s per subject and setting), dermoscopy 19896 s (35.8 s per subject and setting, two settings);
 # so 1.5 h and 5.5 h of CPU. Once merged, the shards can go (`git rm -r evaluation/table2`): history keeps them.
@@ -39,12 +40,11 @@ mkdir -p "$CACHE/table2"
 cp "$CARGO_TARGET_DIR/release/traverse" "$BIN"
 kinds=("$@")
 (( ${#kinds[@]} )) || kinds=(chest derm)
-# Shards are kept per model (its weights' hash), so another model's shards are never in the way; a shard of
-# another model in evaluation/table2 stops the run with a message (each shard records its inputs' SHA-256).
-model_id="$(find public/model -path public/model/training -prune -o -name '*.safetensors' -print | sort | xargs cat |
-  sha256sum | cut -c1-12)"
 for kind in "${kinds[@]}"; do
-  dir="$CACHE/table2/$model_id/$kind" store="evaluation/table2/$kind"
+  # Shards are kept per inputs (model, classifier, LPIPS), so another model's shards are never in the way; a
+  # shard of another model in evaluation/table2 stops the run with a message.
+  inputs="$("$BIN" evaluate --model public/model --kind "$kind" --print-inputs-sha256 | cut -c1-12)"
+  dir="$CACHE/table2/$inputs/$kind" store="evaluation/table2/$kind"
   mkdir -p "$dir" "$store"
   # Shards without map subjects first (k·S/N is a shard's first subject), then the others.
   order=()

@@ -475,9 +475,18 @@ fn evaluate_shards_merge_into_the_one_process_report() {
     };
     let retrained_dir = dir("retrained-shards");
     assert!(shard_in(&["--shard-dir", &retrained_dir]).status.success());
+    // `--print-inputs-sha256` prints the identity the shard recorded; files a pipeline does not read leave it.
+    let printed = || String::from_utf8_lossy(&shard_in(&["--print-inputs-sha256"]).stdout).trim().to_string();
+    let recorded = manifest_named(&tmp.0, "retrained-shards/chest-0001-of-0002.json")["run"]["inputs_sha256"].clone();
+    let before = printed();
+    assert_eq!(before.len(), 64, "{before}");
+    assert_eq!(recorded, before.as_str());
+    std::fs::write(retrained.join("MODEL_CARD.md"), "notes").unwrap();
+    assert_eq!(printed(), before, "a model card is not an input");
     let config = retrained.join("unet/config.json");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replacen('{', "{\n  \"_retrained\": true,", 1)).unwrap();
+    assert_ne!(printed(), before, "a U-Net file is");
     let again = shard_in(&["--shard-dir", &retrained_dir]);
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(!again.status.success() && err.contains("another run"), "{err}");

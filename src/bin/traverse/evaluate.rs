@@ -123,6 +123,10 @@ struct RunArgs {
     /// Folder of the shard files.
     #[arg(long, default_value = "evaluation-shards")]
     shard_dir: PathBuf,
+    /// Only print the SHA-256 of the files the figures depend on (the model files a pipeline reads, the
+    /// classifier, LPIPS), which each shard records: the identity of a run's inputs, e.g. to key a cache.
+    #[arg(long)]
+    print_inputs_sha256: bool,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -149,6 +153,11 @@ fn measure(a: RunArgs, device_arg: DeviceArg, precision: Precision) -> Result<()
     if !a.no_lpips {
         inputs.push(&a.lpips);
     }
+    let inputs_sha256 = inputs_sha256(&inputs)?;
+    if a.print_inputs_sha256 {
+        println!("{inputs_sha256}");
+        return Ok(());
+    }
     let run = RunSettings {
         kind,
         model: model.model.display().to_string(),
@@ -164,7 +173,7 @@ fn measure(a: RunArgs, device_arg: DeviceArg, precision: Precision) -> Result<()
         map_subjects: a.map_subjects,
         ceiling_subjects: a.ceiling_subjects,
         precision,
-        inputs_sha256: inputs_sha256(&inputs)?,
+        inputs_sha256,
     };
     let eval = run.evaluation()?;
     let shard = a.shard.unwrap_or(Shard::ALL);
