@@ -64,7 +64,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // burn makes a loaded optimizer state on its default device (the GPU where wgpu is compiled in) before
+    // moving it to the parameters' device: on the CPU, make burn's CPU backend the default, so that resuming a
+    // run does not start a GPU adapter and upload the state to it first. A BURN_DEVICE the user set stays.
+    if matches!(cli.device, common::DeviceArg::Cpu) && std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: no other thread exists yet to read the environment while it changes.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
