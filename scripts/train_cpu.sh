@@ -18,13 +18,12 @@ source scripts/setup.sh
 source scripts/run_step.sh
 CACHE="${TRAVERSE_CACHE:-$HOME/.cache/traverse}"
 RUN="$CACHE/gpu-train/run"
-LOGS=$TRAINING
 export CARGO_TARGET_DIR="$CACHE/target"
 cargo build --locked --release --bin traverse
 # The run's own copy of the binary: a build of other code into the shared target dir meanwhile (tests, CI)
 # leaves the running piece alone.
 BIN="$CACHE/gpu-train/traverse"
-mkdir -p "$CACHE/gpu-train" "$LOGS/logs"
+mkdir -p "$CACHE/gpu-train" "$TRAINING/logs"
 cp "$CARGO_TARGET_DIR/release/traverse" "$BIN"
 source "$TRAINING/recipe.sh"
 log="$(mktemp)"
@@ -39,10 +38,8 @@ set -e
 echo "train-mini exited $status after $(($(date +%s) - start)) s" | tee -a "$log"
 if [ -f "$RUN/unet/train_state.json" ]; then
   step="$(run_step "$RUN/unet/train_state.json")"
-  cp "$log" "$LOGS/logs/$(date -u +%Y-%m-%dT%H%M)-cpu-step-$step.log"
-  cp "$RUN"/unet/{loss.csv,loss.svg,train_state.json} "$RUN/training.json" "$LOGS/"
-  # The recipe's reasons travel with the run, so that shipping it keeps them (ship_model.sh).
-  cp "$TRAINING/recipe.sh" "$RUN/recipe.sh"
+  cp "$log" "$TRAINING/logs/$(date -u +%Y-%m-%dT%H%M)-cpu-step-$step.log"
+  keep_piece "$RUN"
 fi
 exit "$status"
 }
