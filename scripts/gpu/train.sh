@@ -2,8 +2,8 @@
 # One piece of a U-Net training run (#32) on a lent GPU machine, from the kit `scripts/gpu/pack.sh train` made
 # here (carry gpu-kit-train): `traverse train-mini --device wgpu` with the flags of $TRAINING/recipe.sh
 # (scripts/run_step.sh), seeded from the shipped model and resumed from the kit's last run, stopped at a save
-# after TIME_LIMIT seconds (default 480, so that one device call of 10 minutes holds it, with unpacking and packing). The run comes back
-# in $OUT as run.tar.* pieces of 15 MiB (the f32 U-Net, its state, loss log and plot, the VAE config with the
+# after TIME_LIMIT seconds (default 480, so that one device call of 10 minutes holds it, with unpacking and
+# packing). The run comes back in $OUT as run.tar.* pieces of 15 MiB (the f32 U-Net, its state, loss log and plot, the VAE config with the
 # latent scaling factor, training.json) with the log; scripts/gpu/fetch_train.sh takes them in here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
